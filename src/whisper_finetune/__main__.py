@@ -1,0 +1,3 @@
+from whisper_finetune.cli import main
+
+raise SystemExit(main())

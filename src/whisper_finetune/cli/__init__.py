@@ -1,0 +1,71 @@
+"""The ``whisper-finetune`` command line: a thin shell over the library.
+
+Each subcommand lives in its own module under ``whisper_finetune.cli`` and exposes
+``register(subparsers)``; the handler it sets turns parsed flags into a typed config
+object and calls one library function. Heavy imports (torch, transformers) happen inside
+the handlers so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from whisper_finetune.version import __version__
+
+# subcommand modules, in the order they appear in --help
+_COMMANDS = (
+    "prepare",
+    "finetune",
+    "merge",
+    "evaluate",
+    "infer",
+    "convert",
+    "models",
+    "serve",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whisper-finetune",
+        description="Fine-tune, evaluate, accelerate and serve OpenAI Whisper.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(f"whisper_finetune.cli.{name}")
+        except ModuleNotFoundError as exc:  # a subcommand not written yet
+            if exc.name != f"whisper_finetune.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        if args.log_level == "DEBUG":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
