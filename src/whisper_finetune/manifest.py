@@ -14,8 +14,10 @@ line and the field. This module imports nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,10 +58,8 @@ class Record:
         """The record as the manifest's JSON object."""
         path = self.audio_path
         if relative_to is not None:
-            try:
+            with contextlib.suppress(ValueError):  # another drive on Windows
                 path = os.path.relpath(path, relative_to)
-            except ValueError:  # another drive on Windows
-                pass
         audio: dict[str, Any] = {"path": path}
         if self.start_time is not None:
             audio["start_time"] = self.start_time
@@ -85,6 +85,8 @@ def _number(obj: dict, key: str, where: str, required: bool = False) -> float | 
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ManifestError(f"{where}: field '{key}' must be a number, got {value!r}")
+    if not math.isfinite(value):  # json.loads accepts NaN and Infinity
+        raise ManifestError(f"{where}: field '{key}' must be a finite number, got {value!r}")
     if value < 0:
         raise ManifestError(f"{where}: field '{key}' must not be negative, got {value!r}")
     return float(value)
@@ -118,7 +120,9 @@ def parse_record(obj: Any, where: str, base_dir: str | os.PathLike = ".") -> Rec
     start = _number(audio, "start_time", f"{where}: audio")
     end = _number(audio, "end_time", f"{where}: audio")
     if start is not None and end is not None and end <= start:
-        raise ManifestError(f"{where}: field 'audio.end_time' ({end}) must exceed start_time ({start})")
+        raise ManifestError(
+            f"{where}: field 'audio.end_time' ({end}) must exceed start_time ({start})"
+        )
     duration = _number(obj, "duration", where)
     sentences = []
     raw = obj.get("sentences") or []
@@ -168,7 +172,9 @@ def iter_manifest(path: str | os.PathLike) -> Iterator[Record]:
         for i, obj in enumerate(items, start=1):
             yield parse_record(obj, f"{path}: item {i}", base_dir)
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085,
+    # which json.dumps(ensure_ascii=False) leaves unescaped inside strings
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -192,11 +198,18 @@ def write_manifest(records: Iterable[Record], path: str | os.PathLike) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    # abspath, not resolve(): readers join relative paths to the manifest folder as
+    # written, so a path made relative to a symlink's target would point elsewhere
+    base = os.path.abspath(path.parent)
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r.to_json(relative_to=path.parent.resolve()), ensure_ascii=False))
-            f.write("\n")
-            n += 1
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r.to_json(relative_to=base), ensure_ascii=False))
+                f.write("\n")
+                n += 1
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return n

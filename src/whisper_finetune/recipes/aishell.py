@@ -139,10 +139,14 @@ def download(url: str, dest: str | os.PathLike, md5: str | None, timeout: float 
         f"--filepath=/path/to/{dest.name}"
     )
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        )
     except urllib.error.HTTPError as exc:
         if not (exc.code == 416 and offset):  # 416: the partial file is already complete
-            raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}. {hint}") from exc
+            raise DownloadError(
+                f"cannot download {url}: HTTP {exc.code} {exc.reason}. {hint}"
+            ) from exc
         response = None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -273,7 +277,9 @@ def _write_manifests(data_dir: Path, out_dir: Path, language: str) -> AishellRes
         if missing:
             logger.warning(
                 "%s: %d wav files have no transcript and were left out (e.g. %s)",
-                split, len(missing), ", ".join(missing[:_SHOW_IDS]),
+                split,
+                len(missing),
+                ", ".join(missing[:_SHOW_IDS]),
             )
         logger.info("Wrote %d records to %s", utterances[split], path)
     unused = sorted(set(transcripts) - used)
@@ -335,7 +341,9 @@ def prepare_aishell(config: AishellConfig) -> AishellResult:
         mark_done(data_dir / ".extracted")
     wav_dir = data_dir / "wav"
     if not wav_dir.is_dir():
-        raise FileNotFoundError(f"{wav_dir} is missing: is {config.filepath or 'the archive'} AISHELL-1?")
+        raise FileNotFoundError(
+            f"{wav_dir} is missing: is {config.filepath or 'the archive'} AISHELL-1?"
+        )
     if not _extract_speaker_archives(wav_dir, config.keep_archives):
         skipped.append("speaker archives")
     summary_path = out_dir / SUMMARY_NAME
@@ -348,6 +356,9 @@ def prepare_aishell(config: AishellConfig) -> AishellResult:
         result = _write_manifests(data_dir, out_dir, config.language)
         _save_summary(result, summary_path)
     return AishellResult(
-        result.manifests, result.utterances, result.untranscribed,
-        result.unused_transcripts, tuple(skipped),
+        result.manifests,
+        result.utterances,
+        result.untranscribed,
+        result.unused_transcripts,
+        tuple(skipped),
     )

@@ -1,0 +1,55 @@
+"""Batching for Whisper: stack log-mels, pad labels with -100, strip the leading SOT.
+
+Two pitfalls this avoids:
+
+* Padding is masked by *length*, never by comparing with ``pad_token_id``: Whisper's
+  pad token is ``<|endoftext|>``, so masking every pad id would also mask the EOT
+  target and the model would never learn to stop.
+* The model builds ``decoder_input_ids`` by shifting the labels right and prepending
+  ``decoder_start_token_id`` (``<|startoftranscript|>``). Labels that already start
+  with it would give a doubled SOT, so it is stripped here, per sample. Compare with
+  ``decoder_start_token_id``, not ``bos_token_id`` (which is ``<|endoftext|>`` in
+  Whisper; transformers#29973).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+IGNORE_INDEX = -100  # label value that the cross-entropy loss ignores
+
+
+class WhisperCollator:
+    """Collate ``{"input_features", "labels"}`` samples into a training batch.
+
+    Args:
+        decoder_start_token_id: the model's ``decoder_start_token_id``
+            (``<|startoftranscript|>``, 50258 for multilingual vocabularies).
+        pad_to_multiple_of: round the label length up to a multiple of this (None: no
+            rounding).
+    """
+
+    def __init__(self, decoder_start_token_id: int, pad_to_multiple_of: int | None = None):
+        self.decoder_start_token_id = int(decoder_start_token_id)
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        features = np.stack([np.asarray(s["input_features"], dtype=np.float32) for s in samples])
+        labels = []
+        for s in samples:
+            ids = list(s["labels"])
+            if ids and ids[0] == self.decoder_start_token_id:
+                ids = ids[1:]
+            labels.append(ids)
+        length = max(len(ids) for ids in labels)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        padded = torch.full((len(labels), length), IGNORE_INDEX, dtype=torch.long)
+        for i, ids in enumerate(labels):
+            padded[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return {"input_features": torch.from_numpy(features), "labels": padded}

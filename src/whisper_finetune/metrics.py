@@ -1,0 +1,157 @@
+"""Character and word error rates, computed at corpus level with jiwer.
+
+A corpus score is ``sum(errors) / sum(reference units)`` over all utterances, where
+errors are substitutions + deletions + insertions. This is not the mean of the
+per-utterance rates: a long utterance weighs more than a short one, as in Kaldi,
+ESPnet and the Whisper paper.
+
+Inputs are assumed to be normalized already (see
+:func:`whisper_finetune.text.normalize_text`); this module only tokenizes:
+
+* ``"cer"`` counts characters with all whitespace removed, so ``"你 好"`` and
+  ``"你好"`` are the same two characters;
+* ``"wer"`` counts whitespace-separated words.
+
+Empty references are handled here, not by jiwer (jiwer 3 raises on them): an utterance
+with no reference units contributes its hypothesis units as insertions and nothing to
+the denominator. This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("cer", "wer")
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+
+
+def _units(text: str, metric: str) -> list[str]:
+    """Split text into the units the metric counts: characters or words."""
+    if metric == "cer":
+        return list("".join(text.split()))
+    return text.split()
+
+
+def _as_list(texts: str | Sequence[str], what: str) -> list[str]:
+    # A bare string is one utterance; iterating it would silently make one per character.
+    items = [texts] if isinstance(texts, str) else list(texts)
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise TypeError(f"{what}[{i}] must be a str, got {type(t).__name__}")
+    return items
+
+
+def error_counts(reference: str, hypothesis: str, metric: str = "cer") -> tuple[int, int]:
+    """Edit errors of one utterance and the size of its reference.
+
+    Args:
+        reference: the normalized reference transcript.
+        hypothesis: the normalized hypothesis transcript.
+        metric: ``"cer"`` (characters, whitespace ignored) or ``"wer"`` (words).
+
+    Returns:
+        ``(errors, ref_units)``: substitutions + deletions + insertions, and the number
+        of reference characters or words. An empty reference gives
+        ``(len(hypothesis units), 0)``.
+
+    Raises:
+        ValueError: if ``metric`` is not one of :data:`METRICS`.
+    """
+    return corpus_error_counts([reference], [hypothesis], metric)
+
+
+def corpus_error_counts(
+    references: str | Sequence[str], hypotheses: str | Sequence[str], metric: str = "cer"
+) -> tuple[int, int]:
+    """Total edit errors and total reference units over a corpus.
+
+    Args:
+        references: normalized reference transcripts, one per utterance.
+        hypotheses: normalized hypothesis transcripts, aligned with ``references``.
+        metric: ``"cer"`` or ``"wer"``.
+
+    Returns:
+        ``(errors, ref_units)`` summed over all utterances.
+
+    Raises:
+        ValueError: if the lists differ in length or ``metric`` is unknown.
+        TypeError: if an item is not a string.
+    """
+    _check_metric(metric)
+    refs = _as_list(references, "references")
+    hyps = _as_list(hypotheses, "hypotheses")
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+
+    errors = 0
+    ref_units = 0
+    scored_refs: list[str] = []
+    scored_hyps: list[str] = []
+    for ref, hyp in zip(refs, hyps, strict=True):
+        ref_tokens = _units(ref, metric)
+        hyp_tokens = _units(hyp, metric)
+        if not ref_tokens:
+            errors += len(hyp_tokens)  # all insertions
+        elif not hyp_tokens:
+            errors += len(ref_tokens)  # all deletions
+            ref_units += len(ref_tokens)
+        else:
+            # Rejoin the units so that jiwer's own tokenization sees exactly ours.
+            sep = "" if metric == "cer" else " "
+            scored_refs.append(sep.join(ref_tokens))
+            scored_hyps.append(sep.join(hyp_tokens))
+    if scored_refs:
+        import jiwer
+
+        process = jiwer.process_characters if metric == "cer" else jiwer.process_words
+        out = process(scored_refs, scored_hyps)
+        errors += out.substitutions + out.deletions + out.insertions
+        ref_units += out.hits + out.substitutions + out.deletions
+    return int(errors), int(ref_units)
+
+
+def score(
+    references: str | Sequence[str], hypotheses: str | Sequence[str], metric: str = "cer"
+) -> float:
+    """Corpus-level error rate: total errors divided by total reference units.
+
+    Args:
+        references: normalized reference transcripts, one per utterance (a bare string
+            counts as one utterance).
+        hypotheses: normalized hypothesis transcripts, aligned with ``references``.
+        metric: ``"cer"`` or ``"wer"``.
+
+    Returns:
+        The error rate (0.0 is perfect; it can exceed 1.0 with many insertions). When
+        the references hold no units at all (including an empty corpus), the rate is
+        undefined: 0.0 is returned if the hypotheses are empty too, and ``math.inf``
+        otherwise.
+
+    Raises:
+        ValueError: if the lists differ in length or ``metric`` is unknown.
+    """
+    errors, ref_units = corpus_error_counts(references, hypotheses, metric)
+    if ref_units == 0:
+        if errors:
+            logger.warning("%s: references are empty but hypotheses are not", metric)
+            return math.inf
+        return 0.0
+    return errors / ref_units
+
+
+def cer(references: str | Sequence[str], hypotheses: str | Sequence[str]) -> float:
+    """Corpus-level character error rate (whitespace ignored); see :func:`score`."""
+    return score(references, hypotheses, "cer")
+
+
+def wer(references: str | Sequence[str], hypotheses: str | Sequence[str]) -> float:
+    """Corpus-level word error rate; see :func:`score`."""
+    return score(references, hypotheses, "wer")

@@ -1,0 +1,191 @@
+"""The demo's report folder: Markdown tables, PNG plots and a one-screen summary.
+
+Plots are drawn with matplotlib's Agg backend (no display needed):
+
+- ``loss.png``: training loss (and eval loss / CER when logged) against optimizer steps;
+- ``cer.png``: CER before and after fine-tuning, per backend and test set;
+- ``rtf.png``: real-time factor per model and backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One evaluation: a model on a test set with one backend."""
+
+    stage: str  # "base" or "fine-tuned"
+    backend: str  # e.g. "transformers fp32", "ct2 int8"
+    dataset: str  # e.g. "synthetic test", "test.wav"
+    metric: str
+    value: float
+    n_utts: int
+    rtf: float  # processing seconds per second of audio
+
+
+@dataclass
+class Report:
+    """Everything the demo measured, in the order it happened."""
+
+    title: str
+    measurements: list[Measurement] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    log_history: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def find(self, stage: str, backend: str, dataset: str) -> Measurement | None:
+        for m in self.measurements:
+            if (m.stage, m.backend, m.dataset) == (stage, backend, dataset):
+                return m
+        return None
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cer_table(report: Report) -> str:
+    """Markdown: one row per backend and dataset, CER before and after."""
+    rows = []
+    keys = dict.fromkeys((m.backend, m.dataset, m.metric) for m in report.measurements)
+    for backend, dataset, metric in keys:
+        base = report.find("base", backend, dataset)
+        tuned = report.find("fine-tuned", backend, dataset)
+        change = f"{tuned.value - base.value:+.3f}" if base and tuned else "-"
+        rows.append(
+            [
+                dataset,
+                backend,
+                f"{base.value:.3f}" if base else "-",
+                f"{tuned.value:.3f}" if tuned else "-",
+                change,
+                (tuned or base).n_utts,
+            ]
+        )
+    metric = report.measurements[0].metric.upper() if report.measurements else "CER"
+    return _table(["test set", "backend", f"base {metric}", f"fine-tuned {metric}", "change", "utterances"], rows)
+
+
+def rtf_table(report: Report) -> str:
+    rows = [
+        [m.stage, m.backend, m.dataset, f"{m.rtf:.3f}"]
+        for m in report.measurements
+    ]
+    return _table(["model", "backend", "test set", "real-time factor"], rows)
+
+
+def stage_table(report: Report) -> str:
+    total = sum(report.stage_seconds.values())
+    rows = [[k, f"{v:.0f}"] for k, v in report.stage_seconds.items()]
+    rows.append(["**total**", f"{total:.0f}"])
+    return _table(["stage", "seconds"], rows)
+
+
+def plot_loss(log_history: list[dict], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    cers = [(h["step"], h["eval_cer"]) for h in log_history if "eval_cer" in h]
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    if cers:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*cers), "s--", color="tab:red", label="eval CER")
+        ax2.set_ylabel("CER")
+        ax2.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    ax.set_title("Fine-tuning")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _grouped_bars(report: Report, path: Path, value, ylabel: str, title: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not report.measurements:
+        return None
+    groups = list(dict.fromkeys((m.dataset, m.backend) for m in report.measurements))
+    stages = list(dict.fromkeys(m.stage for m in report.measurements))
+    width = 0.8 / len(stages)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    for j, stage in enumerate(stages):
+        heights = []
+        for dataset, backend in groups:
+            m = report.find(stage, backend, dataset)
+            heights.append(value(m) if m else 0.0)
+        xs = [i + j * width for i in range(len(groups))]
+        bars = ax.bar(xs, heights, width, label=stage)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks([i + width * (len(stages) - 1) / 2 for i in range(len(groups))])
+    ax.set_xticklabels([f"{d}\n{b}" for d, b in groups], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(report: Report, out_dir: str | Path) -> Path:
+    """Write ``report.md`` and the PNG plots into ``out_dir``; returns the Markdown path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "loss": plot_loss(report.log_history, out_dir / "loss.png"),
+        "cer": _grouped_bars(report, out_dir / "cer.png", lambda m: m.value, "CER", "CER before and after fine-tuning"),
+        "rtf": _grouped_bars(report, out_dir / "rtf.png", lambda m: m.rtf, "real-time factor", "Speed (lower is faster)"),
+    }
+    parts = [f"# {report.title}", "", "## Error rates", "", cer_table(report), ""]
+    parts += ["## Speed", "", rtf_table(report), "", "## Time per stage", "", stage_table(report), ""]
+    if report.settings:
+        parts += ["## Settings", "", _table(["setting", "value"], [[k, v] for k, v in report.settings.items()]), ""]
+    if report.notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
+    for name, p in plots.items():
+        if p is not None:
+            parts += [f"![{name}]({p.name})", ""]
+    md = out_dir / "report.md"
+    md.write_text("\n".join(parts), encoding="utf-8")
+    logger.info("report written to %s", md)
+    return md
+
+
+def summary_text(report: Report) -> str:
+    """A one-screen plain-text summary for the terminal."""
+    lines = [report.title, "=" * len(report.title)]
+    for backend, dataset in dict.fromkeys((m.backend, m.dataset) for m in report.measurements):
+        base = report.find("base", backend, dataset)
+        tuned = report.find("fine-tuned", backend, dataset)
+        left = f"{base.value:.3f}" if base else "  -  "
+        right = f"{tuned.value:.3f}" if tuned else "  -  "
+        rtf = (tuned or base).rtf
+        lines.append(f"{dataset:<16} {backend:<18} {left} -> {right}   RTF {rtf:.3f}")
+    lines.append(f"total time {sum(report.stage_seconds.values()) / 60:.1f} min")
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)

@@ -1,0 +1,369 @@
+"""Fine-tune Whisper with the transformers ``Seq2SeqTrainer``: ``finetune(cfg) -> FinetuneResult``.
+
+A run, all under ``cfg.output_dir``:
+
+* ``finetune_config.json``: the resolved config (written first);
+* ``data_report.json``: per data set, what was kept and what was skipped and why;
+* ``checkpoint-N/``: Trainer checkpoints (adapter or full weights, optimizer,
+  scheduler, RNG states, ``trainer_state.json``), rotated by ``save_total_limit``; the
+  best one (by ``eval_<metric>``, or ``eval_guarded_<metric>``) is always kept;
+* ``runs/``: TensorBoard logs;
+* ``final/``: the result (best checkpoint when evaluating, else the last) with the
+  tokenizer and ``preprocessor_config.json``: an adapter to ``merge``, or, for
+  ``--method=full``, a complete model.
+
+Evaluation generates greedily (``predict_with_generate``) and scores CER/WER with the
+project's normalizer, next to the eval loss.
+
+**The forgetting guard.** ``guard_data`` is a second eval set, typically real speech
+outside the fine-tuning domain. Its error rate is logged as ``eval_guard_<metric>``
+at every evaluation, and once before training, on the base model, as the baseline
+(saved in ``guard_baseline.json`` and reused on resume). With ``guard_max_increase=d``
+the best checkpoint is chosen by ``eval_guarded_<metric>``:
+
+* a checkpoint whose guard rate is at most ``baseline + d`` scores its main rate;
+* one that exceeds it scores ``GUARD_PENALTY + (guard - baseline - d)``.
+
+So every checkpoint that keeps the guard beats every one that does not, the best main
+rate wins among those that keep it, and if none does, the one that forgets least wins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from whisper_finetune.train_config import FinetuneConfig, adalora_total_step
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "latest_checkpoint", "adalora_total_step"]
+
+logger = logging.getLogger(__name__)
+
+GUARD_PENALTY = 1000.0  # added to the selection score of checkpoints that break the guard
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a run produced."""
+
+    output_dir: Path
+    final_dir: Path
+    global_step: int
+    train_loss: float
+    best_checkpoint: str | None = None
+    best_metric: float | None = None
+    guard_baseline: float | None = None
+    guard_ok: bool | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """Scores checkpoints for selection; see the module docstring."""
+
+    baseline: float
+    max_increase: float
+
+    def score(self, main: float, guard: float) -> float:
+        excess = guard - (self.baseline + self.max_increase)
+        return main if excess <= 1e-12 else GUARD_PENALTY + excess
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The highest-numbered *complete* checkpoint (one with ``trainer_state.json``).
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint cut short by a kill
+    lacks it and is passed over.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = [
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+def _resume_path(cfg: FinetuneConfig) -> str | None:
+    value = cfg.resume_from_checkpoint
+    if not value:
+        if latest_checkpoint(cfg.output_dir) is not None and not cfg.overwrite_output_dir:
+            raise ValueError(
+                f"{cfg.output_dir} already holds checkpoints: pass --resume_from_checkpoint=true to "
+                f"continue that run, or --overwrite_output_dir to start over in it"
+            )
+        return None
+    if value.lower() in ("true", "yes", "1", "latest"):
+        found = latest_checkpoint(cfg.output_dir)
+        if found is None:
+            raise ValueError(f"--resume_from_checkpoint=true: no complete checkpoint in {cfg.output_dir}")
+        return str(found)
+    if not (Path(value) / "trainer_state.json").is_file():
+        raise ValueError(f"--resume_from_checkpoint: {value} is not a complete checkpoint (no trainer_state.json)")
+    return value
+
+
+def _trainer_class():
+    from transformers import Seq2SeqTrainer
+
+    class WhisperTrainer(Seq2SeqTrainer):
+        """``Seq2SeqTrainer`` that generates in the run's language and watches a guard set."""
+
+        def __init__(self, *args, language: str, task: str, metric: str, guard_dataset=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.language, self.task, self.metric = language, task, metric
+            self.guard_dataset = guard_dataset
+            self.guard_policy: GuardPolicy | None = None
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
+            gen_kwargs.setdefault("language", self.language)
+            gen_kwargs.setdefault("task", self.task)
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+            if eval_dataset is not None or metric_key_prefix != "eval" or self.guard_dataset is None:
+                return metrics
+            metrics.update(super().evaluate(self.guard_dataset, ignore_keys, "eval_guard", **gen_kwargs))
+            if self.guard_policy is not None:
+                key = f"eval_guarded_{self.metric}"
+                metrics[key] = self.guard_policy.score(metrics[f"eval_{self.metric}"], metrics[f"eval_guard_{self.metric}"])
+                self.log({key: metrics[key]})
+            return metrics
+
+    return WhisperTrainer
+
+
+def _compute_metrics(tokenizer, metric: str):
+    import numpy as np
+
+    from whisper_finetune.metrics import score
+    from whisper_finetune.text import normalize_text
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def compute(pred) -> dict[str, float]:
+        preds = np.where(pred.predictions < 0, pad, pred.predictions)
+        labels = np.where(pred.label_ids < 0, pad, pred.label_ids)
+        hyps = [normalize_text(t) for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
+        refs = [normalize_text(t) for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        return {metric: score(refs, hyps, metric)}
+
+    return compute
+
+
+def _training_arguments(cfg: FinetuneConfig, has_eval: bool, world_size: int):
+    from transformers import Seq2SeqTrainingArguments
+
+    selection = cfg.selection_metric if has_eval else None
+    return Seq2SeqTrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch",
+        logging_steps=cfg.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must show (NonFiniteLossCallback stops the run)
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps if has_eval else None,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=selection is not None,
+        metric_for_best_model=selection,
+        greater_is_better=False if selection else None,
+        predict_with_generate=True,
+        generation_max_length=cfg.generation_max_length,
+        generation_num_beams=1,
+        fp16=cfg.precision == "fp16",
+        bf16=cfg.precision == "bf16",
+        use_cpu=cfg.device == "cpu",
+        dataloader_num_workers=cfg.num_workers,
+        report_to=[r for r in cfg.report_to if r != "none"],
+        seed=cfg.seed,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        # only trainable parameters take part in DDP; searching for unused ones is wasted time
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+        ddp_backend="gloo" if world_size > 1 and cfg.device == "cpu" else None,
+    )
+
+
+def _load_data(cfg: FinetuneConfig, labels, feature_extractor, is_main: bool):
+    """Manifests -> datasets, and the data report."""
+    from whisper_finetune.augment import Augmenter
+    from whisper_finetune.dataset import WhisperDataset, prepare_records, write_reports
+    from whisper_finetune.manifest import read_manifest
+
+    common = dict(min_duration=cfg.min_duration, max_duration=cfg.max_duration,
+                  verify_audio=cfg.verify_audio, skip_bad=cfg.skip_bad_samples)
+    reports, datasets = [], {}
+    for name, path in (("train", cfg.train_data), ("eval", cfg.test_data), ("guard", cfg.guard_data)):
+        if not path:
+            datasets[name] = None
+            continue
+        records = read_manifest(path)
+        if name != "train" and cfg.max_eval_samples:
+            records = records[: cfg.max_eval_samples]
+        kept, report = prepare_records(records, labels, name=name, **common)
+        reports.append(report)
+        if not kept:
+            raise ValueError(f"{path}: no usable records left ({report.summary()})")
+        train = name == "train"
+        augmenter = Augmenter.from_file(cfg.augment_config) if train and cfg.augment_config else None
+        datasets[name] = WhisperDataset(
+            kept, feature_extractor, labels, timestamp_ratio=cfg.timestamp_ratio if train else 0.0,
+            augmenter=augmenter, seed=cfg.seed, cache_features=cfg.cache_features,
+        )
+    if is_main:
+        path = write_reports(reports, Path(cfg.output_dir) / "data_report.json")
+        if any(r.skipped for r in reports):
+            logger.warning("skipped samples are listed in %s", path)
+    return datasets
+
+
+def _guard_baseline(trainer, cfg: FinetuneConfig, model, n_guard: int, is_main: bool) -> float:
+    """The guard set's error rate on the base model, computed once per run folder."""
+    path = Path(cfg.output_dir) / "guard_baseline.json"
+    key = {"guard_data": str(Path(cfg.guard_data).resolve()), "n": n_guard, "metric": cfg.metric}
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if all(saved.get(k) == v for k, v in key.items()):
+            logger.info("guard baseline from %s: %s = %.4f", path, cfg.metric, saved["value"])
+            return float(saved["value"])
+    import contextlib
+
+    # adapters start as a no-op, but disable them anyway: the baseline is the base model
+    ctx = model.disable_adapter() if cfg.uses_peft else contextlib.nullcontext()
+    with ctx:
+        metrics = trainer.evaluate(trainer.guard_dataset, metric_key_prefix="eval_guard")
+    value = float(metrics[f"eval_guard_{cfg.metric}"])
+    logger.info("guard baseline (base model): %s = %.4f", cfg.metric, value)
+    if is_main:
+        path.write_text(json.dumps({**key, "value": value}, indent=2), encoding="utf-8")
+    return value
+
+
+def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
+    """Fine-tune Whisper as ``cfg`` says; see the module docstring for the outputs.
+
+    Works unchanged under ``torchrun``/``accelerate launch`` (DDP; gloo on CPU).
+
+    Args:
+        cfg: the run's configuration (resolved here for this machine).
+        callbacks: extra ``TrainerCallback`` objects.
+
+    Returns:
+        The run's :class:`FinetuneResult`.
+
+    Raises:
+        ValueError: bad settings or data (with the manifest line), no checkpoint to
+            resume from, or checkpoints in ``output_dir`` without a resume/overwrite flag.
+    """
+    import torch
+    from transformers import WhisperProcessor, set_seed
+
+    from whisper_finetune.adapters import build_model
+    from whisper_finetune.callbacks import (
+        WEIGHT_DIGEST_ENV, AdaLoraCallback, EpochSeedCallback, NonFiniteLossCallback, WeightDigestCallback,
+    )
+    from whisper_finetune.collator import WhisperCollator
+    from whisper_finetune.dataset import LabelBuilder
+    from whisper_finetune.models import resolve_model
+    from whisper_finetune.version import __version__
+
+    cfg = cfg.resolved()
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    is_main = int(os.environ.get("RANK", 0)) == 0
+    resume = _resume_path(cfg)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    model_path = resolve_model(cfg.base_model)
+    if is_main:
+        cfg.save(Path(cfg.output_dir) / "finetune_config.json", resolved_base_model=model_path,
+                 world_size=world_size, version=__version__)
+    set_seed(cfg.seed)
+    processor = WhisperProcessor.from_pretrained(model_path)
+    labels = LabelBuilder(processor.tokenizer, cfg.language, cfg.task)
+    data = _load_data(cfg, labels, processor.feature_extractor, is_main)
+    model = build_model(cfg, model_path, len(data["train"]), world_size)
+
+    extra = [EpochSeedCallback(data["train"]), NonFiniteLossCallback()]
+    if cfg.method == "adalora":
+        extra.append(AdaLoraCallback())
+    if os.environ.get(WEIGHT_DIGEST_ENV):
+        extra.append(WeightDigestCallback(os.environ[WEIGHT_DIGEST_ENV]))
+    trainer = _trainer_class()(
+        model=model,
+        args=_training_arguments(cfg, data["eval"] is not None, world_size),
+        train_dataset=data["train"],
+        eval_dataset=data["eval"],
+        data_collator=WhisperCollator(model.config.decoder_start_token_id),
+        processing_class=processor.feature_extractor,
+        compute_metrics=_compute_metrics(processor.tokenizer, cfg.metric) if data["eval"] is not None else None,
+        callbacks=[*extra, *callbacks],
+        language=labels.default_language,
+        task=cfg.task,
+        metric=cfg.metric,
+        guard_dataset=data["guard"],
+    )
+    baseline = None
+    if data["guard"] is not None:
+        baseline = _guard_baseline(trainer, cfg, model, len(data["guard"]), is_main)
+        if cfg.guard_max_increase is not None:
+            trainer.guard_policy = GuardPolicy(baseline, cfg.guard_max_increase)
+
+    output = trainer.train(resume_from_checkpoint=resume)
+
+    final_dir = Path(cfg.output_dir) / "final"
+    trainer.save_model(str(final_dir))
+    if trainer.args.should_save:
+        processor.tokenizer.save_pretrained(final_dir)
+        processor.feature_extractor.save_pretrained(final_dir)  # preprocessor_config.json
+        trainer.save_state()
+    return _result(cfg, trainer, output, final_dir, baseline)
+
+
+def _result(cfg, trainer, output, final_dir: Path, baseline: float | None) -> FinetuneResult:
+    state = trainer.state
+    evals = [h for h in state.log_history if any(k.startswith("eval_") for k in h)]
+    last_eval = {}
+    for h in evals:
+        if h.get("step") == state.global_step:
+            last_eval.update({k: v for k, v in h.items() if k.startswith("eval_")})
+    guard_ok = None
+    if baseline is not None and cfg.guard_max_increase is not None and state.best_global_step:
+        at_best = [h for h in evals if h.get("step") == state.best_global_step and f"eval_guard_{cfg.metric}" in h]
+        if at_best:
+            guard_ok = at_best[-1][f"eval_guard_{cfg.metric}"] <= baseline + cfg.guard_max_increase + 1e-12
+            if not guard_ok:
+                logger.warning("no checkpoint kept the guard within +%g; chose the one that forgot least",
+                               cfg.guard_max_increase)
+    loss = float(output.training_loss)
+    logger.info("finished at step %d (train loss %.4f); result in %s", state.global_step, loss, final_dir)
+    return FinetuneResult(
+        output_dir=Path(cfg.output_dir),
+        final_dir=final_dir,
+        global_step=state.global_step,
+        train_loss=loss if math.isfinite(loss) else float("nan"),
+        best_checkpoint=state.best_model_checkpoint,
+        best_metric=state.best_metric,
+        guard_baseline=baseline,
+        guard_ok=guard_ok,
+        metrics=last_eval,
+    )
+

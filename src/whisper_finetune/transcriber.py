@@ -1,0 +1,403 @@
+"""Transcribers: one protocol, two backends (transformers and CTranslate2/faster-whisper).
+
+Both take a :class:`~whisper_finetune.transcript.DecodeOptions` and return a
+:class:`~whisper_finetune.transcript.Transcript`, and neither changes shared state per
+call (options travel with the call, never through ``tokenizer.set_prefix_tokens`` or a
+mutated ``generation_config``), so one loaded transcriber can serve many threads'
+requests with different languages.
+
+Audio of any length is accepted:
+
+* transformers: up to 30 s is one ``generate`` call; longer audio goes through
+  transformers' sequential long-form generation on the full-length features, which
+  needs timestamp tokens to know where to seek (so ``without_timestamps`` is ignored
+  for it).
+* ct2: faster-whisper's own sliding window. With ``batch_size > 1`` a single audio is
+  cut at pauses by the Silero VAD and its chunks are decoded in batches
+  (``BatchedInferencePipeline``).
+
+Warm-up and timing are the caller's business.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from whisper_finetune.audio import SAMPLE_RATE, load_audio
+from whisper_finetune.transcript import DEFAULT_OPTIONS, DecodeOptions, Segment, Transcript, Word
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SECONDS = 30  # Whisper's input window
+CHUNK_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480,000 samples
+BACKENDS = ("transformers", "ct2")
+_CT2_ONLY = ("hotwords", "vad_filter", "word_timestamps")
+
+AudioInput = str | os.PathLike | np.ndarray
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    """What evaluation, the CLI and the server need from a backend."""
+
+    def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
+        """Transcribe one audio: a file path, or 16 kHz mono float32 samples."""
+        ...
+
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
+    ) -> list[Transcript]:
+        """Transcribe several 16 kHz mono float32 clips; results in the same order."""
+        ...
+
+
+def as_samples(audio: AudioInput) -> np.ndarray:
+    """A path (decoded with :func:`~whisper_finetune.audio.load_audio`) or samples, as float32.
+
+    Raises:
+        ValueError: if an array is not one-dimensional.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        return load_audio(audio)
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"audio samples must be 1-D (16 kHz mono), got shape {samples.shape}")
+    return samples
+
+
+def _clamp(segments: list[Segment], duration: float) -> list[Segment]:
+    """Drop empty segments and keep times within ``[0, duration]`` and in order."""
+    out = []
+    for s in segments:
+        if not s.text:
+            continue
+        end = min(max(s.end, s.start), duration)
+        out.append(Segment(min(s.start, end), end, s.text, s.words))
+    return out
+
+
+class HFTranscriber:
+    """Whisper through transformers' ``generate``.
+
+    Args:
+        model_path: a transformers Whisper folder (or a hub id, when the hub is reachable).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        compute_type: ``"default"`` (float16 on CUDA, float32 on CPU), ``"float32"``,
+            ``"float16"`` or ``"bfloat16"``.
+    """
+
+    backend = "transformers"
+
+    def __init__(
+        self, model_path: str, device: str = "auto", compute_type: str = "default"
+    ) -> None:
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        if compute_type == "default":
+            compute_type = "float32" if device == "cpu" else "float16"
+        if compute_type not in dtypes:
+            raise ValueError(
+                f"compute_type {compute_type!r} is not available on the transformers backend; "
+                f"use one of {sorted(dtypes)} (int8 needs --backend=ct2)"
+            )
+        self.model_path = str(model_path)
+        self.device = torch.device(device)
+        self.dtype = dtypes[compute_type]
+        self.processor = WhisperProcessor.from_pretrained(self.model_path)
+        self.model = WhisperForConditionalGeneration.from_pretrained(
+            self.model_path, dtype=self.dtype
+        )
+        self.model.to(self.device).eval()
+
+    def _features(self, clips: Sequence[np.ndarray], long_form: bool):
+        kwargs = {"sampling_rate": SAMPLE_RATE, "return_tensors": "pt"}
+        if long_form:
+            # keep everything past 30 s; transformers then runs sequential long-form generation
+            kwargs.update(truncation=False, padding="longest", return_attention_mask=True)
+        inputs = self.processor.feature_extractor(list(clips), **kwargs)
+        features = inputs.input_features.to(self.device, self.dtype)
+        mask = inputs.get("attention_mask") if long_form else None
+        return features, (mask.to(self.device) if mask is not None else None)
+
+    def _detect_languages(self, features) -> list[str]:
+        """Language codes detected from the first 30 s of each input."""
+        import torch
+
+        with torch.inference_mode():
+            ids = self.model.detect_language(features[..., : CHUNK_SAMPLES // 160])
+        tokens = self.processor.tokenizer.convert_ids_to_tokens(ids.tolist())
+        return [t.strip("<|>") for t in tokens]
+
+    def _generate(self, clips: Sequence[np.ndarray], options: DecodeOptions) -> list[Transcript]:
+        """Decode clips that are all short (one generate call) or one long clip."""
+        import torch
+
+        for name in _CT2_ONLY:
+            if getattr(options, name):
+                raise ValueError(f"{name} is only supported by the ct2 backend (--backend=ct2)")
+        long_form = any(len(c) > CHUNK_SAMPLES for c in clips)
+        features, mask = self._features(clips, long_form)
+        languages = [options.language] * len(clips)
+        if options.language is None:
+            languages = self._detect_languages(features)
+        kwargs = {
+            "language": languages,
+            "task": options.task,
+            "num_beams": options.beam_size,
+            # long-form decoding seeks by the predicted timestamps, so it needs them
+            "return_timestamps": long_form or not options.without_timestamps,
+            "return_segments": True,
+        }
+        if long_form:
+            kwargs.update(
+                attention_mask=mask, condition_on_prev_tokens=options.condition_on_previous_text
+            )
+        if options.temperature > 0:
+            kwargs.update(do_sample=True, temperature=options.temperature)
+        if options.initial_prompt:
+            prompt = self.processor.get_prompt_ids(options.initial_prompt, return_tensors="pt")
+            kwargs.update(prompt_ids=prompt.to(self.device), prompt_condition_type="first-segment")
+        with torch.inference_mode():
+            out = self.model.generate(features, **kwargs)
+        decode = self.processor.tokenizer.decode
+        transcripts = []
+        for clip, language, raw in zip(clips, languages, out["segments"], strict=True):
+            duration = len(clip) / SAMPLE_RATE
+            segments = [
+                Segment(
+                    float(s["start"]),
+                    float(s["end"]),
+                    decode(s["tokens"], skip_special_tokens=True).strip(),
+                )
+                for s in raw
+            ]
+            transcripts.append(
+                Transcript.from_segments(_clamp(segments, duration), language, duration)
+            )
+        return transcripts
+
+    def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
+        """Transcribe one audio of any length; see :class:`Transcriber`."""
+        samples = as_samples(audio)
+        if samples.size == 0:
+            return Transcript("", options.language, 0.0)
+        return self._generate([samples], options)[0]
+
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
+    ) -> list[Transcript]:
+        """Transcribe clips; those up to 30 s share one batched ``generate`` call.
+
+        Longer clips are transcribed one by one (long-form), empty ones give an empty
+        transcript.
+        """
+        clips = [as_samples(a) for a in audios]
+        results: list[Transcript | None] = [None] * len(clips)
+        short = [i for i, c in enumerate(clips) if 0 < c.size <= CHUNK_SAMPLES]
+        if short:
+            for i, t in zip(short, self._generate([clips[i] for i in short], options), strict=True):
+                results[i] = t
+        for i, clip in enumerate(clips):
+            if results[i] is None:
+                results[i] = self.transcribe(clip, options)
+        return results  # type: ignore[return-value]
+
+
+class CT2Transcriber:
+    """Whisper through CTranslate2 (faster-whisper).
+
+    Args:
+        model_path: a CTranslate2 Whisper folder with ``tokenizer.json`` and
+            ``preprocessor_config.json``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        compute_type: CTranslate2 compute type: ``"default"`` (the model's own type, or the
+            nearest the device supports), ``"int8"``, ``"int8_float16"``, ``"float16"``,
+            ``"float32"``, ...
+        cpu_threads: threads per CPU worker; 0 leaves CTranslate2's default.
+        num_workers: parallel workers when called from several threads.
+        batch_size: above 1, decode VAD chunks of one audio (and several clips) in
+            batches with faster-whisper's ``BatchedInferencePipeline``.
+    """
+
+    backend = "ct2"
+
+    def __init__(
+        self,
+        model_path: str,
+        device: str = "auto",
+        compute_type: str = "default",
+        cpu_threads: int = 0,
+        num_workers: int = 1,
+        batch_size: int = 1,
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_path = str(model_path)
+        self.batch_size = batch_size
+        self.model = WhisperModel(
+            self.model_path,
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=num_workers,
+            local_files_only=True,
+        )
+
+    @staticmethod
+    def _kwargs(options: DecodeOptions) -> dict:
+        return {
+            "language": options.language,
+            "task": options.task,
+            "beam_size": options.beam_size,
+            "best_of": 1,
+            # one temperature, no fallback: the same decoding as the transformers backend
+            "temperature": options.temperature,
+            "compression_ratio_threshold": None,
+            "log_prob_threshold": None,
+            "no_speech_threshold": None,
+            "condition_on_previous_text": options.condition_on_previous_text,
+            "without_timestamps": options.without_timestamps,
+            "initial_prompt": options.initial_prompt,
+            "hotwords": options.hotwords,
+            "vad_filter": options.vad_filter,
+            "word_timestamps": options.word_timestamps,
+        }
+
+    @staticmethod
+    def _segment(s, offset: float = 0.0) -> Segment:
+        words = tuple(
+            Word(w.start - offset, w.end - offset, w.word, w.probability) for w in (s.words or ())
+        )
+        return Segment(s.start - offset, s.end - offset, s.text.strip(), words)
+
+    def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
+        """Transcribe one audio of any length; see :class:`Transcriber`."""
+        samples = as_samples(audio)
+        duration = samples.size / SAMPLE_RATE
+        if samples.size == 0:
+            return Transcript("", options.language, 0.0)
+        kwargs = self._kwargs(options)
+        if self.batch_size > 1:
+            from faster_whisper import BatchedInferencePipeline
+
+            # the batched pipeline needs VAD chunks for audio of 30 s or more
+            kwargs["vad_filter"] = options.vad_filter or duration >= CHUNK_SECONDS
+            pipeline = BatchedInferencePipeline(self.model)
+            segments, info = pipeline.transcribe(samples, batch_size=self.batch_size, **kwargs)
+        else:
+            segments, info = self.model.transcribe(samples, **kwargs)
+        # faster-whisper decodes lazily, while the generator is iterated: do it here
+        decoded = [self._segment(s) for s in segments]
+        return Transcript.from_segments(_clamp(decoded, duration), info.language, duration)
+
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
+    ) -> list[Transcript]:
+        """Transcribe clips; batched when ``batch_size > 1`` and the language is known.
+
+        Batching lays the clips (each at most 30 s) end to end on whole-second
+        boundaries and gives faster-whisper their positions as ``clip_timestamps``, so
+        each clip is one chunk of ``BatchedInferencePipeline``. Otherwise, and for
+        longer clips or an unknown language (detected per clip), clips run one by one.
+        """
+        clips = [as_samples(a) for a in audios]
+        batchable = (
+            self.batch_size > 1
+            and options.language is not None
+            and not options.word_timestamps
+            and all(0 < c.size <= CHUNK_SAMPLES for c in clips)
+        )
+        if not batchable or len(clips) < 2:
+            return [self.transcribe(c, options) for c in clips]
+        return self._batched(clips, options)
+
+    def _batched(self, clips: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
+        from faster_whisper import BatchedInferencePipeline
+
+        starts, position = [], 0
+        for clip in clips:
+            starts.append(position)
+            position += -(-clip.size // SAMPLE_RATE) * SAMPLE_RATE + SAMPLE_RATE  # ceil + 1 s gap
+        joined = np.zeros(position, dtype=np.float32)
+        for start, clip in zip(starts, clips, strict=True):
+            joined[start : start + clip.size] = clip
+        # whole-second starts are exact in float; the +0.5 keeps int(end * 16000) exact
+        clip_timestamps = [
+            {"start": start / SAMPLE_RATE, "end": (start + clip.size + 0.5) / SAMPLE_RATE}
+            for start, clip in zip(starts, clips, strict=True)
+        ]
+        kwargs = self._kwargs(options)
+        kwargs["vad_filter"] = False
+        pipeline = BatchedInferencePipeline(self.model)
+        segments, info = pipeline.transcribe(
+            joined, batch_size=self.batch_size, clip_timestamps=clip_timestamps, **kwargs
+        )
+        # a segment's seek is its chunk's start in 10 ms frames
+        by_seek = {start // (SAMPLE_RATE // 100): i for i, start in enumerate(starts)}
+        grouped: list[list[Segment]] = [[] for _ in clips]
+        for s in segments:
+            i = by_seek[s.seek]
+            grouped[i].append(self._segment(s, offset=starts[i] / SAMPLE_RATE))
+        return [
+            Transcript.from_segments(
+                _clamp(g, c.size / SAMPLE_RATE), info.language, c.size / SAMPLE_RATE
+            )
+            for g, c in zip(grouped, clips, strict=True)
+        ]
+
+
+def load_transcriber(
+    model: str | os.PathLike = "embedded:whisper-base",
+    backend: str = "transformers",
+    device: str = "auto",
+    compute_type: str = "default",
+    cpu_threads: int = 0,
+    num_workers: int = 1,
+    batch_size: int = 1,
+) -> Transcriber:
+    """Load a model for one backend.
+
+    Args:
+        model: ``embedded:whisper-base``, a transformers or CTranslate2 folder, or a hub
+            id (see :func:`whisper_finetune.models.resolve_model`). A transformers folder
+            used with ``ct2`` is converted once (float32) and cached.
+        backend: ``"transformers"`` or ``"ct2"``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        compute_type: see :class:`HFTranscriber` and :class:`CT2Transcriber`.
+        cpu_threads: CPU threads (0: the library's default). On transformers this sets
+            ``torch.set_num_threads`` for the whole process.
+        num_workers: ct2 only: parallel workers for multi-threaded callers.
+        batch_size: ct2 only: see :class:`CT2Transcriber`. (The transformers backend
+            batches whatever :meth:`~Transcriber.transcribe_batch` is given.)
+
+    Returns:
+        A :class:`Transcriber`.
+
+    Raises:
+        ValueError: for an unknown backend or compute type.
+        whisper_finetune.models.ModelNotFoundError: when the model resolves to nothing.
+    """
+    from whisper_finetune.models import resolve_model
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    path = resolve_model(model, backend)
+    logger.info("loading %s model %s on %s", backend, path, device)
+    if backend == "ct2":
+        return CT2Transcriber(path, device, compute_type, cpu_threads, num_workers, batch_size)
+    if cpu_threads > 0:
+        import torch
+
+        torch.set_num_threads(cpu_threads)
+    return HFTranscriber(path, device, compute_type)
