@@ -134,7 +134,7 @@ def _state_dict(variables: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dic
         weight = _float(variables, f"{src}/weight")
         bias = _float(variables, f"{src}/bias")
         size = weight.shape[0] // len(dsts)
-        for i, (dst, has_bias) in enumerate(zip(dsts, biased)):
+        for i, (dst, has_bias) in enumerate(zip(dsts, biased, strict=True)):
             sd[f"{dst}.weight"] = weight[i * size : (i + 1) * size]
             if has_bias:
                 sd[f"{dst}.bias"] = bias[i * size : (i + 1) * size]

@@ -58,7 +58,7 @@ def cer_table(report: Report) -> str:
     """Markdown: one row per backend and dataset, CER before and after."""
     rows = []
     keys = dict.fromkeys((m.backend, m.dataset, m.metric) for m in report.measurements)
-    for backend, dataset, metric in keys:
+    for backend, dataset, _metric in keys:
         base = report.find("base", backend, dataset)
         tuned = report.find("fine-tuned", backend, dataset)
         change = f"{tuned.value - base.value:+.3f}" if base and tuned else "-"
@@ -103,14 +103,14 @@ def plot_loss(log_history: list[dict], path: Path) -> Path | None:
     if not train:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(*zip(*train), label="train loss")
+    ax.plot([s for s, _ in train], [v for _, v in train], label="train loss")
     if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss")
+        ax.plot([s for s, _ in evals], [v for _, v in evals], "o-", label="eval loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     if cers:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*cers), "s--", color="tab:red", label="eval CER")
+        ax2.plot([s for s, _ in cers], [v for _, v in cers], "s--", color="tab:red", label="eval CER")
         ax2.set_ylabel("CER")
         ax2.legend(loc="upper center")
     ax.legend(loc="upper right")

@@ -30,11 +30,13 @@ rate wins among those that keep it, and if none does, the one that forgets least
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +113,25 @@ def _resume_path(cfg: FinetuneConfig) -> str | None:
     return value
 
 
+def _check_adalora_resume(cfg: FinetuneConfig, checkpoint: str | None) -> None:
+    """AdaLoRA resumes only from checkpoints saved before pruning began.
+
+    peft saves a pruned AdaLoRA adapter cut down to its rank pattern, and cannot load
+    such a checkpoint back into a model that is still being pruned (size mismatch);
+    its rank-importance statistics are not checkpointed either.
+    """
+    if cfg.method != "adalora" or checkpoint is None:
+        return
+    adapter = json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8"))
+    if adapter.get("rank_pattern"):
+        raise ValueError(
+            f"cannot resume AdaLoRA from {checkpoint}: its ranks were already pruned, and peft cannot "
+            f"load a pruned AdaLoRA checkpoint back for training. The checkpoint is a usable adapter "
+            f"(merge or evaluate it), or restart the run (LoRA runs resume exactly)."
+        )
+    logger.warning("resuming AdaLoRA: its rank-importance statistics restart from zero")
+
+
 def _trainer_class():
     from transformers import Seq2SeqTrainer
 
@@ -181,7 +202,9 @@ def _training_arguments(cfg: FinetuneConfig, has_eval: bool, world_size: int):
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=selection is not None,
+        # AdaLoRA checkpoints hold different rank patterns, which peft cannot load into the
+        # live model; its best checkpoint is copied instead (see _save_final)
+        load_best_model_at_end=selection is not None and cfg.method != "adalora",
         metric_for_best_model=selection,
         greater_is_better=False if selection else None,
         predict_with_generate=True,
@@ -245,8 +268,6 @@ def _guard_baseline(trainer, cfg: FinetuneConfig, model, n_guard: int, is_main: 
         if all(saved.get(k) == v for k, v in key.items()):
             logger.info("guard baseline from %s: %s = %.4f", path, cfg.metric, saved["value"])
             return float(saved["value"])
-    import contextlib
-
     # adapters start as a no-op, but disable them anyway: the baseline is the base model
     ctx = model.disable_adapter() if cfg.uses_peft else contextlib.nullcontext()
     with ctx:
@@ -256,6 +277,20 @@ def _guard_baseline(trainer, cfg: FinetuneConfig, model, n_guard: int, is_main: 
     if is_main:
         path.write_text(json.dumps({**key, "value": value}, indent=2), encoding="utf-8")
     return value
+
+
+@contextlib.contextmanager
+def _known_warnings_silenced():
+    """Silence library warnings that are expected here and say nothing actionable."""
+    with warnings.catch_warnings():
+        # peft looks for config.json under the stored base name to check for resized
+        # embeddings; "embedded:whisper-base" and hub ids are not folders
+        warnings.filterwarnings("ignore", message="Could not find a config file in")
+        # AdaLoRA may prune a module to rank 0; peft mistakes that for an ungathered shard
+        warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape")
+        # peft still calls the deprecated name (transformers 5.24)
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+        yield
 
 
 def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
@@ -279,7 +314,11 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
 
     from whisper_finetune.adapters import build_model
     from whisper_finetune.callbacks import (
-        WEIGHT_DIGEST_ENV, AdaLoraCallback, EpochSeedCallback, NonFiniteLossCallback, WeightDigestCallback,
+        WEIGHT_DIGEST_ENV,
+        AdaLoraCallback,
+        EpochSeedCallback,
+        NonFiniteLossCallback,
+        WeightDigestCallback,
     )
     from whisper_finetune.collator import WhisperCollator
     from whisper_finetune.dataset import LabelBuilder
@@ -290,6 +329,7 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     is_main = int(os.environ.get("RANK", 0)) == 0
     resume = _resume_path(cfg)
+    _check_adalora_resume(cfg, resume)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     model_path = resolve_model(cfg.base_model)
@@ -327,15 +367,30 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
         if cfg.guard_max_increase is not None:
             trainer.guard_policy = GuardPolicy(baseline, cfg.guard_max_increase)
 
-    output = trainer.train(resume_from_checkpoint=resume)
+    with _known_warnings_silenced():
+        output = trainer.train(resume_from_checkpoint=resume)
+        final_dir = _save_final(cfg, trainer, processor)
+    return _result(cfg, trainer, output, final_dir, baseline)
+
+
+def _save_final(cfg: FinetuneConfig, trainer, processor) -> Path:
+    """Write ``final/``: the best (else last) weights, tokenizer and preprocessor config."""
+    import shutil
 
     final_dir = Path(cfg.output_dir) / "final"
-    trainer.save_model(str(final_dir))
+    best = trainer.state.best_model_checkpoint
+    if cfg.method == "adalora" and best:
+        if trainer.args.should_save:
+            final_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("adapter_model.safetensors", "adapter_config.json"):
+                shutil.copy2(Path(best) / name, final_dir / name)
+    else:
+        trainer.save_model(str(final_dir))
     if trainer.args.should_save:
         processor.tokenizer.save_pretrained(final_dir)
         processor.feature_extractor.save_pretrained(final_dir)  # preprocessor_config.json
         trainer.save_state()
-    return _result(cfg, trainer, output, final_dir, baseline)
+    return final_dir
 
 
 def _result(cfg, trainer, output, final_dir: Path, baseline: float | None) -> FinetuneResult:

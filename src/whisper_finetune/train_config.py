@@ -34,7 +34,7 @@ class FinetuneConfig:
     """Everything one fine-tuning run needs. See ``whisper-finetune finetune --help``."""
 
     # ---- model and data ----
-    base_model: str = _f("embedded:whisper-base", "base model: local folder, hub id, or embedded:whisper-base", aliases=("model_path",))
+    base_model: str = _f("embedded:whisper-base", "base model: local folder, hub id, or embedded:whisper-base")
     train_data: str = _f("", "training manifest (JSON list or JSON Lines)")
     test_data: str | None = _f(None, "evaluation manifest: eval loss and CER every --eval_steps")
     output_dir: str = _f("output", "run folder: checkpoints, final model, logs, config")

@@ -81,6 +81,24 @@ def _clamp(segments: list[Segment], duration: float) -> list[Segment]:
     return out
 
 
+class _BatchMaskWarningFilter(logging.Filter):
+    """Drops transformers' "attention mask is not set with a batched input" warning.
+
+    It fires on every batched Whisper ``generate`` because Whisper's pad token is its
+    end-of-text token. Whisper's decoder prompts are never padded (every row starts
+    with the same special tokens), so the mask it asks for would be all ones.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "attention mask is not set with a batched input" not in record.getMessage()
+
+
+def _quiet_transformers() -> None:
+    target = logging.getLogger("transformers.generation.utils")
+    if not any(isinstance(f, _BatchMaskWarningFilter) for f in target.filters):
+        target.addFilter(_BatchMaskWarningFilter())
+
+
 class HFTranscriber:
     """Whisper through transformers' ``generate``.
 
@@ -117,6 +135,7 @@ class HFTranscriber:
             self.model_path, dtype=self.dtype
         )
         self.model.to(self.device).eval()
+        _quiet_transformers()
 
     def _features(self, clips: Sequence[np.ndarray], long_form: bool):
         kwargs = {"sampling_rate": SAMPLE_RATE, "return_tensors": "pt"}
@@ -161,6 +180,8 @@ class HFTranscriber:
             kwargs.update(
                 attention_mask=mask, condition_on_prev_tokens=options.condition_on_previous_text
             )
+        if options.max_new_tokens is not None:
+            kwargs["max_new_tokens"] = options.max_new_tokens
         if options.temperature > 0:
             kwargs.update(do_sample=True, temperature=options.temperature)
         if options.initial_prompt:
@@ -269,6 +290,7 @@ class CT2Transcriber:
             "condition_on_previous_text": options.condition_on_previous_text,
             "without_timestamps": options.without_timestamps,
             "initial_prompt": options.initial_prompt,
+            "max_new_tokens": options.max_new_tokens,
             "hotwords": options.hotwords,
             "vad_filter": options.vad_filter,
             "word_timestamps": options.word_timestamps,

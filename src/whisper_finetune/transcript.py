@@ -56,6 +56,10 @@ class DecodeOptions:
     condition_on_previous_text: bool = field(
         default=False, metadata={"help": "prompt each 30 s window with the previous window's text"}
     )
+    # cap on tokens decoded per 30 s window (None: up to the model's 448-token context)
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "most tokens decoded per 30 s window; none = no cap"}
+    )
     # text that primes the decoder, e.g. "以下是普通话的句子。" to favour simplified Chinese
     initial_prompt: str | None = field(
         default=None, metadata={"help": "text that primes the decoder, e.g. 以下是普通话的句子。"}
@@ -78,6 +82,8 @@ class DecodeOptions:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.language is not None:

@@ -1,6 +1,6 @@
 """``whisper-finetune prepare``: build and check training manifests.
 
-Sub-commands: ``aishell``, ``wenetspeech``, ``folder``, ``validate`` (and
+Sub-commands: ``aishell``, ``wenetspeech``, ``folder``, ``pack``, ``validate`` (and
 ``synth-mandarin`` where :mod:`whisper_finetune.cli._prepare_synth` is installed).
 """
 
@@ -11,6 +11,7 @@ import argparse
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
 from whisper_finetune.recipes.aishell import AishellConfig
 from whisper_finetune.recipes.folder import FolderConfig
+from whisper_finetune.recipes.pack import PackConfig
 from whisper_finetune.recipes.validate import ValidateConfig
 from whisper_finetune.recipes.wenetspeech import WenetSpeechConfig
 
@@ -98,6 +99,18 @@ _RECIPES = (
 )
 
 
+def _run_pack(args: argparse.Namespace) -> int:
+    from whisper_finetune.recipes.pack import pack_manifest
+
+    result = pack_manifest(dataclass_from_args(PackConfig, args))
+    print(
+        f"{result.n_input} utterances -> {result.n_windows} windows of up to 30 s "
+        f"({result.seconds / 60:.1f} min), {result.n_single} kept single, "
+        f"{result.n_unpacked} left unpacked -> {result.output}"
+    )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``prepare`` command and its recipes to the top-level parser."""
     parser = subparsers.add_parser(
@@ -112,6 +125,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p = recipes.add_parser(name, help=help_text, description=help_text)
         add_dataclass_args(p, config_cls)
         p.set_defaults(func=handler)
+    p = recipes.add_parser(
+        "pack",
+        help="pack short utterances into <=30 s windows with timestamps (faster training)",
+        description=(
+            "Concatenate short utterances into windows of up to 30 s with per-sentence "
+            "timestamps: Whisper pads every input to 30 s, so packing divides the encoder "
+            "cost per utterance by the number of utterances per window."
+        ),
+    )
+    add_dataclass_args(p, PackConfig)
+    p.set_defaults(func=_run_pack)
     p = recipes.add_parser(
         "validate",
         help="check a manifest: files decode, durations, <=30 s, labels within 448 tokens",

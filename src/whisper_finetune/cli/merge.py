@@ -1,0 +1,53 @@
+"""``whisper-finetune merge``: merge a LoRA/AdaLoRA adapter into its base model.
+
+Replaces the original ``merge_lora.py``. The base model is read from the adapter's
+``adapter_config.json``; the output is a standalone transformers folder (weights,
+tokenizer, ``preprocessor_config.json``, generation config) that ``convert``,
+``evaluate`` and ``infer`` take directly.
+
+Examples::
+
+    whisper-finetune merge --lora_model=output/base-lora/final --output_dir=models/base-zh
+    whisper-finetune merge --lora_model=output/base-lora/checkpoint-2000 \\
+        --output_dir=models/base-zh-half --scale=0.5 --overwrite
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """Options of ``whisper-finetune merge``."""
+
+    lora_model: str = field(default="", metadata={"help": "adapter folder (a run's final/ or checkpoint-N/)"})
+    output_dir: str = field(default="", metadata={"help": "where to write the merged model"})
+    scale: float = field(default=1.0, metadata={"help": "adapter weight in [0, 1]: W = W_base + scale * delta"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output_dir"})
+
+
+def _run(args: argparse.Namespace) -> int:
+    from whisper_finetune.merge import merge_adapter
+
+    opts = dataclass_from_args(MergeOptions, args)
+    if not opts.lora_model or not opts.output_dir:
+        raise ValueError("--lora_model and --output_dir are required")
+    out = merge_adapter(opts.lora_model, opts.output_dir, scale=opts.scale, overwrite=opts.overwrite)
+    print(f"merged: {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``merge`` command to the top-level parser."""
+    parser = subparsers.add_parser(
+        "merge",
+        help="merge a LoRA/AdaLoRA adapter into its base model (standalone folder)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataclass_args(parser, MergeOptions)
+    parser.set_defaults(func=_run)
