@@ -95,3 +95,16 @@ def test_float32_conversion_of_whisper_base_gives_the_same_greedy_text(test_wav,
     lines = dict(line.split(":", 1) for line in printed.splitlines() if ":" in line)
     assert lines["transformers"].strip() == lines["ct2"].strip(), printed
     assert "0.0000 (identical)" in printed
+
+
+def test_ct2_backend_converts_a_transformers_folder_once(tiny_model_dir, tmp_path, monkeypatch):
+    from whisper_finetune.models import resolve_model
+
+    monkeypatch.setenv("WHISPER_FINETUNE_HOME", str(tmp_path / "home"))
+    first = Path(resolve_model(tiny_model_dir, "ct2"))
+    assert first.is_relative_to(tmp_path / "home")
+    for name in ("model.bin", "tokenizer.json", "preprocessor_config.json"):
+        assert (first / name).is_file(), name
+    stamp = (first / "model.bin").stat().st_mtime_ns
+    assert Path(resolve_model(tiny_model_dir, "ct2")) == first
+    assert (first / "model.bin").stat().st_mtime_ns == stamp

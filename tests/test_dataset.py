@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from finetune_data import CLIPS, tone, write_manifest
 
-from whisper_finetune.augment import Augmenter, load_augment_config, parse_specs
 from whisper_finetune.audio import write_wav
+from whisper_finetune.augment import Augmenter, load_augment_config, parse_specs
 from whisper_finetune.collator import IGNORE_INDEX, WhisperCollator
 from whisper_finetune.dataset import (
     LabelBuilder,

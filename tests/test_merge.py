@@ -38,8 +38,12 @@ def lora_adapter(tiny_model_dir, tmp_path_factory):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    config = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                        target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        init_lora_weights=False,
+        target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+    )
     model = get_peft_model(_base(tiny_model_dir), config)
     model.peft_config["default"].base_model_name_or_path = stored_base_name(str(tiny_model_dir))
     out = tmp_path_factory.mktemp("adapters") / "lora"
@@ -54,10 +58,19 @@ def test_merged_logits_equal_the_adapted_model(tiny_model_dir, lora_adapter, fea
 
     out = tmp_path / "merged"
     assert main(["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}"]) == 0
-    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-                 "tokenizer_config.json", "preprocessor_config.json", PROVENANCE_FILE):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        PROVENANCE_FILE,
+    ):
         assert (out / name).is_file(), name
-    assert json.loads((out / PROVENANCE_FILE).read_text())["base_model"] == str(Path(tiny_model_dir).resolve())
+    assert json.loads((out / PROVENANCE_FILE).read_text())["base_model"] == str(
+        Path(tiny_model_dir).resolve()
+    )
     adapted = PeftModel.from_pretrained(_base(tiny_model_dir), str(lora_adapter)).eval()
     expected = _logits(adapted, features)
     merged = _base(out)
@@ -74,7 +87,9 @@ def test_scale_interpolates_between_base_and_adapted(tiny_model_dir, lora_adapte
     assert base.keys() == zero.keys() == half.keys()
     for key in base:
         assert torch.equal(zero[key], base[key]), key  # scale 0: exactly the base weights
-        torch.testing.assert_close(half[key], base[key] + 0.5 * (full[key] - base[key]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            half[key], base[key] + 0.5 * (full[key] - base[key]), rtol=1e-5, atol=1e-6
+        )
     changed = [k for k in base if not torch.equal(full[k], base[k])]
     assert any("q_proj" in k for k in changed) and not any("embed" in k for k in changed)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -98,7 +113,9 @@ def test_output_is_atomic_and_never_clobbered(tiny_model_dir, lora_adapter, tmp_
     with pytest.raises(Exception):  # noqa: B017 - whatever safetensors raises
         merge_adapter(broken, tmp_path / "never")
     assert not (tmp_path / "never").exists()
-    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]  # no half-written folder left
+    assert not [
+        p for p in tmp_path.iterdir() if ".partial-" in p.name
+    ]  # no half-written folder left
     with pytest.raises(ValueError, match="not a LoRA/AdaLoRA adapter.*full model"):
         merge_adapter(tiny_model_dir, tmp_path / "x")
     with pytest.raises(ValueError, match="overwrite the adapter"):
@@ -112,16 +129,29 @@ def test_adalora_adapter_merges(tiny_model_dir, tmp_path, features):
 
     train = write_manifest(tmp_path / "data", clips=CLIPS[:2])
     cfg = FinetuneConfig(
-        base_model=str(tiny_model_dir), train_data=str(train), output_dir=str(tmp_path / "run"),
-        method="adalora", max_steps=5, save_steps=5, per_device_train_batch_size=2, learning_rate=1e-2,
-        warmup_steps=0, adalora_init_r=4, adalora_target_r=2, adalora_tinit=1, adalora_tfinal=1,
-        adalora_delta_t=1, report_to=("none",),
+        base_model=str(tiny_model_dir),
+        train_data=str(train),
+        output_dir=str(tmp_path / "run"),
+        method="adalora",
+        max_steps=5,
+        save_steps=5,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        warmup_steps=0,
+        adalora_init_r=4,
+        adalora_target_r=2,
+        adalora_tinit=1,
+        adalora_tfinal=1,
+        adalora_delta_t=1,
+        report_to=("none",),
     )
     adapter = finetune(cfg).final_dir
     assert json.loads((adapter / "adapter_config.json").read_text())["rank_pattern"]
     out = merge_adapter(adapter, tmp_path / "merged")
     adapted = PeftModel.from_pretrained(_base(tiny_model_dir), str(adapter)).eval()
-    torch.testing.assert_close(_logits(_base(out), features), _logits(adapted, features), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        _logits(_base(out), features), _logits(adapted, features), rtol=1e-4, atol=1e-4
+    )
     base = _base(tiny_model_dir).state_dict()
     zero = _base(merge_adapter(adapter, tmp_path / "zero", scale=0.0)).state_dict()
     assert all(torch.equal(zero[k], base[k]) for k in base)
@@ -139,8 +169,14 @@ def test_merged_model_converts_to_ctranslate2_and_transcribes(lora_adapter, tmp_
         assert (ct2 / name).is_file(), name
     wav = write_manifest(tmp_path / "audio", clips=CLIPS[:1]).parent / "clip0.wav"
     model = WhisperModel(str(ct2), device="cpu", compute_type="int8", cpu_threads=2)
-    segments, info = model.transcribe(str(wav), language="zh", beam_size=1, without_timestamps=True,
-                                      max_new_tokens=10, condition_on_previous_text=False)
+    segments, info = model.transcribe(
+        str(wav),
+        language="zh",
+        beam_size=1,
+        without_timestamps=True,
+        max_new_tokens=10,
+        condition_on_previous_text=False,
+    )
     segments = list(segments)  # decoding happens here
     assert info.duration == pytest.approx(CLIPS[0][1], abs=0.01)
     assert all(isinstance(s.text, str) for s in segments)
@@ -154,9 +190,12 @@ def test_base_model_name_is_kept_for_embedded_models(tmp_path):
 
     assert stored_base_name("embedded:whisper-base") == "embedded:whisper-base"
     assert stored_base_name("openai/whisper-tiny") == "openai/whisper-tiny"
-    model = get_peft_model(_base(resolve_model("embedded:whisper-base")),
-                           LoraConfig(r=2, target_modules=r".*decoder\.layers\.0\.self_attn\.q_proj",
-                                      init_lora_weights=False))
+    model = get_peft_model(
+        _base(resolve_model("embedded:whisper-base")),
+        LoraConfig(
+            r=2, target_modules=r".*decoder\.layers\.0\.self_attn\.q_proj", init_lora_weights=False
+        ),
+    )
     model.peft_config["default"].base_model_name_or_path = stored_base_name("embedded:whisper-base")
     model.save_pretrained(tmp_path / "adapter")
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())

@@ -19,14 +19,10 @@ from transformers import TrainerCallback
 
 from whisper_finetune.adapters import target_modules_regex
 from whisper_finetune.callbacks import WEIGHT_DIGEST_ENV
-from whisper_finetune.train import (
-    GUARD_PENALTY,
-    FinetuneConfig,
-    GuardPolicy,
-    finetune,
-    latest_checkpoint,
-)
+from whisper_finetune.manifest import ManifestError
+from whisper_finetune.train import FinetuneConfig, finetune, latest_checkpoint
 from whisper_finetune.train_config import adalora_total_step
+from whisper_finetune.trainer import GUARD_PENALTY, GuardPolicy
 
 pytestmark = pytest.mark.slow
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -35,10 +31,15 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("train-data")
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
     return {
         "all": write_manifest(folder),
         # two clips: with batch size 2 every step sees the same batch
         "pair": write_manifest(folder, clips=CLIPS[:2], name="pair.jsonl"),
+        # the six clips and a broken file on line 7
+        "bad": write_manifest(
+            folder, name="bad.jsonl", extra=[{"audio": {"path": "broken.wav"}, "sentence": "坏"}]
+        ),
     }
 
 
@@ -239,6 +240,50 @@ def test_adalora_reallocates_ranks(tiny_model_dir, data, tmp_path):
     assert len(set(final.values())) > 1  # reallocated, not a uniform cut to r=2
     pattern = json.loads((result.final_dir / "adapter_config.json").read_text())["rank_pattern"]
     assert sorted(sum(v) for v in pattern.values()) == sorted(final.values())
+    # peft cannot load a pruned AdaLoRA checkpoint back for training: a clear error, not a
+    # wall of size mismatches
+    with pytest.raises(ValueError, match="cannot resume AdaLoRA"):
+        finetune(dataclasses.replace(cfg, resume_from_checkpoint="true"))
+
+
+def test_gradient_accumulation_and_bad_samples(tiny_model_dir, data, tmp_path):
+    """Whisper's loss is a mean: accumulating 3 batches must not triple it (transformers 5
+    assumes models taking **kwargs sum over num_items_in_batch). Bad clips stop the run,
+    or are skipped and reported."""
+    cfg = _cfg(
+        tiny_model_dir,
+        data["bad"],
+        tmp_path / "ga",
+        max_steps=1,
+        save_steps=1,
+        gradient_accumulation_steps=3,
+    )
+    with pytest.raises(ManifestError, match=rf"{data['bad'].name}:7: .*broken\.wav"):
+        finetune(cfg)
+    losses = LossRecorder()
+    finetune(dataclasses.replace(cfg, skip_bad_samples=True), callbacks=[losses])
+    assert 9.0 < losses.losses[0] < 12.0  # about ln(51865) = 10.86 for a random model
+    report = json.loads((tmp_path / "ga" / "data_report.json").read_text())["train"]
+    assert report["skipped_count"] == 1 and report["skipped_by_reason"]["bad_audio"] == 1
+    assert report["skipped"][0]["origin"].endswith(f"{data['bad'].name}:7")
+
+
+def test_freeze_encoder_and_spec_augment(tiny_model_dir):
+    from whisper_finetune.adapters import build_model
+
+    def build(**kw):
+        cfg = FinetuneConfig(train_data="t", base_model=str(tiny_model_dir), **kw)
+        return build_model(cfg.resolved(False, False), str(tiny_model_dir), 8)
+
+    full = build(method="full", freeze_encoder=True, apply_spec_augment=True, mask_time_prob=0.1)
+    trainable = [n for n, p in full.named_parameters() if p.requires_grad]
+    assert trainable and not any(".encoder." in n for n in trainable)
+    assert full.config.apply_spec_augment and full.config.mask_time_prob == 0.1
+    assert full.accepts_loss_kwargs is False
+    lora = build(freeze_encoder=True, target_modules=("q_proj", "fc1"))
+    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and ".decoder." in n for n in trainable)
+    assert any("encoder_attn" in n for n in trainable)  # cross-attention is the decoder's
 
 
 def test_full_finetuning_with_eval_and_guard(tiny_model_dir, data, tmp_path):
@@ -253,7 +298,7 @@ def test_full_finetuning_with_eval_and_guard(tiny_model_dir, data, tmp_path):
         max_steps=4,
         save_steps=2,
         test_data=str(data["pair"]),
-        guard_data=str(data["all"]),
+        guard_data=str(data["pair"]),
         guard_max_increase=0.0,
         save_total_limit=1,
     )
@@ -317,6 +362,8 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, data, tmp_path):
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert latest_checkpoint(out).name == "checkpoint-2" and not (out / "final").exists()
 
+    (out / "checkpoint-3").mkdir()  # as if killed while saving step 3: no trainer_state.json
+    (out / "checkpoint-3" / "optimizer.pt").write_bytes(b"partial")
     flags = [
         f"--{k}={v}"
         for k, v in cfg.to_json().items()
@@ -325,6 +372,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, data, tmp_path):
     assert main(["finetune", *flags, "--report_to", "none", "--resume_from_checkpoint=true"]) == 0
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == reference.global_step == 4
+    assert not (out / "checkpoint-3").exists()
     ref = load_file(reference.final_dir / "adapter_model.safetensors")
     got = load_file(out / "final" / "adapter_model.safetensors")
     assert ref.keys() == got.keys()
@@ -369,5 +417,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(tiny_model_dir, data, tmp_pa
     ranks = [json.loads((digests / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 3
     assert ranks[0]["sha256"] == ranks[1]["sha256"] and ranks[0]["numel"] > 0
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert all(9.0 < h["loss"] < 12.0 for h in history if "loss" in h)  # not scaled by world size
     assert json.loads((out / "finetune_config.json").read_text())["world_size"] == 2
     assert (out / "final" / "adapter_model.safetensors").is_file()

@@ -114,7 +114,8 @@ def test_srt_vtt_txt_formats():
 
 
 def test_backends_share_one_signature():
-    from whisper_finetune.transcriber import CT2Transcriber, HFTranscriber, Transcriber
+    from whisper_finetune.ct2_transcriber import CT2Transcriber
+    from whisper_finetune.transcriber import HFTranscriber, Transcriber
 
     for method in ("transcribe", "transcribe_batch"):
         expected = inspect.signature(getattr(Transcriber, method))
@@ -196,7 +197,7 @@ def test_ct2_only_options_are_refused_by_transformers(tiny_transcribers):
 
 def test_batched_ct2_maps_clips_back_in_order(tiny_model_dir, tmp_path):
     from whisper_finetune.convert import convert_to_ct2
-    from whisper_finetune.transcriber import CT2Transcriber
+    from whisper_finetune.ct2_transcriber import CT2Transcriber
 
     ct2_dir = convert_to_ct2(tiny_model_dir, tmp_path / "ct2", quantization="int8")
     transcriber = CT2Transcriber(str(ct2_dir), device="cpu", batch_size=4)

@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 _LAYER_SCOPES = ("all", "encoder", "decoder")
 
 
-def target_modules_regex(target_modules: tuple[str, ...], lora_layers: str = "all") -> str | list[str]:
+def target_modules_regex(
+    target_modules: tuple[str, ...], lora_layers: str = "all"
+) -> str | list[str]:
     """The peft ``target_modules`` value for module names and a layer scope.
 
     Args:
@@ -81,7 +83,12 @@ def load_base_model(cfg: FinetuneConfig, model_path: str):
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = WhisperForConditionalGeneration.from_pretrained(model_path, **kwargs)
-    model.config.use_cache = False  # the cache is useless in training and clashes with checkpointing
+    # the cache is useless in training and clashes with checkpointing
+    model.config.use_cache = False
+    # Whisper's forward takes **kwargs, so the Trainer would assume it sums its loss over
+    # ``num_items_in_batch`` and then skip dividing by the accumulation steps (and scale
+    # by the world size under DDP). Whisper returns a plain mean: say so.
+    model.accepts_loss_kwargs = False
     model.config.apply_spec_augment = cfg.apply_spec_augment
     if cfg.apply_spec_augment:
         model.config.mask_time_prob = cfg.mask_time_prob
@@ -101,16 +108,27 @@ def peft_config(cfg: FinetuneConfig, total_step: int):
     targets = target_modules_regex(cfg.target_modules, layers)
     if cfg.method == "lora":
         return LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=targets, bias="none",
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=targets,
+            bias="none",
         )
     tinit, tfinal = adalora_schedule(total_step, cfg.adalora_tinit, cfg.adalora_tfinal)
     return AdaLoraConfig(
-        init_r=cfg.adalora_init_r, target_r=cfg.adalora_target_r,
-        tinit=tinit, tfinal=tfinal, deltaT=min(cfg.adalora_delta_t, max(1, (total_step - tinit - tfinal) // 2)),
-        beta1=0.85, beta2=0.85, orth_reg_weight=cfg.adalora_orth_reg_weight,
-        total_step=total_step, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=targets, bias="none",
+        init_r=cfg.adalora_init_r,
+        target_r=cfg.adalora_target_r,
+        tinit=tinit,
+        tfinal=tfinal,
+        deltaT=min(cfg.adalora_delta_t, max(1, (total_step - tinit - tfinal) // 2)),
+        beta1=0.85,
+        beta2=0.85,
+        orth_reg_weight=cfg.adalora_orth_reg_weight,
+        total_step=total_step,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        bias="none",
     )
 
 
@@ -153,10 +171,16 @@ def build_model(cfg: FinetuneConfig, model_path: str, n_train_samples: int, worl
     if cfg.use_8bit:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing
+        )
     total_step = adalora_total_step(
-        n_train_samples, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
-        world_size, cfg.num_train_epochs, cfg.max_steps,
+        n_train_samples,
+        cfg.per_device_train_batch_size,
+        cfg.gradient_accumulation_steps,
+        world_size,
+        cfg.num_train_epochs,
+        cfg.max_steps,
     )
     model = get_peft_model(model, peft_config(cfg, total_step))
     model.peft_config["default"].base_model_name_or_path = stored_base_name(cfg.base_model)
@@ -168,5 +192,12 @@ def _log_trainable(model) -> None:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     if trainable == 0:
-        raise ValueError("nothing to train: no parameter requires a gradient (check --target_modules/--lora_layers)")
-    logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+        raise ValueError(
+            "nothing to train: no parameter requires a gradient (check --target_modules/--lora_layers)"
+        )
+    logger.info(
+        "trainable parameters: %s of %s (%.2f%%)",
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )

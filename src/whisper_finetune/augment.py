@@ -66,7 +66,11 @@ def _speed(min_speed_rate=0.9, max_speed_rate=1.1, num_rates=3):
     rates = np.linspace(min_speed_rate, max_speed_rate, num_rates) if num_rates > 0 else None
 
     def apply(wave, rng):
-        rate = float(rng.choice(rates)) if rates is not None else rng.uniform(min_speed_rate, max_speed_rate)
+        rate = (
+            float(rng.choice(rates))
+            if rates is not None
+            else rng.uniform(min_speed_rate, max_speed_rate)
+        )
         if rate == 1.0:
             return wave, 1.0, 0.0
         # tape-style speed change by linear interpolation (pitch moves with speed), as upstream
@@ -146,7 +150,11 @@ def _resample(new_sample_rates=(8000, 32000, 44100)):
         # a round trip through another rate: band-limits (8 kHz) or adds resampling artefacts
         rate = rates[int(rng.integers(len(rates)))]
         out = resample(resample(wave, SAMPLE_RATE, rate), rate, SAMPLE_RATE)
-        return out[: wave.size] if out.size > wave.size else np.pad(out, (0, wave.size - out.size)), 1.0, 0.0
+        return (
+            out[: wave.size] if out.size > wave.size else np.pad(out, (0, wave.size - out.size)),
+            1.0,
+            0.0,
+        )
 
     return apply
 
@@ -241,7 +249,9 @@ class Augmenter:
             try:
                 self._steps.append((spec, AUGMENTATIONS[spec.type](**params)))
             except TypeError as exc:
-                raise ValueError(f"augmentation {spec.type!r}: bad params {spec.params}: {exc}") from exc
+                raise ValueError(
+                    f"augmentation {spec.type!r}: bad params {spec.params}: {exc}"
+                ) from exc
 
     def __bool__(self) -> bool:
         return bool(self._steps)

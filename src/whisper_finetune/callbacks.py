@@ -43,11 +43,15 @@ class AdaLoraCallback(TrainerCallback):
         if state.max_steps and config.total_step != state.max_steps:
             logger.warning(
                 "AdaLoRA total_step %d differs from the Trainer's %d optimizer steps; using %d",
-                config.total_step, state.max_steps, state.max_steps,
+                config.total_step,
+                state.max_steps,
+                state.max_steps,
             )
             config.total_step = state.max_steps
         if config.tinit + config.tfinal >= config.total_step:
-            raise ValueError("AdaLoRA: tinit + tfinal must be smaller than the number of optimizer steps")
+            raise ValueError(
+                "AdaLoRA: tinit + tfinal must be smaller than the number of optimizer steps"
+            )
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         _peft_base(model).update_and_allocate(state.global_step)
@@ -105,5 +109,9 @@ class WeightDigestCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         rank = int(os.environ.get("RANK", 0))
         self.folder.mkdir(parents=True, exist_ok=True)
-        digest = {"rank": rank, "global_step": state.global_step, **weight_digest(getattr(model, "module", model))}
+        digest = {
+            "rank": rank,
+            "global_step": state.global_step,
+            **weight_digest(getattr(model, "module", model)),
+        }
         (self.folder / f"rank{rank}.json").write_text(json.dumps(digest), encoding="utf-8")

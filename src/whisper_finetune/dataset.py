@@ -90,7 +90,9 @@ class DataReport:
 
     def summary(self) -> str:
         parts = [f"{k}={v}" for k, v in self.counts.items() if v]
-        return f"{self.name}: kept {self.kept}/{self.total}" + (f" (skipped {', '.join(parts)})" if parts else "")
+        return f"{self.name}: kept {self.kept}/{self.total}" + (
+            f" (skipped {', '.join(parts)})" if parts else ""
+        )
 
 
 def write_reports(reports: Sequence[DataReport], path: str | os.PathLike) -> Path:
@@ -133,7 +135,9 @@ class LabelBuilder:
 
         def token(name: str) -> int:
             if name not in vocab:
-                raise ValueError(f"the tokenizer has no {name} token: is it a multilingual Whisper tokenizer?")
+                raise ValueError(
+                    f"the tokenizer has no {name} token: is it a multilingual Whisper tokenizer?"
+                )
             return vocab[name]
 
         self.sot = token("<|startoftranscript|>")
@@ -169,7 +173,13 @@ class LabelBuilder:
     def is_no_speech(record: Record) -> bool:
         return not record.sentence.strip() and not any(s.text.strip() for s in record.sentences)
 
-    def build(self, record: Record, timestamps: bool = False, time_scale: float = 1.0, time_offset: float = 0.0) -> list[int]:
+    def build(
+        self,
+        record: Record,
+        timestamps: bool = False,
+        time_scale: float = 1.0,
+        time_offset: float = 0.0,
+    ) -> list[int]:
         """Label ids for one record, SOT to EOT.
 
         Args:
@@ -241,7 +251,9 @@ def prepare_records(
             unreadable audio or a bad record; the message names the manifest line.
     """
     if not 0 < max_duration <= MAX_DURATION_S:
-        raise ValueError(f"max_duration must be in (0, {MAX_DURATION_S:g}] seconds, got {max_duration}")
+        raise ValueError(
+            f"max_duration must be in (0, {MAX_DURATION_S:g}] seconds, got {max_duration}"
+        )
     if min_duration > max_duration:
         raise ValueError(f"min_duration ({min_duration}) exceeds max_duration ({max_duration})")
     report = DataReport(name=name, total=len(records))
@@ -252,9 +264,13 @@ def prepare_records(
             n_labels = labels.max_length(record)
             duration = _record_duration(record, verify_audio)
         except (AudioError, FileNotFoundError, ValueError) as exc:
-            reason = "bad_audio" if isinstance(exc, (AudioError, FileNotFoundError)) else "bad_record"
+            reason = (
+                "bad_audio" if isinstance(exc, (AudioError, FileNotFoundError)) else "bad_record"
+            )
             if not skip_bad:
-                raise ManifestError(f"{where}: {exc} (use --skip_bad_samples to skip such records)") from exc
+                raise ManifestError(
+                    f"{where}: {exc} (use --skip_bad_samples to skip such records)"
+                ) from exc
             report.skipped.append(Skipped(where, record.audio_path, reason, str(exc)))
             continue
         reason = detail = None
@@ -314,7 +330,9 @@ class WhisperDataset:
         self.augmenter = augmenter if augmenter else None
         self.seed = seed
         self.epoch = 0
-        self._cache: dict[int, np.ndarray] | None = {} if cache_features and self.augmenter is None else None
+        self._cache: dict[int, np.ndarray] | None = (
+            {} if cache_features and self.augmenter is None else None
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -324,7 +342,9 @@ class WhisperDataset:
         self.epoch = int(epoch)
 
     def _needs_rng(self, record: Record) -> bool:
-        return self.augmenter is not None or (0.0 < self.timestamp_ratio < 1.0 and bool(record.sentences))
+        return self.augmenter is not None or (
+            0.0 < self.timestamp_ratio < 1.0 and bool(record.sentences)
+        )
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         out = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="np")
@@ -332,7 +352,11 @@ class WhisperDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self._needs_rng(record) else None
+        rng = (
+            np.random.default_rng([self.seed, self.epoch, index])
+            if self._needs_rng(record)
+            else None
+        )
         timestamps = bool(record.sentences) and (
             self.timestamp_ratio >= 1.0 or (rng is not None and rng.random() < self.timestamp_ratio)
         )
@@ -347,7 +371,11 @@ class WhisperDataset:
             if self.augmenter is not None:
                 augmented = self.augmenter(wave, rng)
                 if augmented.wave.size <= MAX_DURATION_S * SAMPLE_RATE:
-                    wave, scale, offset = augmented.wave, augmented.time_scale, augmented.time_offset
+                    wave, scale, offset = (
+                        augmented.wave,
+                        augmented.time_scale,
+                        augmented.time_offset,
+                    )
             if wave.size > MAX_DURATION_S * SAMPLE_RATE:
                 # never truncate silently: the label would describe audio the model cannot see
                 raise ManifestError(

@@ -45,8 +45,14 @@ def read_adapter_config(adapter_dir: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"adapter folder not found: {adapter_dir}")
     path = adapter_dir / "adapter_config.json"
     if not path.is_file():
-        hint = " (it is a full model: no merge needed)" if (adapter_dir / "config.json").is_file() else ""
-        raise ValueError(f"{adapter_dir} has no adapter_config.json: not a LoRA/AdaLoRA adapter{hint}")
+        hint = (
+            " (it is a full model: no merge needed)"
+            if (adapter_dir / "config.json").is_file()
+            else ""
+        )
+        raise ValueError(
+            f"{adapter_dir} has no adapter_config.json: not a LoRA/AdaLoRA adapter{hint}"
+        )
     config = json.loads(path.read_text(encoding="utf-8"))
     if not config.get("base_model_name_or_path"):
         raise ValueError(f"{path} does not name its base model (base_model_name_or_path)")
@@ -54,13 +60,17 @@ def read_adapter_config(adapter_dir: str | os.PathLike) -> dict:
 
 
 def _check_destination(output_dir: Path, adapter_dir: Path, overwrite: bool) -> None:
-    if output_dir.resolve() == adapter_dir.resolve() or adapter_dir.resolve().is_relative_to(output_dir.resolve()):
+    if output_dir.resolve() == adapter_dir.resolve() or adapter_dir.resolve().is_relative_to(
+        output_dir.resolve()
+    ):
         raise ValueError(f"--output_dir {output_dir} would overwrite the adapter itself")
     if output_dir.exists():
         if not output_dir.is_dir():
             raise ValueError(f"--output_dir {output_dir} exists and is not a folder")
         if any(output_dir.iterdir()) and not overwrite:
-            raise ValueError(f"--output_dir {output_dir} is not empty; pass --overwrite to replace it")
+            raise ValueError(
+                f"--output_dir {output_dir} is not empty; pass --overwrite to replace it"
+            )
 
 
 def _publish(tmp: Path, dst: Path) -> None:
@@ -94,7 +104,9 @@ def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict):
         if not layers:
             raise ValueError(f"--scale: {adapter_dir} holds no LoRA-type layers to scale")
         for layer in layers:  # AdaLoRA layers are LoRA layers too
-            layer.scale_layer(scale)  # delta = scale * (B @ A) * alpha / r; 0 merges exactly nothing
+            layer.scale_layer(
+                scale
+            )  # delta = scale * (B @ A) * alpha / r; 0 merges exactly nothing
     merged = peft_model.merge_and_unload()
     merged.config.use_cache = True  # training switched it off
     return merged
@@ -134,7 +146,9 @@ def merge_adapter(
     _check_destination(output_dir, adapter_dir, overwrite)
     base_name = config["base_model_name_or_path"]
     base_path = resolve_model(base_name)
-    logger.info("merging %s (%s) into %s, scale %g", adapter_dir, config.get("peft_type"), base_name, scale)
+    logger.info(
+        "merging %s (%s) into %s, scale %g", adapter_dir, config.get("peft_type"), base_name, scale
+    )
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
@@ -143,9 +157,13 @@ def merge_adapter(
         merged.save_pretrained(tmp)
         # tokenizer and mel settings: the adapter's copies when the run saved them
         has_tokenizer = any((adapter_dir / f).is_file() for f in _TOKENIZER_FILES)
-        WhisperTokenizer.from_pretrained(adapter_dir if has_tokenizer else base_path).save_pretrained(tmp)
+        WhisperTokenizer.from_pretrained(
+            adapter_dir if has_tokenizer else base_path
+        ).save_pretrained(tmp)
         has_features = (adapter_dir / "preprocessor_config.json").is_file()
-        WhisperFeatureExtractor.from_pretrained(adapter_dir if has_features else base_path).save_pretrained(tmp)
+        WhisperFeatureExtractor.from_pretrained(
+            adapter_dir if has_features else base_path
+        ).save_pretrained(tmp)
         provenance = {
             "base_model": base_name,
             "adapter": str(adapter_dir.resolve()),

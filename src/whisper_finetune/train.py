@@ -15,17 +15,8 @@ A run, all under ``cfg.output_dir``:
 Evaluation generates greedily (``predict_with_generate``) and scores CER/WER with the
 project's normalizer, next to the eval loss.
 
-**The forgetting guard.** ``guard_data`` is a second eval set, typically real speech
-outside the fine-tuning domain. Its error rate is logged as ``eval_guard_<metric>``
-at every evaluation, and once before training, on the base model, as the baseline
-(saved in ``guard_baseline.json`` and reused on resume). With ``guard_max_increase=d``
-the best checkpoint is chosen by ``eval_guarded_<metric>``:
-
-* a checkpoint whose guard rate is at most ``baseline + d`` scores its main rate;
-* one that exceeds it scores ``GUARD_PENALTY + (guard - baseline - d)``.
-
-So every checkpoint that keeps the guard beats every one that does not, the best main
-rate wins among those that keep it, and if none does, the one that forgets least wins.
+The forgetting guard (``guard_data``, ``guard_max_increase``) is described in
+:mod:`whisper_finetune.trainer`.
 """
 
 from __future__ import annotations
@@ -42,11 +33,17 @@ from pathlib import Path
 
 from whisper_finetune.train_config import FinetuneConfig, adalora_total_step
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "latest_checkpoint", "adalora_total_step"]
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "finetune",
+    "latest_checkpoint",
+    "adalora_total_step",
+]
 
 logger = logging.getLogger(__name__)
 
-GUARD_PENALTY = 1000.0  # added to the selection score of checkpoints that break the guard
+CACHE_LIMIT_BYTES = 2 * 1024**3  # cache_features=None caches log-mels of data sets below this
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -63,18 +60,6 @@ class FinetuneResult:
     guard_baseline: float | None = None
     guard_ok: bool | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class GuardPolicy:
-    """Scores checkpoints for selection; see the module docstring."""
-
-    baseline: float
-    max_increase: float
-
-    def score(self, main: float, guard: float) -> float:
-        excess = guard - (self.baseline + self.max_increase)
-        return main if excess <= 1e-12 else GUARD_PENALTY + excess
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
@@ -94,6 +79,20 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
+def _drop_incomplete_checkpoints(output_dir: str | os.PathLike) -> None:
+    """Delete checkpoint folders that a kill cut short (no ``trainer_state.json``).
+
+    The resumed run would write over them anyway; left alone they would count towards
+    ``save_total_limit`` and could be taken for real checkpoints.
+    """
+    import shutil
+
+    for path in Path(output_dir).glob("checkpoint-*"):
+        if _CHECKPOINT.match(path.name) and not (path / "trainer_state.json").is_file():
+            logger.warning("removing incomplete checkpoint %s (its run was interrupted)", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _resume_path(cfg: FinetuneConfig) -> str | None:
     value = cfg.resume_from_checkpoint
     if not value:
@@ -106,10 +105,14 @@ def _resume_path(cfg: FinetuneConfig) -> str | None:
     if value.lower() in ("true", "yes", "1", "latest"):
         found = latest_checkpoint(cfg.output_dir)
         if found is None:
-            raise ValueError(f"--resume_from_checkpoint=true: no complete checkpoint in {cfg.output_dir}")
+            raise ValueError(
+                f"--resume_from_checkpoint=true: no complete checkpoint in {cfg.output_dir}"
+            )
         return str(found)
     if not (Path(value) / "trainer_state.json").is_file():
-        raise ValueError(f"--resume_from_checkpoint: {value} is not a complete checkpoint (no trainer_state.json)")
+        raise ValueError(
+            f"--resume_from_checkpoint: {value} is not a complete checkpoint (no trainer_state.json)"
+        )
     return value
 
 
@@ -132,110 +135,24 @@ def _check_adalora_resume(cfg: FinetuneConfig, checkpoint: str | None) -> None:
     logger.warning("resuming AdaLoRA: its rank-importance statistics restart from zero")
 
 
-def _trainer_class():
-    from transformers import Seq2SeqTrainer
-
-    class WhisperTrainer(Seq2SeqTrainer):
-        """``Seq2SeqTrainer`` that generates in the run's language and watches a guard set."""
-
-        def __init__(self, *args, language: str, task: str, metric: str, guard_dataset=None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.language, self.task, self.metric = language, task, metric
-            self.guard_dataset = guard_dataset
-            self.guard_policy: GuardPolicy | None = None
-
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
-            gen_kwargs.setdefault("language", self.language)
-            gen_kwargs.setdefault("task", self.task)
-            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
-            if eval_dataset is not None or metric_key_prefix != "eval" or self.guard_dataset is None:
-                return metrics
-            metrics.update(super().evaluate(self.guard_dataset, ignore_keys, "eval_guard", **gen_kwargs))
-            if self.guard_policy is not None:
-                key = f"eval_guarded_{self.metric}"
-                metrics[key] = self.guard_policy.score(metrics[f"eval_{self.metric}"], metrics[f"eval_guard_{self.metric}"])
-                self.log({key: metrics[key]})
-            return metrics
-
-    return WhisperTrainer
-
-
-def _compute_metrics(tokenizer, metric: str):
-    import numpy as np
-
-    from whisper_finetune.metrics import score
-    from whisper_finetune.text import normalize_text
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    def compute(pred) -> dict[str, float]:
-        preds = np.where(pred.predictions < 0, pad, pred.predictions)
-        labels = np.where(pred.label_ids < 0, pad, pred.label_ids)
-        hyps = [normalize_text(t) for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
-        refs = [normalize_text(t) for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        return {metric: score(refs, hyps, metric)}
-
-    return compute
-
-
-def _training_arguments(cfg: FinetuneConfig, has_eval: bool, world_size: int):
-    from transformers import Seq2SeqTrainingArguments
-
-    selection = cfg.selection_metric if has_eval else None
-    return Seq2SeqTrainingArguments(
-        output_dir=cfg.output_dir,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_steps,
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch",
-        logging_steps=cfg.logging_steps,
-        logging_nan_inf_filter=False,  # a NaN loss must show (NonFiniteLossCallback stops the run)
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=cfg.eval_steps if has_eval else None,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        # AdaLoRA checkpoints hold different rank patterns, which peft cannot load into the
-        # live model; its best checkpoint is copied instead (see _save_final)
-        load_best_model_at_end=selection is not None and cfg.method != "adalora",
-        metric_for_best_model=selection,
-        greater_is_better=False if selection else None,
-        predict_with_generate=True,
-        generation_max_length=cfg.generation_max_length,
-        generation_num_beams=1,
-        fp16=cfg.precision == "fp16",
-        bf16=cfg.precision == "bf16",
-        use_cpu=cfg.device == "cpu",
-        dataloader_num_workers=cfg.num_workers,
-        report_to=[r for r in cfg.report_to if r != "none"],
-        seed=cfg.seed,
-        remove_unused_columns=False,
-        label_names=["labels"],
-        activation_checkpointing=cfg.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        # only trainable parameters take part in DDP; searching for unused ones is wasted time
-        ddp_find_unused_parameters=False if world_size > 1 else None,
-        ddp_backend="gloo" if world_size > 1 and cfg.device == "cpu" else None,
-    )
-
-
 def _load_data(cfg: FinetuneConfig, labels, feature_extractor, is_main: bool):
     """Manifests -> datasets, and the data report."""
     from whisper_finetune.augment import Augmenter
     from whisper_finetune.dataset import WhisperDataset, prepare_records, write_reports
     from whisper_finetune.manifest import read_manifest
 
-    common = dict(min_duration=cfg.min_duration, max_duration=cfg.max_duration,
-                  verify_audio=cfg.verify_audio, skip_bad=cfg.skip_bad_samples)
+    common = dict(
+        min_duration=cfg.min_duration,
+        max_duration=cfg.max_duration,
+        verify_audio=cfg.verify_audio,
+        skip_bad=cfg.skip_bad_samples,
+    )
     reports, datasets = [], {}
-    for name, path in (("train", cfg.train_data), ("eval", cfg.test_data), ("guard", cfg.guard_data)):
+    for name, path in (
+        ("train", cfg.train_data),
+        ("eval", cfg.test_data),
+        ("guard", cfg.guard_data),
+    ):
         if not path:
             datasets[name] = None
             continue
@@ -247,10 +164,20 @@ def _load_data(cfg: FinetuneConfig, labels, feature_extractor, is_main: bool):
         if not kept:
             raise ValueError(f"{path}: no usable records left ({report.summary()})")
         train = name == "train"
-        augmenter = Augmenter.from_file(cfg.augment_config) if train and cfg.augment_config else None
+        augmenter = (
+            Augmenter.from_file(cfg.augment_config) if train and cfg.augment_config else None
+        )
+        cache = cfg.cache_features
+        if cache is None:  # log-mels are n_mels x 3000 float32 per clip
+            cache = len(kept) * feature_extractor.feature_size * 3000 * 4 < CACHE_LIMIT_BYTES
         datasets[name] = WhisperDataset(
-            kept, feature_extractor, labels, timestamp_ratio=cfg.timestamp_ratio if train else 0.0,
-            augmenter=augmenter, seed=cfg.seed, cache_features=cfg.cache_features,
+            kept,
+            feature_extractor,
+            labels,
+            timestamp_ratio=cfg.timestamp_ratio if train else 0.0,
+            augmenter=augmenter,
+            seed=cfg.seed,
+            cache_features=cache,
         )
     if is_main:
         path = write_reports(reports, Path(cfg.output_dir) / "data_report.json")
@@ -259,24 +186,14 @@ def _load_data(cfg: FinetuneConfig, labels, feature_extractor, is_main: bool):
     return datasets
 
 
-def _guard_baseline(trainer, cfg: FinetuneConfig, model, n_guard: int, is_main: bool) -> float:
-    """The guard set's error rate on the base model, computed once per run folder."""
-    path = Path(cfg.output_dir) / "guard_baseline.json"
-    key = {"guard_data": str(Path(cfg.guard_data).resolve()), "n": n_guard, "metric": cfg.metric}
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if all(saved.get(k) == v for k, v in key.items()):
-            logger.info("guard baseline from %s: %s = %.4f", path, cfg.metric, saved["value"])
-            return float(saved["value"])
-    # adapters start as a no-op, but disable them anyway: the baseline is the base model
-    ctx = model.disable_adapter() if cfg.uses_peft else contextlib.nullcontext()
-    with ctx:
-        metrics = trainer.evaluate(trainer.guard_dataset, metric_key_prefix="eval_guard")
-    value = float(metrics[f"eval_guard_{cfg.metric}"])
-    logger.info("guard baseline (base model): %s = %.4f", cfg.metric, value)
-    if is_main:
-        path.write_text(json.dumps({**key, "value": value}, indent=2), encoding="utf-8")
-    return value
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (avx512_bf16 or AMX); True when unknown."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 @contextlib.contextmanager
@@ -309,6 +226,11 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
         ValueError: bad settings or data (with the manifest line), no checkpoint to
             resume from, or checkpoints in ``output_dir`` without a resume/overwrite flag.
     """
+    with _known_warnings_silenced():
+        return _finetune(cfg, callbacks)
+
+
+def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
     import torch
     from transformers import WhisperProcessor, set_seed
 
@@ -323,6 +245,13 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
     from whisper_finetune.collator import WhisperCollator
     from whisper_finetune.dataset import LabelBuilder
     from whisper_finetune.models import resolve_model
+    from whisper_finetune.trainer import (
+        GuardPolicy,
+        WhisperTrainer,
+        compute_metrics,
+        guard_baseline,
+        training_arguments,
+    )
     from whisper_finetune.version import __version__
 
     cfg = cfg.resolved()
@@ -330,12 +259,22 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
     is_main = int(os.environ.get("RANK", 0)) == 0
     resume = _resume_path(cfg)
     _check_adalora_resume(cfg, resume)
+    if resume and is_main:
+        _drop_incomplete_checkpoints(cfg.output_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    if cfg.precision == "bf16" and cfg.device == "cpu" and not _cpu_has_bf16():
+        logger.warning(
+            "--precision=bf16: this CPU has no bf16 instructions; it will be slow, use fp32"
+        )
     model_path = resolve_model(cfg.base_model)
     if is_main:
-        cfg.save(Path(cfg.output_dir) / "finetune_config.json", resolved_base_model=model_path,
-                 world_size=world_size, version=__version__)
+        cfg.save(
+            Path(cfg.output_dir) / "finetune_config.json",
+            resolved_base_model=model_path,
+            world_size=world_size,
+            version=__version__,
+        )
     set_seed(cfg.seed)
     processor = WhisperProcessor.from_pretrained(model_path)
     labels = LabelBuilder(processor.tokenizer, cfg.language, cfg.task)
@@ -347,14 +286,16 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
         extra.append(AdaLoraCallback())
     if os.environ.get(WEIGHT_DIGEST_ENV):
         extra.append(WeightDigestCallback(os.environ[WEIGHT_DIGEST_ENV]))
-    trainer = _trainer_class()(
+    trainer = WhisperTrainer(
         model=model,
-        args=_training_arguments(cfg, data["eval"] is not None, world_size),
+        args=training_arguments(cfg, data["eval"] is not None, world_size),
         train_dataset=data["train"],
         eval_dataset=data["eval"],
         data_collator=WhisperCollator(model.config.decoder_start_token_id),
         processing_class=processor.feature_extractor,
-        compute_metrics=_compute_metrics(processor.tokenizer, cfg.metric) if data["eval"] is not None else None,
+        compute_metrics=compute_metrics(processor.tokenizer, cfg.metric)
+        if data["eval"] is not None
+        else None,
         callbacks=[*extra, *callbacks],
         language=labels.default_language,
         task=cfg.task,
@@ -363,13 +304,12 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
     )
     baseline = None
     if data["guard"] is not None:
-        baseline = _guard_baseline(trainer, cfg, model, len(data["guard"]), is_main)
+        baseline = guard_baseline(trainer, cfg, model, len(data["guard"]), is_main)
         if cfg.guard_max_increase is not None:
             trainer.guard_policy = GuardPolicy(baseline, cfg.guard_max_increase)
 
-    with _known_warnings_silenced():
-        output = trainer.train(resume_from_checkpoint=resume)
-        final_dir = _save_final(cfg, trainer, processor)
+    output = trainer.train(resume_from_checkpoint=resume)
+    final_dir = _save_final(cfg, trainer, processor)
     return _result(cfg, trainer, output, final_dir, baseline)
 
 
@@ -402,14 +342,24 @@ def _result(cfg, trainer, output, final_dir: Path, baseline: float | None) -> Fi
             last_eval.update({k: v for k, v in h.items() if k.startswith("eval_")})
     guard_ok = None
     if baseline is not None and cfg.guard_max_increase is not None and state.best_global_step:
-        at_best = [h for h in evals if h.get("step") == state.best_global_step and f"eval_guard_{cfg.metric}" in h]
+        at_best = [
+            h
+            for h in evals
+            if h.get("step") == state.best_global_step and f"eval_guard_{cfg.metric}" in h
+        ]
         if at_best:
-            guard_ok = at_best[-1][f"eval_guard_{cfg.metric}"] <= baseline + cfg.guard_max_increase + 1e-12
+            guard_ok = (
+                at_best[-1][f"eval_guard_{cfg.metric}"] <= baseline + cfg.guard_max_increase + 1e-12
+            )
             if not guard_ok:
-                logger.warning("no checkpoint kept the guard within +%g; chose the one that forgot least",
-                               cfg.guard_max_increase)
+                logger.warning(
+                    "no checkpoint kept the guard within +%g; chose the one that forgot least",
+                    cfg.guard_max_increase,
+                )
     loss = float(output.training_loss)
-    logger.info("finished at step %d (train loss %.4f); result in %s", state.global_step, loss, final_dir)
+    logger.info(
+        "finished at step %d (train loss %.4f); result in %s", state.global_step, loss, final_dir
+    )
     return FinetuneResult(
         output_dir=Path(cfg.output_dir),
         final_dir=final_dir,
@@ -421,4 +371,3 @@ def _result(cfg, trainer, output, final_dir: Path, baseline: float | None) -> Fi
         guard_ok=guard_ok,
         metrics=last_eval,
     )
-

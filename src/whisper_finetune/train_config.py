@@ -34,22 +34,43 @@ class FinetuneConfig:
     """Everything one fine-tuning run needs. See ``whisper-finetune finetune --help``."""
 
     # ---- model and data ----
-    base_model: str = _f("embedded:whisper-base", "base model: local folder, hub id, or embedded:whisper-base")
+    base_model: str = _f(
+        "embedded:whisper-base", "base model: local folder, hub id, or embedded:whisper-base"
+    )
     train_data: str = _f("", "training manifest (JSON list or JSON Lines)")
     test_data: str | None = _f(None, "evaluation manifest: eval loss and CER every --eval_steps")
     output_dir: str = _f("output", "run folder: checkpoints, final model, logs, config")
     language: str = _f("zh", "default language (code or name) for records without one")
     task: str = _f("transcribe", "Whisper task", choices=("transcribe", "translate"))
-    min_duration: float = _f(0.5, "skip clips shorter than this (seconds)", aliases=("min_audio_len",))
-    max_duration: float = _f(30.0, "skip clips longer than this (seconds, at most 30)", aliases=("max_audio_len",))
-    timestamp_ratio: float = _f(0.0, "share of records with 'sentences' trained with timestamp tokens (0..1)")
-    skip_bad_samples: bool = _f(False, "skip unreadable audio/bad records (listed in data_report.json) instead of stopping")
-    verify_audio: bool = _f(True, "decode every clip before training (exact durations, bad files found early)")
-    cache_features: bool = _f(False, "keep log-mels in memory across epochs (only without --augment_config; ~1 MB/clip)")
+    min_duration: float = _f(
+        0.5, "skip clips shorter than this (seconds)", aliases=("min_audio_len",)
+    )
+    max_duration: float = _f(
+        30.0, "skip clips longer than this (seconds, at most 30)", aliases=("max_audio_len",)
+    )
+    timestamp_ratio: float = _f(
+        0.0, "share of records with 'sentences' trained with timestamp tokens (0..1)"
+    )
+    skip_bad_samples: bool = _f(
+        False, "skip unreadable audio/bad records (listed in data_report.json) instead of stopping"
+    )
+    verify_audio: bool = _f(
+        True, "decode every clip before training (exact durations, bad files found early)"
+    )
+    cache_features: bool | None = _f(
+        None,
+        "keep log-mels in memory across epochs (~1 MB/clip; never with --augment_config; default: when the training set needs < 2 GB)",
+    )
     max_eval_samples: int | None = _f(None, "evaluate on at most this many test (and guard) clips")
     # ---- augmentation ----
-    augment_config: str | None = _f(None, "JSON/YAML list of waveform augmentations {type, params, prob}", aliases=("augment_config_path",))
-    apply_spec_augment: bool = _f(False, "SpecAugment inside the model (masks log-mel time/feature spans)")
+    augment_config: str | None = _f(
+        None,
+        "JSON/YAML list of waveform augmentations {type, params, prob}",
+        aliases=("augment_config_path",),
+    )
+    apply_spec_augment: bool = _f(
+        False, "SpecAugment inside the model (masks log-mel time/feature spans)"
+    )
     mask_time_prob: float = _f(0.05, "SpecAugment: share of time steps masked")
     mask_time_length: int = _f(10, "SpecAugment: length of a time mask (frames)")
     mask_feature_prob: float = _f(0.0, "SpecAugment: share of mel bins masked")
@@ -61,29 +82,47 @@ class FinetuneConfig:
     lora_alpha: int = _f(64, "LoRA alpha (scaling = alpha / r; usually 2 * r)")
     lora_dropout: float = _f(0.05, "dropout on the LoRA input")
     target_modules: tuple[str, ...] = _f(DEFAULT_TARGET_MODULES, "module names that get adapters")
-    lora_layers: str = _f("all", "where adapters go: all, encoder, decoder, or a regex the module path must match")
+    lora_layers: str = _f(
+        "all", "where adapters go: all, encoder, decoder, or a regex the module path must match"
+    )
     adalora_init_r: int = _f(12, "AdaLoRA: initial rank per module")
     adalora_target_r: int = _f(4, "AdaLoRA: average target rank after reallocation")
-    adalora_tinit: int | None = _f(None, "AdaLoRA: warm-up steps before pruning (default 10%% of the steps)")
-    adalora_tfinal: int | None = _f(None, "AdaLoRA: final steps with fixed ranks (default 20%% of the steps)")
+    adalora_tinit: int | None = _f(
+        None, "AdaLoRA: warm-up steps before pruning (default 10%% of the steps)"
+    )
+    adalora_tfinal: int | None = _f(
+        None, "AdaLoRA: final steps with fixed ranks (default 20%% of the steps)"
+    )
     adalora_delta_t: int = _f(10, "AdaLoRA: steps between rank reallocations")
     adalora_orth_reg_weight: float = _f(0.5, "AdaLoRA: orthogonality regularisation weight")
-    freeze_encoder: bool = _f(False, "train nothing in the encoder (full: frozen weights; LoRA: decoder-only adapters)")
+    freeze_encoder: bool = _f(
+        False, "train nothing in the encoder (full: frozen weights; LoRA: decoder-only adapters)"
+    )
     use_8bit: bool = _f(False, "load base weights in 8 bit (CUDA + bitsandbytes only)")
-    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: far less memory, ~20-30%% slower")
+    gradient_checkpointing: bool = _f(
+        False, "recompute activations in the backward pass: far less memory, ~20-30%% slower"
+    )
     # ---- optimisation ----
     num_train_epochs: float = _f(3.0, "epochs (ignored when --max_steps > 0)")
     max_steps: int = _f(-1, "optimizer steps; overrides --num_train_epochs when > 0")
     per_device_train_batch_size: int = _f(8, "training batch size per process")
     per_device_eval_batch_size: int = _f(8, "evaluation batch size per process")
-    learning_rate: float | None = _f(None, "peak learning rate (default 1e-3 for LoRA/AdaLoRA, 1e-5 for full)")
+    learning_rate: float | None = _f(
+        None, "peak learning rate (default 1e-3 for LoRA/AdaLoRA, 1e-5 for full)"
+    )
     warmup_steps: int = _f(50, "linear warm-up steps")
     gradient_accumulation_steps: int = _f(1, "batches per optimizer step")
     lr_scheduler_type: str = _f("linear", "learning-rate schedule (a transformers scheduler name)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping (0: off)")
-    precision: str = _f("auto", "auto: bf16 on CUDA that has it, else fp16 on CUDA, fp32 on CPU", choices=PRECISIONS)
-    device: str = _f("auto", "auto (CUDA when available), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = _f(
+        "auto",
+        "auto: bf16 on CUDA that has it, else fp16 on CUDA, fp32 on CPU (bf16 autocast also runs on CPUs with avx512_bf16/AMX, faster)",
+        choices=PRECISIONS,
+    )
+    device: str = _f(
+        "auto", "auto (CUDA when available), cpu or cuda", choices=("auto", "cpu", "cuda")
+    )
     num_workers: int | None = _f(None, "dataloader workers (default: 0 on CPU, 4 on CUDA)")
     num_threads: int | None = _f(None, "torch CPU threads per process (default: torch's choice)")
     seed: int = _f(42, "random seed (data order, dropout, augmentation)")
@@ -92,14 +131,28 @@ class FinetuneConfig:
     eval_steps: int | None = _f(None, "evaluate every N steps (default: --save_steps)")
     save_steps: int = _f(500, "save a checkpoint every N steps")
     save_total_limit: int | None = _f(5, "keep at most N checkpoints (the best one is always kept)")
-    metric: str = _f("cer", "error rate used for evaluation and best-checkpoint selection", choices=("cer", "wer"))
+    metric: str = _f(
+        "cer",
+        "error rate used for evaluation and best-checkpoint selection",
+        choices=("cer", "wer"),
+    )
     generation_max_length: int = _f(128, "max tokens generated per clip during evaluation")
-    report_to: tuple[str, ...] = _f(("tensorboard",), "logging integrations (tensorboard, none, ...)")
-    resume_from_checkpoint: str | None = _f(None, "checkpoint folder, or 'true' for the latest complete one in --output_dir")
-    overwrite_output_dir: bool = _f(False, "start a new run in an --output_dir that already holds checkpoints")
+    report_to: tuple[str, ...] = _f(
+        ("tensorboard",), "logging integrations (tensorboard, none, ...)"
+    )
+    resume_from_checkpoint: str | None = _f(
+        None, "checkpoint folder, or 'true' for the latest complete one in --output_dir"
+    )
+    overwrite_output_dir: bool = _f(
+        False, "start a new run in an --output_dir that already holds checkpoints"
+    )
     # ---- forgetting guard ----
-    guard_data: str | None = _f(None, "second eval set (e.g. real speech), logged as eval_guard_<metric>")
-    guard_max_increase: float | None = _f(None, "prefer checkpoints whose guard error rate stays within base + this")
+    guard_data: str | None = _f(
+        None, "second eval set (e.g. real speech), logged as eval_guard_<metric>"
+    )
+    guard_max_increase: float | None = _f(
+        None, "prefer checkpoints whose guard error rate stays within base + this"
+    )
 
     def __post_init__(self):
         if self.use_adalora:
@@ -128,7 +181,9 @@ class FinetuneConfig:
             return f"guarded_{self.metric}"
         return self.metric
 
-    def resolved(self, cuda_available: bool | None = None, bf16_supported: bool | None = None) -> FinetuneConfig:
+    def resolved(
+        self, cuda_available: bool | None = None, bf16_supported: bool | None = None
+    ) -> FinetuneConfig:
         """Fill ``auto``/``None`` values for this machine and validate the whole config.
 
         Args:
@@ -151,19 +206,29 @@ class FinetuneConfig:
         if precision == "auto":
             precision = ("bf16" if bf16_supported else "fp16") if on_cuda else "fp32"
         if precision == "fp16" and not on_cuda:
-            raise ValueError("--precision=fp16 needs CUDA; use fp32 (or bf16 where the CPU supports it)")
+            raise ValueError(
+                "--precision=fp16 needs CUDA; use fp32 (or bf16 where the CPU supports it)"
+            )
         if self.use_8bit and not on_cuda:
-            raise ValueError("--use_8bit needs a CUDA GPU (bitsandbytes); it is not available on CPU")
+            raise ValueError(
+                "--use_8bit needs a CUDA GPU (bitsandbytes); it is not available on CPU"
+            )
         if self.use_8bit and self.method == "full":
             raise ValueError("--use_8bit works with --method=lora or adalora only")
         values: dict[str, Any] = {
             "precision": precision,
             "device": "cuda" if on_cuda else "cpu",
-            "num_workers": self.num_workers if self.num_workers is not None else (4 if on_cuda else 0),
+            "num_workers": self.num_workers
+            if self.num_workers is not None
+            else (4 if on_cuda else 0),
             "learning_rate": self.learning_rate or (1e-5 if self.method == "full" else 1e-3),
             "eval_steps": self.eval_steps or self.save_steps,
         }
-        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("false", "no", "0"):
+        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in (
+            "false",
+            "no",
+            "0",
+        ):
             values["resume_from_checkpoint"] = None
         out = dataclasses.replace(self, **values)
         out.validate()
@@ -176,13 +241,24 @@ class FinetuneConfig:
         if not 0.0 <= self.timestamp_ratio <= 1.0:
             raise ValueError(f"--timestamp_ratio must be in [0, 1], got {self.timestamp_ratio}")
         if not 0 < self.max_duration <= 30:
-            raise ValueError(f"--max_duration must be in (0, 30] seconds (Whisper's window), got {self.max_duration}")
+            raise ValueError(
+                f"--max_duration must be in (0, 30] seconds (Whisper's window), got {self.max_duration}"
+            )
         if self.min_duration > self.max_duration:
             raise ValueError("--min_duration exceeds --max_duration")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("give --max_steps > 0 or --num_train_epochs > 0")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "logging_steps", "save_steps", "lora_r", "adalora_init_r", "adalora_target_r", "adalora_delta_t"):
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "save_steps",
+            "lora_r",
+            "adalora_init_r",
+            "adalora_target_r",
+            "adalora_delta_t",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive")
         if self.adalora_target_r > self.adalora_init_r:
@@ -192,10 +268,16 @@ class FinetuneConfig:
         if self.freeze_encoder and self.uses_peft and self.lora_layers == "encoder":
             raise ValueError("--freeze_encoder with --lora_layers=encoder leaves nothing to train")
         if self.eval_steps and self.test_data and self.save_steps % self.eval_steps:
-            raise ValueError("--save_steps must be a multiple of --eval_steps (the best checkpoint is chosen at evaluations)")
+            raise ValueError(
+                "--save_steps must be a multiple of --eval_steps (the best checkpoint is chosen at evaluations)"
+            )
         if self.guard_data and not self.test_data:
-            raise ValueError("--guard_data needs --test_data (it is watched at the same evaluations)")
-        if self.guard_max_increase is not None and (not self.guard_data or self.guard_max_increase < 0):
+            raise ValueError(
+                "--guard_data needs --test_data (it is watched at the same evaluations)"
+            )
+        if self.guard_max_increase is not None and (
+            not self.guard_data or self.guard_max_increase < 0
+        ):
             raise ValueError("--guard_max_increase needs --guard_data and must be >= 0")
 
     def to_json(self) -> dict[str, Any]:
@@ -206,7 +288,9 @@ class FinetuneConfig:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({**self.to_json(), **extra}, ensure_ascii=False, indent=2), encoding="utf-8")
+        tmp.write_text(
+            json.dumps({**self.to_json(), **extra}, ensure_ascii=False, indent=2), encoding="utf-8"
+        )
         os.replace(tmp, path)
         return path
 

@@ -1,8 +1,9 @@
 """Transcribers: one protocol, two backends (transformers and CTranslate2/faster-whisper).
 
-Both take a :class:`~whisper_finetune.transcript.DecodeOptions` and return a
-:class:`~whisper_finetune.transcript.Transcript`, and neither changes shared state per
-call (options travel with the call, never through ``tokenizer.set_prefix_tokens`` or a
+:class:`HFTranscriber` is here; :class:`~whisper_finetune.ct2_transcriber.CT2Transcriber`
+has its own module. Both take a :class:`~whisper_finetune.transcript.DecodeOptions` and
+return a :class:`~whisper_finetune.transcript.Transcript`, and neither changes shared
+state per call (options travel with the call, never through ``tokenizer.set_prefix_tokens`` or a
 mutated ``generation_config``), so one loaded transcriber can serve many threads'
 requests with different languages.
 
@@ -29,7 +30,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from whisper_finetune.audio import SAMPLE_RATE, load_audio
-from whisper_finetune.transcript import DEFAULT_OPTIONS, DecodeOptions, Segment, Transcript, Word
+from whisper_finetune.transcript import DEFAULT_OPTIONS, DecodeOptions, Segment, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def as_samples(audio: AudioInput) -> np.ndarray:
     return samples
 
 
-def _clamp(segments: list[Segment], duration: float) -> list[Segment]:
+def clamp_segments(segments: list[Segment], duration: float) -> list[Segment]:
     """Drop empty segments and keep times within ``[0, duration]`` and in order."""
     out = []
     for s in segments:
@@ -202,7 +203,7 @@ class HFTranscriber:
                 for s in raw
             ]
             transcripts.append(
-                Transcript.from_segments(_clamp(segments, duration), language, duration)
+                Transcript.from_segments(clamp_segments(segments, duration), language, duration)
             )
         return transcripts
 
@@ -231,152 +232,6 @@ class HFTranscriber:
             if results[i] is None:
                 results[i] = self.transcribe(clip, options)
         return results  # type: ignore[return-value]
-
-
-class CT2Transcriber:
-    """Whisper through CTranslate2 (faster-whisper).
-
-    Args:
-        model_path: a CTranslate2 Whisper folder with ``tokenizer.json`` and
-            ``preprocessor_config.json``.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        compute_type: CTranslate2 compute type: ``"default"`` (the model's own type, or the
-            nearest the device supports), ``"int8"``, ``"int8_float16"``, ``"float16"``,
-            ``"float32"``, ...
-        cpu_threads: threads per CPU worker; 0 leaves CTranslate2's default.
-        num_workers: parallel workers when called from several threads.
-        batch_size: above 1, decode VAD chunks of one audio (and several clips) in
-            batches with faster-whisper's ``BatchedInferencePipeline``.
-    """
-
-    backend = "ct2"
-
-    def __init__(
-        self,
-        model_path: str,
-        device: str = "auto",
-        compute_type: str = "default",
-        cpu_threads: int = 0,
-        num_workers: int = 1,
-        batch_size: int = 1,
-    ) -> None:
-        from faster_whisper import WhisperModel
-
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_path = str(model_path)
-        self.batch_size = batch_size
-        self.model = WhisperModel(
-            self.model_path,
-            device=device,
-            compute_type=compute_type,
-            cpu_threads=cpu_threads,
-            num_workers=num_workers,
-            local_files_only=True,
-        )
-
-    @staticmethod
-    def _kwargs(options: DecodeOptions) -> dict:
-        return {
-            "language": options.language,
-            "task": options.task,
-            "beam_size": options.beam_size,
-            "best_of": 1,
-            # one temperature, no fallback: the same decoding as the transformers backend
-            "temperature": options.temperature,
-            "compression_ratio_threshold": None,
-            "log_prob_threshold": None,
-            "no_speech_threshold": None,
-            "condition_on_previous_text": options.condition_on_previous_text,
-            "without_timestamps": options.without_timestamps,
-            "initial_prompt": options.initial_prompt,
-            "max_new_tokens": options.max_new_tokens,
-            "hotwords": options.hotwords,
-            "vad_filter": options.vad_filter,
-            "word_timestamps": options.word_timestamps,
-        }
-
-    @staticmethod
-    def _segment(s, offset: float = 0.0) -> Segment:
-        words = tuple(
-            Word(w.start - offset, w.end - offset, w.word, w.probability) for w in (s.words or ())
-        )
-        return Segment(s.start - offset, s.end - offset, s.text.strip(), words)
-
-    def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
-        """Transcribe one audio of any length; see :class:`Transcriber`."""
-        samples = as_samples(audio)
-        duration = samples.size / SAMPLE_RATE
-        if samples.size == 0:
-            return Transcript("", options.language, 0.0)
-        kwargs = self._kwargs(options)
-        if self.batch_size > 1:
-            from faster_whisper import BatchedInferencePipeline
-
-            # the batched pipeline needs VAD chunks for audio of 30 s or more
-            kwargs["vad_filter"] = options.vad_filter or duration >= CHUNK_SECONDS
-            pipeline = BatchedInferencePipeline(self.model)
-            segments, info = pipeline.transcribe(samples, batch_size=self.batch_size, **kwargs)
-        else:
-            segments, info = self.model.transcribe(samples, **kwargs)
-        # faster-whisper decodes lazily, while the generator is iterated: do it here
-        decoded = [self._segment(s) for s in segments]
-        return Transcript.from_segments(_clamp(decoded, duration), info.language, duration)
-
-    def transcribe_batch(
-        self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
-    ) -> list[Transcript]:
-        """Transcribe clips; batched when ``batch_size > 1`` and the language is known.
-
-        Batching lays the clips (each at most 30 s) end to end on whole-second
-        boundaries and gives faster-whisper their positions as ``clip_timestamps``, so
-        each clip is one chunk of ``BatchedInferencePipeline``. Otherwise, and for
-        longer clips or an unknown language (detected per clip), clips run one by one.
-        """
-        clips = [as_samples(a) for a in audios]
-        batchable = (
-            self.batch_size > 1
-            and options.language is not None
-            and not options.word_timestamps
-            and all(0 < c.size <= CHUNK_SAMPLES for c in clips)
-        )
-        if not batchable or len(clips) < 2:
-            return [self.transcribe(c, options) for c in clips]
-        return self._batched(clips, options)
-
-    def _batched(self, clips: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
-        from faster_whisper import BatchedInferencePipeline
-
-        starts, position = [], 0
-        for clip in clips:
-            starts.append(position)
-            position += -(-clip.size // SAMPLE_RATE) * SAMPLE_RATE + SAMPLE_RATE  # ceil + 1 s gap
-        joined = np.zeros(position, dtype=np.float32)
-        for start, clip in zip(starts, clips, strict=True):
-            joined[start : start + clip.size] = clip
-        # whole-second starts are exact in float; the +0.5 keeps int(end * 16000) exact
-        clip_timestamps = [
-            {"start": start / SAMPLE_RATE, "end": (start + clip.size + 0.5) / SAMPLE_RATE}
-            for start, clip in zip(starts, clips, strict=True)
-        ]
-        kwargs = self._kwargs(options)
-        kwargs["vad_filter"] = False
-        pipeline = BatchedInferencePipeline(self.model)
-        segments, info = pipeline.transcribe(
-            joined, batch_size=self.batch_size, clip_timestamps=clip_timestamps, **kwargs
-        )
-        # a segment's seek is its chunk's start in 10 ms frames
-        by_seek = {start // (SAMPLE_RATE // 100): i for i, start in enumerate(starts)}
-        grouped: list[list[Segment]] = [[] for _ in clips]
-        for s in segments:
-            i = by_seek[s.seek]
-            grouped[i].append(self._segment(s, offset=starts[i] / SAMPLE_RATE))
-        return [
-            Transcript.from_segments(
-                _clamp(g, c.size / SAMPLE_RATE), info.language, c.size / SAMPLE_RATE
-            )
-            for g, c in zip(grouped, clips, strict=True)
-        ]
 
 
 def load_transcriber(
@@ -417,6 +272,8 @@ def load_transcriber(
     path = resolve_model(model, backend)
     logger.info("loading %s model %s on %s", backend, path, device)
     if backend == "ct2":
+        from whisper_finetune.ct2_transcriber import CT2Transcriber
+
         return CT2Transcriber(path, device, compute_type, cpu_threads, num_workers, batch_size)
     if cpu_threads > 0:
         import torch

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
-from whisper_finetune.cli.infer import RuntimeOptions, runtime_kwargs
+from whisper_finetune.cli.infer import RuntimeOptions, quiet_libraries, runtime_kwargs
 from whisper_finetune.transcript import DecodeOptions
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     records = read_manifest(opts.test_data)
     logger.info("%d utterances in %s", len(records), opts.test_data)
+    quiet_libraries(args)
     transcriber = load_transcriber(**runtime_kwargs(runtime, opts.batch_size))
     report = evaluate(transcriber, records, config)
     meta = {"model": runtime.model_path, "backend": runtime.backend, "test_data": opts.test_data}

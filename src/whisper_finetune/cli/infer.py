@@ -100,6 +100,12 @@ def runtime_kwargs(runtime: RuntimeOptions, batch_size: int = 1) -> dict:
     }
 
 
+def quiet_libraries(args: argparse.Namespace) -> None:
+    """Keep faster-whisper's per-file INFO lines out of the output unless debugging."""
+    if getattr(args, "log_level", "INFO") != "DEBUG":
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+
+
 def _run(args: argparse.Namespace) -> int:
     from whisper_finetune.transcriber import load_transcriber
     from whisper_finetune.transcript import format_transcript
@@ -111,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--audio_path is required")
     if not Path(opts.audio_path).is_file():
         raise FileNotFoundError(f"audio file not found: {opts.audio_path}")
+    quiet_libraries(args)
     transcriber = load_transcriber(**runtime_kwargs(runtime, opts.batch_size))
     transcript = transcriber.transcribe(opts.audio_path, decode)
     transcript = transcript.normalized(opts.remove_pun, opts.to_simple)

@@ -24,9 +24,13 @@ from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
 class MergeOptions:
     """Options of ``whisper-finetune merge``."""
 
-    lora_model: str = field(default="", metadata={"help": "adapter folder (a run's final/ or checkpoint-N/)"})
+    lora_model: str = field(
+        default="", metadata={"help": "adapter folder (a run's final/ or checkpoint-N/)"}
+    )
     output_dir: str = field(default="", metadata={"help": "where to write the merged model"})
-    scale: float = field(default=1.0, metadata={"help": "adapter weight in [0, 1]: W = W_base + scale * delta"})
+    scale: float = field(
+        default=1.0, metadata={"help": "adapter weight in [0, 1]: W = W_base + scale * delta"}
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output_dir"})
 
 
@@ -36,7 +40,9 @@ def _run(args: argparse.Namespace) -> int:
     opts = dataclass_from_args(MergeOptions, args)
     if not opts.lora_model or not opts.output_dir:
         raise ValueError("--lora_model and --output_dir are required")
-    out = merge_adapter(opts.lora_model, opts.output_dir, scale=opts.scale, overwrite=opts.overwrite)
+    out = merge_adapter(
+        opts.lora_model, opts.output_dir, scale=opts.scale, overwrite=opts.overwrite
+    )
     print(f"merged: {out}")
     return 0
 
