@@ -28,6 +28,16 @@ pytestmark = pytest.mark.slow
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy machine two threads that wait
+    for each other at every small op were seen to be 6x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("train-data")
@@ -195,11 +205,13 @@ def test_lora_with_gradient_checkpointing_learns(tiny_model_dir, data, tmp_path)
     for name in ("tokenizer.json", "preprocessor_config.json"):
         assert (result.final_dir / name).is_file()
     saved = json.loads((out / "finetune_config.json").read_text())
-    assert (
-        saved["method"] == "lora"
-        and saved["precision"] == "fp32"
-        and saved["learning_rate"] == 1e-2
-    )
+    assert (saved["method"], saved["precision"], saved["learning_rate"]) == ("lora", "fp32", 1e-2)
+    # a second run never mixes into the first one's checkpoints by accident
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        finetune(cfg)
+    again = dataclasses.replace(cfg, overwrite_output_dir=True, max_steps=1, save_steps=1)
+    assert finetune(again).global_step == 1
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
 
 
 class RankRecorder(TrainerCallback):
@@ -351,7 +363,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, data, tmp_path):
 
     out = tmp_path / "killed"
     cfg = _cfg(tiny_model_dir, data["all"], out, **common)
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", _KILLED_RUN, json.dumps(cfg.to_json())],
         env=env,

@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 from whisper_finetune.train_config import FinetuneConfig, adalora_total_step
@@ -182,7 +183,10 @@ def build_model(cfg: FinetuneConfig, model_path: str, n_train_samples: int, worl
         cfg.num_train_epochs,
         cfg.max_steps,
     )
-    model = get_peft_model(model, peft_config(cfg, total_step))
+    with warnings.catch_warnings():
+        # peft 0.21 still calls transformers' deprecated `is_gradient_checkpointing`
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+        model = get_peft_model(model, peft_config(cfg, total_step))
     model.peft_config["default"].base_model_name_or_path = stored_base_name(cfg.base_model)
     _log_trainable(model)
     return model

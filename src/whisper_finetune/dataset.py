@@ -209,13 +209,28 @@ class LabelBuilder:
         return n
 
 
-def _record_duration(record: Record, verify_audio: bool) -> float | None:
-    """Seconds of audio the record stands for; decoded when ``verify_audio``."""
-    if verify_audio:
-        return load_audio(record.audio_path, record.start_time, record.end_time).size / SAMPLE_RATE
-    if record.start_time is not None and record.end_time is not None:
-        return record.end_time - record.start_time
-    return record.duration
+def _record_duration(record: Record, verify_audio: bool, decoded: dict[str, float]) -> float | None:
+    """Seconds of audio the record stands for; from the decoded audio when ``verify_audio``.
+
+    A file that many records slice (``start_time``/``end_time``, e.g. WenetSpeech) is
+    decoded once; its length is kept in ``decoded`` and the slices are checked against it.
+    """
+    if not verify_audio:
+        if record.start_time is not None and record.end_time is not None:
+            return record.end_time - record.start_time
+        return record.duration
+    if record.start_time is None and record.end_time is None:
+        return load_audio(record.audio_path).size / SAMPLE_RATE
+    if record.audio_path not in decoded:
+        decoded[record.audio_path] = load_audio(record.audio_path).size / SAMPLE_RATE
+    length = decoded[record.audio_path]
+    start = record.start_time or 0.0
+    end = length if record.end_time is None else min(record.end_time, length)
+    if start >= length:
+        raise AudioError(
+            f"{record.audio_path}: start ({start}s) is beyond the end of the audio ({length:.3f}s)"
+        )
+    return end - start
 
 
 def prepare_records(
@@ -258,11 +273,12 @@ def prepare_records(
         raise ValueError(f"min_duration ({min_duration}) exceeds max_duration ({max_duration})")
     report = DataReport(name=name, total=len(records))
     kept = []
+    decoded: dict[str, float] = {}  # seconds per fully decoded file
     for record in records:
         where = record.origin or record.audio_path
         try:
             n_labels = labels.max_length(record)
-            duration = _record_duration(record, verify_audio)
+            duration = _record_duration(record, verify_audio, decoded)
         except (AudioError, FileNotFoundError, ValueError) as exc:
             reason = (
                 "bad_audio" if isinstance(exc, (AudioError, FileNotFoundError)) else "bad_record"

@@ -56,6 +56,11 @@ def _t2s_converter():
     return opencc.OpenCC("t2s")
 
 
+def to_simplified_chinese(text: str) -> str:
+    """Traditional to simplified Chinese (OpenCC ``t2s``), leaving everything else alone."""
+    return _t2s_converter().convert(text) if text else text
+
+
 def _fold_compatibility_forms(text: str) -> str:
     """NFKC-fold letters, digits and spaces only, leaving punctuation as written."""
     text = unicodedata.normalize("NFC", text)

@@ -93,6 +93,19 @@ def _drop_incomplete_checkpoints(output_dir: str | os.PathLike) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _clear_previous_run(output_dir: str | os.PathLike) -> None:
+    """``--overwrite_output_dir``: remove the previous run's checkpoints and results."""
+    import shutil
+
+    folder = Path(output_dir)
+    for path in [*folder.glob("checkpoint-*"), folder / "final"]:
+        if path.is_dir() and (path.name == "final" or _CHECKPOINT.match(path.name)):
+            shutil.rmtree(path)
+    for name in ("trainer_state.json", "guard_baseline.json", "data_report.json"):
+        (folder / name).unlink(missing_ok=True)
+    logger.warning("--overwrite_output_dir: removed the previous run's checkpoints in %s", folder)
+
+
 def _resume_path(cfg: FinetuneConfig) -> str | None:
     value = cfg.resume_from_checkpoint
     if not value:
@@ -226,8 +239,14 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
         ValueError: bad settings or data (with the manifest line), no checkpoint to
             resume from, or checkpoints in ``output_dir`` without a resume/overwrite flag.
     """
-    with _known_warnings_silenced():
-        return _finetune(cfg, callbacks)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        with _known_warnings_silenced():
+            return _finetune(cfg, callbacks)
+    finally:
+        torch.set_num_threads(threads)  # num_threads applies to this run only
 
 
 def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
@@ -261,6 +280,8 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
     _check_adalora_resume(cfg, resume)
     if resume and is_main:
         _drop_incomplete_checkpoints(cfg.output_dir)
+    elif cfg.overwrite_output_dir and is_main and latest_checkpoint(cfg.output_dir):
+        _clear_previous_run(cfg.output_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     if cfg.precision == "bf16" and cfg.device == "cpu" and not _cpu_has_bf16():

@@ -146,7 +146,12 @@ def training_arguments(cfg: FinetuneConfig, has_eval: bool, world_size: int):
 def guard_baseline(trainer, cfg: FinetuneConfig, model, n_guard: int, is_main: bool) -> float:
     """The guard set's error rate on the base model, computed once per run folder."""
     path = Path(cfg.output_dir) / "guard_baseline.json"
-    key = {"guard_data": str(Path(cfg.guard_data).resolve()), "n": n_guard, "metric": cfg.metric}
+    key = {
+        "base_model": cfg.base_model,
+        "guard_data": str(Path(cfg.guard_data).resolve()),
+        "n": n_guard,
+        "metric": cfg.metric,
+    }
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if all(saved.get(k) == v for k, v in key.items()):

@@ -11,7 +11,6 @@ This module imports nothing heavy.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -207,6 +206,8 @@ class Transcript:
             if remove_punctuation:
                 return normalize_text(text, remove_punctuation=True, to_simplified=to_simplified)
             # keep case, spacing and punctuation: only the script changes
+            from whisper_finetune.text import to_simplified_chinese
+
             return to_simplified_chinese(text)
 
         segments = tuple(replace(s, text=norm(s.text)) for s in self.segments)
@@ -222,18 +223,6 @@ class Transcript:
             "results": [s.to_dict() for s in self.segments],
             "text": self.text,
         }
-
-
-@functools.lru_cache(maxsize=1)
-def _t2s():
-    import opencc
-
-    return opencc.OpenCC("t2s")
-
-
-def to_simplified_chinese(text: str) -> str:
-    """Traditional to simplified Chinese (OpenCC ``t2s``), leaving everything else alone."""
-    return _t2s().convert(text) if text else text
 
 
 def _is_cjk(ch: str) -> bool:
