@@ -34,3 +34,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from whisper_finetune.models import build_tiny_whisper
 
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny") / "whisper-tiny-random")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy machine two threads that wait
+    for each other at every small op were seen to be 6x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from finetune_data import CLIPS, tone, write_manifest
 
 from whisper_finetune.audio import write_wav
@@ -23,16 +22,7 @@ from whisper_finetune.manifest import ManifestError, Record, TimedText, read_man
 
 SOT, EOT, NOCAPTIONS, NOTIMESTAMPS, TS0 = 50258, 50257, 50362, 50363, 50364
 ZH, EN, TRANSCRIBE, TRANSLATE = 50260, 50259, 50359, 50358
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy machine two threads that wait
-    for each other at every small op were seen to be 6x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

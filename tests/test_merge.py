@@ -18,18 +18,9 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The following rank_pattern keys did not match"),
     pytest.mark.filterwarnings("ignore:Could not find a config file in"),
     pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated"),
+    pytest.mark.usefixtures("one_torch_thread"),
 ]
 PROMPT = [[50258, 50260, 50359, 50363]]  # SOT <|zh|> <|transcribe|> <|notimestamps|>
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy machine two threads that wait
-    for each other at every small op were seen to be 6x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _base(path):

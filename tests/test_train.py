@@ -24,18 +24,8 @@ from whisper_finetune.train import FinetuneConfig, finetune, latest_checkpoint
 from whisper_finetune.train_config import adalora_total_step
 from whisper_finetune.trainer import GUARD_PENALTY, GuardPolicy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy machine two threads that wait
-    for each other at every small op were seen to be 6x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
