@@ -19,10 +19,10 @@ import datetime
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from whisper_finetune.staging import staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -160,13 +160,11 @@ def convert_to_ct2(
         logger.warning("cannot write preprocessor_config.json into %s (%s)", src, exc)
         copy_files.remove("preprocessor_config.json")
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
-    try:
-        built = tmp / "model"
+    with staged_dir(dst) as built:
         logger.info("converting %s to CTranslate2 (%s)", src, quantization)
+        # the converter refuses an existing folder unless forced; ours is the empty stage
         TransformersConverter(str(src), copy_files=copy_files).convert(
-            str(built), quantization=quantization
+            str(built), quantization=quantization, force=True
         )
         if "preprocessor_config.json" not in copy_files:
             from whisper_finetune.models import write_preprocessor_config
@@ -178,12 +176,6 @@ def convert_to_ct2(
         )
         if verify:
             _verify(built)
-        built.chmod(0o755)
-        if dst.exists():
-            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
-        os.replace(built, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("wrote CTranslate2 model (%s) to %s", quantization, dst)
     return dst
 

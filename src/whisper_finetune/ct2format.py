@@ -20,12 +20,12 @@ import json
 import logging
 import os
 import re
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from whisper_finetune.staging import staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -285,20 +285,12 @@ def ct2_to_transformers(src: str | os.PathLike, dst: str | os.PathLike, *, overw
     model.generation_config = _generation_config(ct2_config, tokenizer, n_dec)
     model.eval()
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
-    try:
+    with staged_dir(dst, replace=overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         extractor = WhisperFeatureExtractor(feature_size=int(n_mels))
         # transformers 5 writes processor_config.json; faster-whisper and
         # ct2-transformers-converter --copy_files need preprocessor_config.json
         extractor.to_json_file(str(tmp / "preprocessor_config.json"))
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("wrote transformers Whisper (%d+%d layers, d_model %d) to %s", n_enc, n_dec, d_model, dst)
     return dst

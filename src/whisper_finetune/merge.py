@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -71,18 +69,6 @@ def _check_destination(output_dir: Path, adapter_dir: Path, overwrite: bool) -> 
             raise ValueError(
                 f"--output_dir {output_dir} is not empty; pass --overwrite to replace it"
             )
-
-
-def _publish(tmp: Path, dst: Path) -> None:
-    """Move the finished temporary folder into place, replacing ``dst`` if it exists."""
-    tmp.chmod(0o755)  # mkdtemp made it private
-    trash = None
-    if dst.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-        os.replace(dst, trash / dst.name)
-    os.replace(tmp, dst)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict):
@@ -137,6 +123,7 @@ def merge_adapter(
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
     from whisper_finetune.models import resolve_model
+    from whisper_finetune.staging import staged_dir
     from whisper_finetune.version import __version__
 
     adapter_dir, output_dir = Path(lora_model), Path(output_dir)
@@ -150,9 +137,7 @@ def merge_adapter(
         "merging %s (%s) into %s, scale %g", adapter_dir, config.get("peft_type"), base_name, scale
     )
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    try:
+    with staged_dir(output_dir) as tmp:
         merged = _load_merged(adapter_dir, base_path, float(scale), config)
         merged.save_pretrained(tmp)
         # tokenizer and mel settings: the adapter's copies when the run saved them
@@ -172,9 +157,5 @@ def merge_adapter(
             "whisper_finetune_version": __version__,
         }
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
-        _publish(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("merged model written to %s", output_dir)
     return output_dir

