@@ -113,7 +113,8 @@ class _Stages:
             logger.info("=== %s done in %.0f s ===", name, self.seconds[name])
 
 
-def _evaluate(model: str, backend: str, compute_type: str, manifest: str, out_dir: Path, cfg: DemoConfig):
+def _evaluate(model: str, backend: str, compute_type: str, manifests: dict[Path, str], cfg: DemoConfig):
+    """Load ``model`` once and evaluate it on each manifest; ``manifests`` maps output folder -> manifest."""
     from whisper_finetune.evaluate import EvalConfig, evaluate, write_report
     from whisper_finetune.manifest import read_manifest
     from whisper_finetune.transcriber import load_transcriber
@@ -121,17 +122,19 @@ def _evaluate(model: str, backend: str, compute_type: str, manifest: str, out_di
 
     transcriber = load_transcriber(model, backend, compute_type=compute_type, cpu_threads=2, batch_size=cfg.batch_size)
     options = DecodeOptions(language=cfg.language, without_timestamps=True, max_new_tokens=cfg.max_new_tokens)
-    report = evaluate(transcriber, read_manifest(manifest), EvalConfig(batch_size=cfg.batch_size, decode=options))
-    write_report(report, out_dir, model=str(model), backend=backend, compute_type=compute_type)
-    return report
+    reports = []
+    for out_dir, manifest in manifests.items():
+        report = evaluate(transcriber, read_manifest(manifest), EvalConfig(batch_size=cfg.batch_size, decode=options))
+        write_report(report, out_dir, model=str(model), backend=backend, compute_type=compute_type)
+        reports.append(report)
+    return reports
 
 
 def _measure(report: Report, stage: str, model: str, manifests: dict[str, str], out: Path, cfg: DemoConfig, backends):
     for backend, compute_type, label in backends:
-        for name, manifest in manifests.items():
-            r = _evaluate(model, backend, compute_type, manifest, out / f"{stage}-{name}-{backend}", cfg)
-            m = Measurement(stage, label, name, r.metric, r.value, r.n_utts, r.rtf)
-            report.measurements.append(m)
+        folders = {out / f"{stage}-{name}-{backend}": manifest for name, manifest in manifests.items()}
+        for name, r in zip(manifests, _evaluate(model, backend, compute_type, folders, cfg), strict=True):
+            report.measurements.append(Measurement(stage, label, name, r.metric, r.value, r.n_utts, r.rtf))
             logger.info("%s %s on %s: %s %.3f (RTF %.3f)", stage, label, name, r.metric.upper(), r.value, r.rtf)
 
 
@@ -159,11 +162,11 @@ def choose_merge_scale(adapter: str, guard_manifest: str, baselines: dict[str, f
         folder = work / f"scale-{scale:.2f}"
         merged = merge_adapter(adapter, folder / "merged", scale=scale, overwrite=True)
         values = {}
-        r = _evaluate(str(merged), "transformers", "default", guard_manifest, folder / "eval-transformers", cfg)
+        [r] = _evaluate(str(merged), "transformers", "default", {folder / "eval-transformers": guard_manifest}, cfg)
         values["transformers"] = r.value
         if r.value <= limit["transformers"]:
             ct2 = convert_to_ct2(merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False)
-            r = _evaluate(str(ct2), "ct2", cfg.quantization, guard_manifest, folder / "eval-ct2", cfg)
+            [r] = _evaluate(str(ct2), "ct2", cfg.quantization, {folder / "eval-ct2": guard_manifest}, cfg)
             values["ct2"] = r.value
             shutil.rmtree(ct2, ignore_errors=True)
         shutil.rmtree(merged, ignore_errors=True)
