@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = REPO / "src" / "whisper_finetune" / "assets" / "real_speech"
 
 # (label, backend, compute_type, beam_size, batch_size)
 CONFIGS = [
@@ -39,7 +39,7 @@ CONFIGS = [
 
 
 def _clips(long_repeats: int) -> dict[str, tuple[np.ndarray, str]]:
-    from whisper_finetune.audio import SAMPLE_RATE, load_audio
+    from whisper_finetune.data.audio import SAMPLE_RATE, load_audio
 
     reference = json.loads((SHARED / "test.json").read_text(encoding="utf-8"))[0]["sentence"]
     audio = load_audio(SHARED / "test.wav")
@@ -50,10 +50,10 @@ def _clips(long_repeats: int) -> dict[str, tuple[np.ndarray, str]]:
 
 def worker(label: str, clip_names: list[str], long_repeats: int) -> dict:
     """Run one configuration on the clips; returns timings, CER and peak memory."""
-    from whisper_finetune.metrics import score
+    from whisper_finetune.evaluation.metrics import score
+    from whisper_finetune.inference.loader import load_transcriber
+    from whisper_finetune.inference.transcript import DecodeOptions
     from whisper_finetune.text import normalize_text
-    from whisper_finetune.transcriber import load_transcriber
-    from whisper_finetune.transcript import DecodeOptions
 
     _, backend, compute_type, beam, batch = next(c for c in CONFIGS if c[0] == label)
     model = load_transcriber("embedded:whisper-base", backend, compute_type=compute_type, cpu_threads=2, batch_size=batch)

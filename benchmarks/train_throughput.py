@@ -1,6 +1,6 @@
 """Training throughput and peak memory of LoRA, AdaLoRA and full fine-tuning, side by side.
 
-Each configuration runs ``whisper_finetune.train.finetune`` (the real Trainer path,
+Each configuration runs ``whisper_finetune.training.train.finetune`` (the real Trainer path,
 nothing stubbed) in a fresh subprocess on synthetic clips, times the optimizer steps
 after a warm-up, and reads the process's RSS high-water mark (``ru_maxrss``). The
 result is printed as a Markdown table, and with ``--json`` also written as JSON.
@@ -46,7 +46,7 @@ def _synthetic_manifest(folder: Path, n_clips: int, seconds: float, seed: int = 
     """``n_clips`` noisy chirps with Chinese labels (the content does not change the cost)."""
     import numpy as np
 
-    from whisper_finetune.audio import SAMPLE_RATE, write_wav
+    from whisper_finetune.data.audio import SAMPLE_RATE, write_wav
 
     rng = np.random.default_rng(seed)
     lines = []
@@ -76,7 +76,7 @@ def _worker(spec: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from whisper_finetune.train import FinetuneConfig, finetune
+    from whisper_finetune.training.train import FinetuneConfig, finetune
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])

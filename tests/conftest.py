@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the real data and a tiny random Whisper built once per run."""
+"""Shared fixtures: the real recordings shipped in the package, and a tiny random Whisper."""
 
 from __future__ import annotations
 
@@ -7,31 +7,39 @@ from pathlib import Path
 
 import pytest
 
+from whisper_finetune.assets import REAL_SPEECH_DIR, real_speech_manifest
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not (SHARED_DATA / "test.wav").is_file():
-        pytest.fail(f"{SHARED_DATA}/test.wav is missing: the real-speech tests need ../shared/data")
-    return SHARED_DATA
+def real_speech_dir() -> Path:
+    """The package's real recordings (``test.wav``, ``real-dev``), never ``../shared``."""
+    if not (REAL_SPEECH_DIR / "test.wav").is_file():
+        pytest.fail(f"{REAL_SPEECH_DIR}/test.wav is missing: the package data was not installed")
+    return REAL_SPEECH_DIR
 
 
 @pytest.fixture(scope="session")
-def test_wav(shared_data) -> Path:
-    return shared_data / "test.wav"
+def real_speech(real_speech_dir) -> Path:
+    """The guard set's manifest: seven real-dev clips plus test.wav."""
+    return real_speech_manifest()
 
 
 @pytest.fixture(scope="session")
-def test_reference(shared_data) -> str:
-    return json.loads((shared_data / "test.json").read_text(encoding="utf-8"))[0]["sentence"]
+def test_wav(real_speech_dir) -> Path:
+    return real_speech_dir / "test.wav"
+
+
+@pytest.fixture(scope="session")
+def test_reference(real_speech_dir) -> str:
+    return json.loads((real_speech_dir / "test.json").read_text(encoding="utf-8"))[0]["sentence"]
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, d_model 64 random Whisper with the real multilingual tokenizer."""
-    from whisper_finetune.models import build_tiny_whisper
+    from whisper_finetune.models.tiny import build_tiny_whisper
 
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny") / "whisper-tiny-random")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_finetune.audio import SAMPLE_RATE, write_wav
+from whisper_finetune.data.audio import SAMPLE_RATE, write_wav
 
 # (text, seconds, language); "" is a no-speech clip
 CLIPS = (

@@ -89,7 +89,7 @@ def test_rejects_non_strings():
 
 def test_imports_without_torch():
     code = (
-        "import sys, whisper_finetune.text as t, whisper_finetune.metrics as m; "
+        "import sys, whisper_finetune.text as t, whisper_finetune.evaluation.metrics as m; "
         "t.normalize_text('近幾年'); m.cer(['abc'], ['abd']); "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from whisper_finetune.cli._args import add_config_option, apply_config
 from whisper_finetune.version import __version__
 
 # subcommand modules, in the order they appear in --help
@@ -48,12 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    _add_config_options(parser)
     return parser
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand (nested ones too) ``--config FILE``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                add_config_option(child)
+                _add_config_options(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -63,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        apply_config(args, argv)
         return int(args.func(args) or 0)
     except (OSError, ValueError, RuntimeError) as exc:
         if args.log_level == "DEBUG":

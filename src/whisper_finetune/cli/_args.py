@@ -75,7 +75,8 @@ def add_dataclass_args(
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
         kwargs: dict[str, Any] = {"dest": prefix + f.name, "default": argparse.SUPPRESS}
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-            kwargs["required"] = True
+            # required, but it may come from --config: checked in dataclass_from_args
+            help_text = f"{f.metadata.get('help', '')} (required)"
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         origin = typing.get_origin(tp)
@@ -100,4 +101,143 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace, prefix: str = ""
             value = getattr(args, key)
             values[f.name] = tuple(value) if isinstance(value, list) else value
     values.update(extra)
+    missing = [
+        f"--{prefix}{f.name}"
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+    if missing:
+        raise ValueError(f"missing required option(s): {', '.join(missing)} (flag or --config key)")
     return cls(**values)
+
+
+# ---------------------------------------------------------------- config files
+
+# top-level sections of a config file that describe a run and set no option
+# (``finetune_config.json`` keeps the resolved model path, world size and version there)
+METADATA_SECTIONS = ("provenance",)
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` a ``--config FILE`` option (YAML or JSON; flags override it)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="YAML or JSON file of options, keys named like the flags (nested sections "
+        "allowed); flags given on the command line override it",
+    )
+    parser.set_defaults(_leaf_parser=parser)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Read a YAML or JSON config file into one flat ``{flag name: value}`` mapping.
+
+    A value that is a mapping is a section: its keys join the top level (``training:
+    {learning_rate: 1e-3}`` sets ``learning_rate``). Sections in :data:`METADATA_SECTIONS`
+    are skipped.
+
+    Raises:
+        ValueError: unreadable file, not a mapping, or one key given twice.
+    """
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--config {path}: cannot read it: {exc}") from exc
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"--config {path}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of option names to values")
+    flat: dict[str, Any] = {}
+
+    def take(mapping: dict, where: str) -> None:
+        for key, value in mapping.items():
+            key = str(key).replace("-", "_")
+            if where == "" and key in METADATA_SECTIONS:
+                continue
+            if isinstance(value, dict):
+                take(value, f"{where}{key}.")
+                continue
+            if key in flat:
+                raise ValueError(f"--config {path}: option {key!r} is given twice (at {where}{key})")
+            flat[key] = value
+
+    take(data, "")
+    return flat
+
+
+def _given_on_command_line(action: argparse.Action, argv: list[str]) -> bool:
+    return any(
+        token == opt or token.startswith(opt + "=")
+        for opt in action.option_strings
+        for token in argv
+    )
+
+
+def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
+    """Check a config value as argparse would check the flag's text."""
+    def one(v: Any) -> Any:
+        if v is None or isinstance(v, bool) or not callable(action.type):
+            return v
+        try:
+            return action.type(str(v)) if isinstance(v, str) else action.type(str(v))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+            raise ValueError(f"--config {path}: {key}: {exc}") from exc
+
+    if action.nargs in ("+", "*"):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        value = [one(v) for v in items]
+        bad = [v for v in value if action.choices and v not in action.choices]
+    else:
+        if isinstance(value, (list, tuple)):
+            raise ValueError(f"--config {path}: {key} takes one value, got a list")
+        if isinstance(value, bool) and action.type is not None and getattr(action.type, "__name__", "") != "str2bool":
+            raise ValueError(f"--config {path}: {key} is not a true/false option")
+        value = one(value)
+        bad = [value] if action.choices and value not in action.choices else []
+    if bad:
+        raise ValueError(f"--config {path}: {key}={bad[0]!r} is not one of {list(action.choices)}")
+    return value
+
+
+def apply_config(args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """Fill ``args`` from ``--config`` for every option not given on the command line.
+
+    Raises:
+        ValueError: an unknown key (named), a bad value, or an unreadable file.
+    """
+    path = getattr(args, "config", None)
+    parser = getattr(args, "_leaf_parser", None)
+    if not path or parser is None:
+        return args
+    by_name: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "config"):
+            continue
+        by_name[action.dest] = action
+        for opt in action.option_strings:
+            by_name.setdefault(opt.lstrip("-").replace("-", "_"), action)
+    for key, value in read_config_file(path).items():
+        action = by_name.get(key)
+        if action is None:
+            raise ValueError(
+                f"--config {path}: unknown option {key!r} for this command "
+                f"(see --help for the options it takes)"
+            )
+        if _given_on_command_line(action, argv):
+            continue
+        setattr(args, action.dest, _convert(action, key, value, path))
+    return args

@@ -12,7 +12,7 @@ import argparse
 import logging
 
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
-from whisper_finetune.synth import SynthConfig
+from whisper_finetune.data.synth import SynthConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def register_synth(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from whisper_finetune.synth import build_corpus
+    from whisper_finetune.data.synth import build_corpus
 
     cfg = dataclass_from_args(SynthConfig, args)
     result = build_corpus(cfg)

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
-from whisper_finetune.convert import QUANTIZATIONS
+from whisper_finetune.models.convert import QUANTIZATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,9 @@ class ConvertOptions:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from whisper_finetune.convert import compare_conversion, convert_to_ct2
-    from whisper_finetune.transcript import DecodeOptions
+    from whisper_finetune.evaluation.parity import compare_conversion
+    from whisper_finetune.inference.transcript import DecodeOptions
+    from whisper_finetune.models.convert import convert_to_ct2
 
     opts = dataclass_from_args(ConvertOptions, args)
     if not opts.model_path or not opts.output_dir:

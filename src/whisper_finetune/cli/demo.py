@@ -1,4 +1,4 @@
-"""``whisper-finetune demo``: the whole road on the embedded defaults (see whisper_finetune.demo)."""
+"""``whisper-finetune demo``: the whole road on the embedded defaults (see whisper_finetune.demo.demo)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
 
 
 def register(subparsers) -> None:
-    from whisper_finetune.demo import DemoConfig
+    from whisper_finetune.demo.demo import DemoConfig
 
     parser = subparsers.add_parser(
         "demo",
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from whisper_finetune.demo import DemoConfig, run_demo
+    from whisper_finetune.demo.demo import DemoConfig, run_demo
 
     run_demo(dataclass_from_args(DemoConfig, args))
     return 0

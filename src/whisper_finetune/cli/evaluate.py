@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
 from whisper_finetune.cli.infer import RuntimeOptions, quiet_libraries, runtime_kwargs
-from whisper_finetune.transcript import DecodeOptions
+from whisper_finetune.inference.transcript import DecodeOptions
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ class EvaluateOptions:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from whisper_finetune.evaluate import EvalConfig, evaluate, write_report
-    from whisper_finetune.manifest import read_manifest
-    from whisper_finetune.transcriber import load_transcriber
+    from whisper_finetune.data.manifest import read_manifest
+    from whisper_finetune.evaluation.evaluate import EvalConfig, evaluate, write_report
+    from whisper_finetune.inference.loader import load_transcriber
 
     opts = dataclass_from_args(EvaluateOptions, args)
     runtime = dataclass_from_args(RuntimeOptions, args)

@@ -1,7 +1,7 @@
 """``whisper-finetune finetune``: fine-tune Whisper (LoRA, AdaLoRA or full) on manifests.
 
 Replaces the original ``finetune.py``. Every option of
-:class:`whisper_finetune.train.FinetuneConfig` is a flag of the same name; the Trainer
+:class:`whisper_finetune.training.train.FinetuneConfig` is a flag of the same name; the Trainer
 flags keep their usual names. The same command runs on several processes under
 ``torchrun --nproc_per_node=N -m whisper_finetune finetune ...`` or
 ``accelerate launch -m whisper_finetune finetune ...`` (DDP; gloo on CPU).
@@ -23,13 +23,13 @@ import json
 import logging
 
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
-from whisper_finetune.train_config import FinetuneConfig
+from whisper_finetune.training.config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from whisper_finetune.train import finetune
+    from whisper_finetune.training.train import finetune
 
     cfg = dataclass_from_args(FinetuneConfig, args)
     result = finetune(cfg)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
-from whisper_finetune.transcript import OUTPUT_FORMATS, DecodeOptions
+from whisper_finetune.inference.transcript import OUTPUT_FORMATS, DecodeOptions
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class InferOptions:
 
 
 def runtime_kwargs(runtime: RuntimeOptions, batch_size: int = 1) -> dict:
-    """Keyword arguments for :func:`whisper_finetune.transcriber.load_transcriber`."""
+    """Keyword arguments for :func:`whisper_finetune.inference.loader.load_transcriber`."""
     return {
         "model": runtime.model_path,
         "backend": runtime.backend,
@@ -107,8 +107,8 @@ def quiet_libraries(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from whisper_finetune.transcriber import load_transcriber
-    from whisper_finetune.transcript import format_transcript
+    from whisper_finetune.inference.loader import load_transcriber
+    from whisper_finetune.inference.transcript import format_transcript
 
     opts = dataclass_from_args(InferOptions, args)
     runtime = dataclass_from_args(RuntimeOptions, args)

@@ -35,7 +35,7 @@ class MergeOptions:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from whisper_finetune.merge import merge_adapter
+    from whisper_finetune.training.merge import merge_adapter
 
     opts = dataclass_from_args(MergeOptions, args)
     if not opts.lora_model or not opts.output_dir:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 
-from whisper_finetune.models import BACKENDS
+from whisper_finetune.models.store import BACKENDS
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from whisper_finetune.models import (
+    from whisper_finetune.models.store import (
         EMBEDDED_MODELS,
         EMBEDDED_PREFIX,
         cache_home,
@@ -43,14 +43,14 @@ def _run_list(args: argparse.Namespace) -> int:
 
 
 def _run_path(args: argparse.Namespace) -> int:
-    from whisper_finetune.models import resolve_model
+    from whisper_finetune.models.resolve import resolve_model
 
     print(resolve_model(args.name, args.backend))
     return 0
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from whisper_finetune.ct2format import ct2_to_transformers
+    from whisper_finetune.models.ct2format import ct2_to_transformers
 
     try:
         out = ct2_to_transformers(args.src, args.dst, overwrite=args.overwrite)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
-from whisper_finetune.recipes.aishell import AishellConfig
-from whisper_finetune.recipes.folder import FolderConfig
-from whisper_finetune.recipes.pack import PackConfig
-from whisper_finetune.recipes.validate import ValidateConfig
-from whisper_finetune.recipes.wenetspeech import WenetSpeechConfig
+from whisper_finetune.data.recipes.aishell import AishellConfig
+from whisper_finetune.data.recipes.folder import FolderConfig
+from whisper_finetune.data.recipes.pack import PackConfig
+from whisper_finetune.data.recipes.validate import ValidateConfig
+from whisper_finetune.data.recipes.wenetspeech import WenetSpeechConfig
 
 
 def _print_counts(manifests: dict[str, str], counts: dict[str, int], extra: str = "") -> None:
@@ -24,7 +24,7 @@ def _print_counts(manifests: dict[str, str], counts: dict[str, int], extra: str 
 
 
 def _run_aishell(args: argparse.Namespace) -> int:
-    from whisper_finetune.recipes.aishell import prepare_aishell
+    from whisper_finetune.data.recipes.aishell import prepare_aishell
 
     result = prepare_aishell(dataclass_from_args(AishellConfig, args))
     missing = ", ".join(f"{k} {v}" for k, v in result.untranscribed.items())
@@ -39,7 +39,7 @@ def _run_aishell(args: argparse.Namespace) -> int:
 
 
 def _run_wenetspeech(args: argparse.Namespace) -> int:
-    from whisper_finetune.recipes.wenetspeech import prepare_wenetspeech
+    from whisper_finetune.data.recipes.wenetspeech import prepare_wenetspeech
 
     r = prepare_wenetspeech(dataclass_from_args(WenetSpeechConfig, args))
     _print_counts(
@@ -53,7 +53,7 @@ def _run_wenetspeech(args: argparse.Namespace) -> int:
 
 
 def _run_folder(args: argparse.Namespace) -> int:
-    from whisper_finetune.recipes.folder import prepare_folder
+    from whisper_finetune.data.recipes.folder import prepare_folder
 
     r = prepare_folder(dataclass_from_args(FolderConfig, args))
     left_out = "; ".join(f"{k}: {len(v)}" for k, v in r.problems.items())
@@ -62,7 +62,7 @@ def _run_folder(args: argparse.Namespace) -> int:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from whisper_finetune.recipes.validate import validate_manifest
+    from whisper_finetune.data.recipes.validate import validate_manifest
 
     result = validate_manifest(
         dataclass_from_args(ValidateConfig, args, manifest=args.manifest_path)
@@ -100,7 +100,7 @@ _RECIPES = (
 
 
 def _run_pack(args: argparse.Namespace) -> int:
-    from whisper_finetune.recipes.pack import pack_manifest
+    from whisper_finetune.data.recipes.pack import pack_manifest
 
     result = pack_manifest(dataclass_from_args(PackConfig, args))
     print(

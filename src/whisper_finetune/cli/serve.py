@@ -8,8 +8,8 @@ from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
 
 
 def register(subparsers) -> None:
-    from whisper_finetune.server import ServeConfig
-    from whisper_finetune.transcript import DecodeOptions
+    from whisper_finetune.inference.transcript import DecodeOptions
+    from whisper_finetune.serving.server import ServeConfig
 
     parser = subparsers.add_parser(
         "serve",
@@ -23,8 +23,8 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from whisper_finetune.server import ServeConfig, serve
-    from whisper_finetune.transcript import DecodeOptions
+    from whisper_finetune.inference.transcript import DecodeOptions
+    from whisper_finetune.serving.server import ServeConfig, serve
 
     serve(dataclass_from_args(ServeConfig, args), dataclass_from_args(DecodeOptions, args))
     return 0

@@ -1,0 +1,308 @@
+"""Check a manifest before training: files, durations, lengths and label sizes.
+
+Every record is checked for:
+
+- the audio file exists and decodes (each file once, however many records share it);
+- ``duration`` matches the decoded duration (of the ``start_time``..``end_time`` slice)
+  within ``duration_tolerance`` seconds;
+- ``audio.start_time``/``end_time`` and ``sentences`` timestamps lie within the audio;
+- the audio lasts at most ``max_duration`` seconds (Whisper silently truncates longer
+  input while keeping the whole label);
+- the label fits Whisper's 448-position decoder. With a tokenizer the count is exact:
+  the text tokens plus the special tokens of the label, with or without timestamps,
+  whichever is longer. Without one it is an upper bound: the sentence's UTF-8 byte
+  count, since Whisper's byte-level BPE never makes more tokens than bytes (3 per CJK
+  character).
+
+Problems are reported as ``file:line: field: problem``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from whisper_finetune.data.manifest import ManifestError, Record, parse_record
+from whisper_finetune.data.recipes import audio_duration_s, decoded_duration_s
+
+logger = logging.getLogger(__name__)
+
+WHISPER_MAX_TOKENS = 448
+# <|startoftranscript|> <|zh|> <|transcribe|> <|notimestamps|> ... <|endoftext|>
+_SPECIAL_NO_TIMESTAMPS = 5
+# <|startoftranscript|> <|zh|> <|transcribe|> ... <|endoftext|>, plus 2 per sentence
+_SPECIAL_TIMESTAMPS = 4
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Options of the manifest check."""
+
+    manifest: str = field(default="", metadata={"help": "the manifest to check"})
+    max_duration: float = field(default=30.0, metadata={"help": "longest allowed audio, seconds"})
+    tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Whisper tokenizer for exact label lengths: a folder with "
+            "tokenizer.json, the file, a hub id or embedded:whisper-base (None: an "
+            "upper-bound estimate, 3 tokens per CJK character)"
+        },
+    )
+    max_tokens: int = field(
+        default=WHISPER_MAX_TOKENS, metadata={"help": "decoder positions a label may use"}
+    )
+    duration_tolerance: float = field(
+        default=0.1, metadata={"help": "allowed duration difference, seconds"}
+    )
+    decode: bool = field(
+        default=True,
+        metadata={"help": "decode every file (false: read only the headers, faster)"},
+    )
+    report: str | None = field(default=None, metadata={"help": "also write the report as JSON"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault of one record."""
+
+    location: str  # "train.jsonl:12"
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What :func:`validate_manifest` found.
+
+    Attributes:
+        manifest: the manifest checked.
+        records: how many records it has (well-formed or not).
+        problems: every fault, in line order.
+        token_counter: ``tokenizer:<spec>`` or ``estimate (UTF-8 bytes)``.
+    """
+
+    manifest: str
+    records: int
+    problems: tuple[Problem, ...]
+    token_counter: str
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def to_json(self) -> dict:
+        """The report as a JSON-serialisable dict."""
+        return {
+            "manifest": self.manifest,
+            "records": self.records,
+            "ok": self.ok,
+            "token_counter": self.token_counter,
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+def load_token_counter(spec: str | None) -> tuple[Callable[[str], int], str]:
+    """A function counting a text's Whisper tokens, and its description.
+
+    Args:
+        spec: ``None`` for the byte-count upper bound; ``embedded:whisper-base``; a folder
+            with ``tokenizer.json``; a ``tokenizer.json`` file; or a hub id.
+
+    Returns:
+        ``(count, description)``.
+
+    Raises:
+        FileNotFoundError: the tokenizer cannot be found or loaded.
+    """
+    if not spec:
+        return (lambda text: len(text.encode("utf-8"))), "estimate (UTF-8 bytes)"
+    from transformers import WhisperTokenizerFast
+
+    from whisper_finetune.models.store import EMBEDDED_MODELS, EMBEDDED_PREFIX
+
+    source = spec
+    if spec.startswith(EMBEDDED_PREFIX):
+        import importlib.util
+
+        name = spec[len(EMBEDDED_PREFIX) :]
+        if name not in EMBEDDED_MODELS:
+            raise FileNotFoundError(
+                f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}"
+            )
+        module = importlib.util.find_spec(EMBEDDED_MODELS[name][0])
+        if module is None or module.origin is None:
+            raise FileNotFoundError(f"{spec} needs the package {EMBEDDED_MODELS[name][0]}")
+        source = str(Path(module.origin).parent / "data")
+    try:
+        if Path(source).is_file():
+            tok = WhisperTokenizerFast(tokenizer_file=source)
+        else:
+            tok = WhisperTokenizerFast.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"cannot load the tokenizer {spec!r}: {exc}") from exc
+    return (lambda text: len(tok.encode(text, add_special_tokens=False))), f"tokenizer:{spec}"
+
+
+def label_tokens(record: Record, count: Callable[[str], int]) -> int:
+    """Decoder positions the record's label needs, with or without timestamps."""
+    plain = count(record.sentence) + _SPECIAL_NO_TIMESTAMPS
+    if not record.sentences:
+        return plain
+    timed = _SPECIAL_TIMESTAMPS + sum(count(s.text) + 2 for s in record.sentences)
+    return max(plain, timed)
+
+
+def _iter_raw(path: Path) -> Iterator[tuple[str, int, object]]:
+    """(location, line, decoded JSON or the error message) for each record."""
+    text = path.read_text(encoding="utf-8-sig")
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield f"{path}:{exc.lineno}", exc.lineno, ManifestError(f"invalid JSON: {exc.msg}")
+            return
+        for i, obj in enumerate(items, start=1):
+            yield f"{path}: item {i}", i, obj
+        return
+    # split on "\n" only, as manifest.iter_manifest does: str.splitlines() also breaks
+    # at U+2028/U+2029/U+0085, which json.dumps(ensure_ascii=False) leaves in strings
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{lineno}", lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield f"{path}:{lineno}", lineno, ManifestError(f"invalid JSON: {exc.msg}")
+
+
+class _Checker:
+    def __init__(self, config: ValidateConfig, count: Callable[[str], int]):
+        self.config = config
+        self.count = count
+        self.durations: dict[str, float | str] = {}  # path -> seconds, or the decode error
+
+    def file_duration(self, path: str) -> float | str:
+        if path not in self.durations:
+            measure = decoded_duration_s if self.config.decode else audio_duration_s
+            try:
+                self.durations[path] = measure(path)
+            except (ValueError, OSError, RuntimeError) as exc:
+                self.durations[path] = str(exc) or type(exc).__name__
+        return self.durations[path]
+
+    def check(self, r: Record) -> Iterator[tuple[str, str]]:
+        """(field, message) for each fault of one well-formed record."""
+        c = self.config
+        tol = c.duration_tolerance
+        actual = None
+        if not os.path.isfile(r.audio_path):
+            yield "audio.path", f"file not found: {r.audio_path}"
+        else:
+            total = self.file_duration(r.audio_path)
+            if isinstance(total, str):
+                yield "audio.path", f"does not decode: {total}"
+            else:
+                actual = yield from self._check_span(r, total, tol)
+        if r.duration is None:
+            yield "duration", "missing (training filters samples by it)"
+        elif actual is not None and abs(r.duration - actual) > tol:
+            yield (
+                "duration",
+                f"{r.duration:.2f} s in the manifest but the audio lasts {actual:.2f} s",
+            )
+        length = actual if actual is not None else r.duration
+        if length is not None and length > c.max_duration:
+            yield (
+                "duration",
+                (
+                    f"{length:.2f} s exceeds {c.max_duration:g} s: Whisper truncates "
+                    "the audio but not the label"
+                ),
+            )
+        for i, s in enumerate(r.sentences):
+            if length is not None and s.end > length + tol:
+                yield (
+                    f"sentences[{i}].end",
+                    f"{s.end:.2f} s is after the end of the audio ({length:.2f} s)",
+                )
+        n = label_tokens(r, self.count)
+        if n > c.max_tokens:
+            how = "" if c.tokenizer else " (upper-bound estimate; --tokenizer counts exactly)"
+            yield (
+                "sentence",
+                (
+                    f"label needs {n} tokens{how}, more than Whisper's "
+                    f"{c.max_tokens}-token decoder limit"
+                ),
+            )
+
+    def _check_span(self, r: Record, total: float, tol: float):
+        start = r.start_time or 0.0
+        if r.start_time is not None and r.start_time >= total:
+            yield (
+                "audio.start_time",
+                f"{r.start_time:.2f} s is beyond the end of the file ({total:.2f} s)",
+            )
+            return None
+        if r.end_time is not None and r.end_time > total + tol:
+            yield (
+                "audio.end_time",
+                f"{r.end_time:.2f} s is beyond the end of the file ({total:.2f} s)",
+            )
+            return None
+        end = r.end_time if r.end_time is not None else total
+        return end - start
+
+
+def validate_manifest(config: ValidateConfig) -> ValidationResult:
+    """Check every record of a manifest; write a JSON report if asked.
+
+    Args:
+        config: the manifest and the limits to check against.
+
+    Returns:
+        the problems found (none means the manifest is ready for training).
+
+    Raises:
+        FileNotFoundError: the manifest or the tokenizer is missing.
+    """
+    if not config.manifest:
+        raise ValueError("a manifest to validate is required")
+    path = Path(config.manifest).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    count, counter = load_token_counter(config.tokenizer)
+    checker = _Checker(config, count)
+    problems: list[Problem] = []
+    records = 0
+    for where, line, obj in tqdm(_iter_raw(path), desc="validating", unit="rec"):
+        records += 1
+        try:
+            if isinstance(obj, ManifestError):
+                raise obj
+            record = parse_record(obj, where, path.parent)
+        except ManifestError as exc:
+            message = str(exc).removeprefix(f"{where}: ")
+            problems.append(Problem(where, line, "record", message))
+            continue
+        problems.extend(Problem(where, line, f, m) for f, m in checker.check(record))
+    result = ValidationResult(str(path), records, tuple(problems), counter)
+    if config.report:
+        report = Path(config.report).expanduser()
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(
+            json.dumps(result.to_json(), ensure_ascii=False, indent=2), encoding="utf-8"
+        )
+        logger.info("Wrote the report to %s", report)
+    return result

@@ -1,0 +1,70 @@
+"""Where models come from: the embedded whisper-base, local folders and hub ids.
+
+``resolve_model`` turns a name into a folder the chosen backend loads. A transformers
+folder asked for by the CTranslate2 backend is converted once into the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from whisper_finetune.models.convert import convert_to_ct2
+from whisper_finetune.models.embedded import embedded_ct2
+from whisper_finetune.models.hub import hub_model, missing_folder, resolve_transformers
+from whisper_finetune.models.store import (
+    BACKENDS,
+    EMBEDDED_PREFIX,
+    ModelNotFoundError,
+    cache_home,
+    is_ct2_dir,
+    is_transformers_dir,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model(name: str | os.PathLike, backend: str = "transformers") -> str:
+    """Resolve a model name to something the backend loads.
+
+    Args:
+        name: ``embedded:whisper-base``, a local folder (transformers or CTranslate2), or
+            a hub id such as ``openai/whisper-small``.
+        backend: ``transformers`` or ``ct2``. A transformers folder asked for by the ct2
+            backend is converted once (float32) into the cache.
+
+    Returns:
+        a local folder path, or a hub id when the hub is reachable.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    name = str(name)
+    if backend == "transformers":
+        return resolve_transformers(name)
+    if name.startswith(EMBEDDED_PREFIX):
+        return str(embedded_ct2(name[len(EMBEDDED_PREFIX) :]))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if is_ct2_dir(path):
+            return str(path)
+        if is_transformers_dir(path):
+            return str(converted_ct2(path))
+        raise ModelNotFoundError(f"{path} holds no Whisper model (no model.bin, no config.json + weights)")
+    if missing_folder(name):
+        raise ModelNotFoundError(f"model folder not found: {name}")
+    return hub_model(name)
+
+
+def converted_ct2(model_dir: str | os.PathLike, quantization: str = "float32") -> Path:
+    """A cached CTranslate2 conversion of a transformers folder, redone when it changes."""
+    model_dir = Path(model_dir).resolve()
+    weights = max((p.stat().st_mtime_ns for p in model_dir.iterdir() if p.is_file()), default=0)
+    key = hashlib.sha1(f"{model_dir}|{weights}|{quantization}".encode()).hexdigest()[:10]
+    dst = cache_home() / "ct2-cache" / f"{model_dir.name}-{quantization}-{key}"
+    if is_ct2_dir(dst):
+        return dst
+    logger.info("converting %s to CTranslate2 (%s) once, into %s", model_dir, quantization, dst)
+    convert_to_ct2(model_dir, dst, quantization=quantization, verify=False)
+    return dst

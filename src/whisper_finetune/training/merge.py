@@ -1,0 +1,161 @@
+"""Merge a LoRA/AdaLoRA adapter into its base model: a standalone Whisper folder.
+
+The base model is the one named in the adapter's ``adapter_config.json``
+(``base_model_name_or_path``), resolved through
+:func:`whisper_finetune.models.resolve.resolve_model`, so ``embedded:whisper-base``, hub ids and
+folders all work; nothing is guessed from paths. The output holds the merged weights,
+``config.json``, ``generation_config.json``, the tokenizer (``tokenizer.json``
+included) and ``preprocessor_config.json`` (which faster-whisper reads its mel settings
+from), plus ``whisper_finetune.json`` recording where it came from.
+
+The folder is written under a temporary name next to the destination and renamed
+into place at the end, so an interrupted merge never leaves a folder that looks
+complete.
+
+``scale`` merges a scaled adapter, ``W = W_base + scale * delta``: 0 gives the base
+weights, 1 the adapted model, values between interpolate (a simple knob against
+forgetting).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PROVENANCE_FILE = "whisper_finetune.json"
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
+def read_adapter_config(adapter_dir: str | os.PathLike) -> dict:
+    """The adapter's ``adapter_config.json``.
+
+    Raises:
+        FileNotFoundError: if the folder does not exist.
+        ValueError: if it is not a peft adapter, or names no base model.
+    """
+    adapter_dir = Path(adapter_dir)
+    if not adapter_dir.is_dir():
+        raise FileNotFoundError(f"adapter folder not found: {adapter_dir}")
+    path = adapter_dir / "adapter_config.json"
+    if not path.is_file():
+        hint = (
+            " (it is a full model: no merge needed)"
+            if (adapter_dir / "config.json").is_file()
+            else ""
+        )
+        raise ValueError(
+            f"{adapter_dir} has no adapter_config.json: not a LoRA/AdaLoRA adapter{hint}"
+        )
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not config.get("base_model_name_or_path"):
+        raise ValueError(f"{path} does not name its base model (base_model_name_or_path)")
+    return config
+
+
+def _check_destination(output_dir: Path, adapter_dir: Path, overwrite: bool) -> None:
+    if output_dir.resolve() == adapter_dir.resolve() or adapter_dir.resolve().is_relative_to(
+        output_dir.resolve()
+    ):
+        raise ValueError(f"--output_dir {output_dir} would overwrite the adapter itself")
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise ValueError(f"--output_dir {output_dir} exists and is not a folder")
+        if any(output_dir.iterdir()) and not overwrite:
+            raise ValueError(
+                f"--output_dir {output_dir} is not empty; pass --overwrite to replace it"
+            )
+
+
+def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict):
+    import torch
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(base_path, dtype=torch.float32)
+    with warnings.catch_warnings():
+        # AdaLoRA's rank_pattern (pruning masks) is not LoRA's per-module rank_pattern;
+        # peft checks it as the latter and warns, then resizes the modules correctly
+        warnings.filterwarnings("ignore", message="The following rank_pattern keys did not match")
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    if scale != 1.0:
+        if config.get("modules_to_save"):
+            raise ValueError("--scale != 1 is not supported for adapters with modules_to_save")
+        layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+        if not layers:
+            raise ValueError(f"--scale: {adapter_dir} holds no LoRA-type layers to scale")
+        for layer in layers:  # AdaLoRA layers are LoRA layers too
+            layer.scale_layer(
+                scale
+            )  # delta = scale * (B @ A) * alpha / r; 0 merges exactly nothing
+    merged = peft_model.merge_and_unload()
+    merged.config.use_cache = True  # training switched it off
+    return merged
+
+
+def merge_adapter(
+    lora_model: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    scale: float = 1.0,
+    overwrite: bool = False,
+) -> Path:
+    """Merge an adapter into its base model and save a standalone model folder.
+
+    Args:
+        lora_model: the adapter folder (``final/`` or a ``checkpoint-N/`` of a run).
+        output_dir: destination folder; must be missing or empty unless ``overwrite``.
+        scale: adapter weight in [0, 1]: ``W = W_base + scale * delta``.
+        overwrite: replace a non-empty ``output_dir``.
+
+    Returns:
+        The output folder.
+
+    Raises:
+        FileNotFoundError: when the adapter folder does not exist.
+        ValueError: for a folder that is not an adapter, a bad scale, or a non-empty
+            destination without ``overwrite``.
+    """
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+    from whisper_finetune.models.resolve import resolve_model
+    from whisper_finetune.staging import staged_dir
+    from whisper_finetune.version import __version__
+
+    adapter_dir, output_dir = Path(lora_model), Path(output_dir)
+    if not 0.0 <= float(scale) <= 1.0:
+        raise ValueError(f"--scale must be in [0, 1], got {scale}")
+    config = read_adapter_config(adapter_dir)
+    _check_destination(output_dir, adapter_dir, overwrite)
+    base_name = config["base_model_name_or_path"]
+    base_path = resolve_model(base_name)
+    logger.info(
+        "merging %s (%s) into %s, scale %g", adapter_dir, config.get("peft_type"), base_name, scale
+    )
+
+    with staged_dir(output_dir) as tmp:
+        merged = _load_merged(adapter_dir, base_path, float(scale), config)
+        merged.save_pretrained(tmp)
+        # tokenizer and mel settings: the adapter's copies when the run saved them
+        has_tokenizer = any((adapter_dir / f).is_file() for f in _TOKENIZER_FILES)
+        WhisperTokenizer.from_pretrained(
+            adapter_dir if has_tokenizer else base_path
+        ).save_pretrained(tmp)
+        has_features = (adapter_dir / "preprocessor_config.json").is_file()
+        WhisperFeatureExtractor.from_pretrained(
+            adapter_dir if has_features else base_path
+        ).save_pretrained(tmp)
+        provenance = {
+            "base_model": base_name,
+            "adapter": str(adapter_dir.resolve()),
+            "peft_type": config.get("peft_type"),
+            "scale": float(scale),
+            "whisper_finetune_version": __version__,
+        }
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
+    logger.info("merged model written to %s", output_dir)
+    return output_dir

@@ -1,0 +1,168 @@
+"""The Trainer side of a run: ``Seq2SeqTrainer`` subclass, metrics, arguments, guard.
+
+Evaluation generates greedily (``predict_with_generate``, in the run's language and
+task) and scores CER/WER with the project's normalizer, next to the eval loss.
+
+**The forgetting guard.** ``guard_data`` is a second eval set, typically real speech
+outside the fine-tuning domain. Its error rate is logged as ``eval_guard_<metric>``
+at every evaluation, and once before training, on the base model, as the baseline
+(saved in ``guard_baseline.json`` and reused on resume). With ``guard_max_increase=d``
+the best checkpoint is chosen by ``eval_guarded_<metric>``:
+
+* a checkpoint whose guard rate is at most ``baseline + d`` scores its main rate;
+* one that exceeds it scores ``GUARD_PENALTY + (guard - baseline - d)``.
+
+So every checkpoint that keeps the guard beats every one that does not, the best main
+rate wins among those that keep it, and if none does, the one that forgets least wins.
+
+This module imports transformers at import time; :mod:`whisper_finetune.training.train`
+imports it lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+from whisper_finetune.training.config import FinetuneConfig
+
+logger = logging.getLogger(__name__)
+
+GUARD_PENALTY = 1000.0  # added to the selection score of checkpoints that break the guard
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """Scores checkpoints for selection; see the module docstring."""
+
+    baseline: float
+    max_increase: float
+
+    def score(self, main: float, guard: float) -> float:
+        excess = guard - (self.baseline + self.max_increase)
+        return main if excess <= 1e-12 else GUARD_PENALTY + excess
+
+
+class WhisperTrainer(Seq2SeqTrainer):
+    """``Seq2SeqTrainer`` that generates in the run's language and watches a guard set."""
+
+    def __init__(self, *args, language: str, task: str, metric: str, guard_dataset=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.language, self.task, self.metric = language, task, metric
+        self.guard_dataset = guard_dataset
+        self.guard_policy: GuardPolicy | None = None
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
+        gen_kwargs.setdefault("language", self.language)
+        gen_kwargs.setdefault("task", self.task)
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+        if eval_dataset is not None or metric_key_prefix != "eval" or self.guard_dataset is None:
+            return metrics
+        metrics.update(
+            super().evaluate(self.guard_dataset, ignore_keys, "eval_guard", **gen_kwargs)
+        )
+        if self.guard_policy is not None:
+            key = f"eval_guarded_{self.metric}"
+            metrics[key] = self.guard_policy.score(
+                metrics[f"eval_{self.metric}"], metrics[f"eval_guard_{self.metric}"]
+            )
+            self.log({key: metrics[key]})
+        return metrics
+
+
+def compute_metrics(tokenizer, metric: str):
+    """``compute_metrics`` for the Trainer: corpus error rate of generated vs reference text."""
+    import numpy as np
+
+    from whisper_finetune.evaluation.metrics import score
+    from whisper_finetune.text import normalize_text
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def compute(pred) -> dict[str, float]:
+        preds = np.where(pred.predictions < 0, pad, pred.predictions)
+        labels = np.where(pred.label_ids < 0, pad, pred.label_ids)
+        hyps = [normalize_text(t) for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
+        refs = [normalize_text(t) for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        return {metric: score(refs, hyps, metric)}
+
+    return compute
+
+
+def training_arguments(cfg: FinetuneConfig, has_eval: bool, world_size: int):
+    """The ``Seq2SeqTrainingArguments`` of a run: the one place config meets transformers."""
+    selection = cfg.selection_metric if has_eval else None
+    return Seq2SeqTrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch",
+        logging_steps=cfg.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must show (NonFiniteLossCallback stops the run)
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps if has_eval else None,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        # AdaLoRA checkpoints hold different rank patterns, which peft cannot load into the
+        # live model; its best checkpoint is copied instead (see train._save_final)
+        load_best_model_at_end=selection is not None and cfg.method != "adalora",
+        metric_for_best_model=selection,
+        greater_is_better=False if selection else None,
+        predict_with_generate=True,
+        generation_max_length=cfg.generation_max_length,
+        generation_num_beams=1,
+        fp16=cfg.precision == "fp16",
+        bf16=cfg.precision == "bf16",
+        use_cpu=cfg.device == "cpu",
+        dataloader_num_workers=cfg.num_workers,
+        report_to=[r for r in cfg.report_to if r != "none"],
+        seed=cfg.seed,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False}
+        if cfg.gradient_checkpointing
+        else None,
+        # only trainable parameters take part in DDP; searching for unused ones is wasted time
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+        ddp_backend="gloo" if world_size > 1 and cfg.device == "cpu" else None,
+    )
+
+
+def guard_baseline(trainer, cfg: FinetuneConfig, model, n_guard: int, is_main: bool) -> float:
+    """The guard set's error rate on the base model, computed once per run folder."""
+    path = Path(cfg.output_dir) / "guard_baseline.json"
+    key = {
+        "base_model": cfg.base_model,
+        "guard_data": str(Path(cfg.guard_data).resolve()),
+        "n": n_guard,
+        "metric": cfg.metric,
+    }
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if all(saved.get(k) == v for k, v in key.items()):
+            logger.info("guard baseline from %s: %s = %.4f", path, cfg.metric, saved["value"])
+            return float(saved["value"])
+    # adapters start as a no-op, but disable them anyway: the baseline is the base model
+    ctx = model.disable_adapter() if cfg.uses_peft else contextlib.nullcontext()
+    with ctx:
+        metrics = trainer.evaluate(trainer.guard_dataset, metric_key_prefix="eval_guard")
+    value = float(metrics[f"eval_guard_{cfg.metric}"])
+    logger.info("guard baseline (base model): %s = %.4f", cfg.metric, value)
+    if is_main:
+        path.write_text(json.dumps({**key, "value": value}, indent=2), encoding="utf-8")
+    return value
