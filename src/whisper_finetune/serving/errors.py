@@ -56,13 +56,16 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
-               path: str = "") -> dict[str, Any]:
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None, path: str = ""
+) -> dict[str, Any]:
     """The JSON body of an error; endpoints kept from earlier versions get their keys too."""
     body: dict[str, Any] = {
         "error": {
             "message": message,
-            "type": ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error"),
+            "type": ERROR_TYPES.get(
+                status, "invalid_request_error" if status < 500 else "server_error"
+            ),
             "param": param,
             "code": code,
         }
@@ -100,7 +103,9 @@ def install_handlers(app) -> None:
         param = loc[0] if loc else None
         if first.get("type") == "missing":
             # a required field (the audio file) is absent: a malformed request, not a bad value
-            return respond(request, 400, f"missing required field {param!r}", param, "missing_field")
+            return respond(
+                request, 400, f"missing required field {param!r}", param, "missing_field"
+            )
         message = "; ".join(
             f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
             for e in errors
@@ -109,6 +114,9 @@ def install_handlers(app) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request, exc: HTTPException):
-        code = {413: "file_too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return respond(request, exc.status_code, str(exc.detail), None, code,
-                       getattr(exc, "headers", None))
+        code = {413: "file_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code
+        )
+        return respond(
+            request, exc.status_code, str(exc.detail), None, code, getattr(exc, "headers", None)
+        )

@@ -100,21 +100,43 @@ class Guard:
 
     def _refuse(self, scope, path: str):
         """(status, message, code, headers) when the request is refused at the door."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         if self.api_key and protected(path):
             given = headers.get("authorization", "")
             token = given[7:].strip() if given[:7].lower() == "bearer " else ""
             if not token:
-                return 401, "missing API key: send the header 'Authorization: Bearer KEY'", "missing_api_key", {"WWW-Authenticate": "Bearer"}
+                return (
+                    401,
+                    "missing API key: send the header 'Authorization: Bearer KEY'",
+                    "missing_api_key",
+                    {"WWW-Authenticate": "Bearer"},
+                )
             if not hmac.compare_digest(token.encode(), self.api_key.encode()):
-                return 401, "incorrect API key provided", "invalid_api_key", {"WWW-Authenticate": "Bearer"}
+                return (
+                    401,
+                    "incorrect API key provided",
+                    "invalid_api_key",
+                    {"WWW-Authenticate": "Bearer"},
+                )
         if scope.get("method") == "POST" and path in INFERENCE_PATHS:
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > self.max_body:
-                return 413, f"request body of {length} bytes is larger than the limit of {self.max_body} bytes", "file_too_large", {}
+                return (
+                    413,
+                    f"request body of {length} bytes is larger than the limit of {self.max_body} bytes",
+                    "file_too_large",
+                    {},
+                )
             if self.queue.full():
                 wait = self.queue.retry_after()
-                return 429, f"the server is busy; retry in about {wait} s", "queue_full", {"Retry-After": str(wait)}
+                return (
+                    429,
+                    f"the server is busy; retry in about {wait} s",
+                    "queue_full",
+                    {"Retry-After": str(wait)},
+                )
         return None
 
     async def _reply(self, send, path, status, message, code, headers):

@@ -48,8 +48,12 @@ def register(app, state: ServerState) -> None:
         output_format: str = Form("json"),
     ):
         if output_format not in OUTPUT_FORMATS:
-            raise ApiError(422, f"output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}",
-                           param="output_format", code="invalid_value")
+            raise ApiError(
+                422,
+                f"output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}",
+                param="output_format",
+                code="invalid_value",
+            )
         options = options_for(
             state,
             {"beam_size": "beam_size", "task": "task"},
@@ -59,8 +63,9 @@ def register(app, state: ServerState) -> None:
             without_timestamps=without_timestamps,
         )
         name = check_upload(state, audio, "audio")
-        running = Running(state, request, make_job(audio, name, options, to_simple, remove_pun),
-                          audio_status=400)
+        running = Running(
+            state, request, make_job(audio, name, options, to_simple, remove_pun), audio_status=400
+        )
         transcript = (await running.result()).transcript
         if output_format == "json":
             return JSONResponse(transcript.to_dict())
@@ -75,11 +80,13 @@ def register(app, state: ServerState) -> None:
         language: str | None = Form(None),
         task: str | None = Form(None),
     ):
-        options = options_for(state, {"task": "task"}, language=check_language(state, language),
-                              task=check_task(task))
+        options = options_for(
+            state, {"task": "task"}, language=check_language(state, language), task=check_task(task)
+        )
         name = check_upload(state, audio, "audio")
-        running = Running(state, request, make_job(audio, name, options, to_simple, remove_pun),
-                          audio_status=400)
+        running = Running(
+            state, request, make_job(audio, name, options, to_simple, remove_pun), audio_status=400
+        )
         transcript = (await running.result()).transcript
         results = [s.to_dict() for s in transcript.segments]
         for r in results:

@@ -89,8 +89,12 @@ def register(app, state: ServerState) -> None:
     async def get_model(model_id: str) -> dict:
         card = _model_card(state)
         if model_id not in (card["id"], "whisper-1"):
-            raise ApiError(404, f"model {model_id!r} is not served here; this server serves {card['id']!r}",
-                           param="model", code="model_not_found")
+            raise ApiError(
+                404,
+                f"model {model_id!r} is not served here; this server serves {card['id']!r}",
+                param="model",
+                code="model_not_found",
+            )
         return card
 
     async def handle(
@@ -109,26 +113,50 @@ def register(app, state: ServerState) -> None:
     ):
         # every field is checked before the upload is touched or a slot taken
         if response_format not in RESPONSE_FORMATS:
-            raise ApiError(422, f"response_format must be one of {list(RESPONSE_FORMATS)}, got {response_format!r}",
-                           param="response_format", code="invalid_value")
+            raise ApiError(
+                422,
+                f"response_format must be one of {list(RESPONSE_FORMATS)}, got {response_format!r}",
+                param="response_format",
+                code="invalid_value",
+            )
         if not (math.isfinite(temperature) and 0.0 <= temperature <= 1.0):
-            raise ApiError(422, f"temperature must be between 0 and 1, got {temperature}",
-                           param="temperature", code="invalid_value")
+            raise ApiError(
+                422,
+                f"temperature must be between 0 and 1, got {temperature}",
+                param="temperature",
+                code="invalid_value",
+            )
         granularities = list(granularities or [])
         bad = [g for g in granularities if g not in GRANULARITIES]
         if bad:
-            raise ApiError(422, f"timestamp_granularities[] must be among {list(GRANULARITIES)}, got {bad}",
-                           param="timestamp_granularities[]", code="invalid_value")
+            raise ApiError(
+                422,
+                f"timestamp_granularities[] must be among {list(GRANULARITIES)}, got {bad}",
+                param="timestamp_granularities[]",
+                code="invalid_value",
+            )
         if granularities and response_format != "verbose_json":
-            raise ApiError(422, "timestamp_granularities[] needs response_format=verbose_json",
-                           param="timestamp_granularities[]", code="invalid_value")
+            raise ApiError(
+                422,
+                "timestamp_granularities[] needs response_format=verbose_json",
+                param="timestamp_granularities[]",
+                code="invalid_value",
+            )
         words = "word" in granularities
         if words and state.backend not in ("ct2", ""):
-            raise ApiError(422, "word timestamps need the ct2 backend (serve --backend=ct2)",
-                           param="timestamp_granularities[]", code="unsupported_value")
+            raise ApiError(
+                422,
+                "word timestamps need the ct2 backend (serve --backend=ct2)",
+                param="timestamp_granularities[]",
+                code="unsupported_value",
+            )
         if stream and response_format not in ("json", "text"):
-            raise ApiError(422, "stream=true works with response_format json or text",
-                           param="stream", code="invalid_value")
+            raise ApiError(
+                422,
+                "stream=true works with response_format json or text",
+                param="stream",
+                code="invalid_value",
+            )
         options = options_for(
             state,
             {"temperature": "temperature"},
@@ -142,8 +170,11 @@ def register(app, state: ServerState) -> None:
         running = Running(state, request, make_job(file, name, options, to_simple, remove_pun))
         if stream:
             await running.started()  # undecodable audio is still a 415, not an event
-            return StreamingResponse(_events(running), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _events(running),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         result = await running.result()
         transcript = result.transcript
         if response_format == "json":
@@ -170,8 +201,20 @@ def register(app, state: ServerState) -> None:
         to_simple: bool = Form(False),
         remove_pun: bool = Form(False),
     ):
-        return await handle(request, "transcribe", file, model, language, prompt, response_format,
-                            temperature, timestamp_granularities, stream, to_simple, remove_pun)
+        return await handle(
+            request,
+            "transcribe",
+            file,
+            model,
+            language,
+            prompt,
+            response_format,
+            temperature,
+            timestamp_granularities,
+            stream,
+            to_simple,
+            remove_pun,
+        )
 
     @app.post("/v1/audio/translations")
     async def translations(
@@ -186,13 +229,30 @@ def register(app, state: ServerState) -> None:
         to_simple: bool = Form(False),
         remove_pun: bool = Form(False),
     ):
-        return await handle(request, "translate", file, model, None, prompt, response_format,
-                            temperature, timestamp_granularities, stream, to_simple, remove_pun)
+        return await handle(
+            request,
+            "translate",
+            file,
+            model,
+            None,
+            prompt,
+            response_format,
+            temperature,
+            timestamp_granularities,
+            stream,
+            to_simple,
+            remove_pun,
+        )
 
 
 def _model_card(state: ServerState) -> dict:
-    return {"id": state.model_name or "whisper", "object": "model", "created": 0,
-            "owned_by": MODEL_OWNER, "backend": state.backend}
+    return {
+        "id": state.model_name or "whisper",
+        "object": "model",
+        "created": 0,
+        "owned_by": MODEL_OWNER,
+        "backend": state.backend,
+    }
 
 
 async def _events(running: Running):
@@ -202,26 +262,47 @@ async def _events(running: Running):
         async for kind, value in running.segments():
             if kind == "segment":
                 segment, detail = value
-                delta = segment.text if not text or _joins_tight(text, segment.text) else " " + segment.text
+                delta = (
+                    segment.text
+                    if not text or _joins_tight(text, segment.text)
+                    else " " + segment.text
+                )
                 text += delta
-                yield _sse({
-                    "type": "transcript.text.delta",
-                    "delta": delta,
-                    "segment": {"id": detail["id"], "start": round(segment.start, 3),
-                                "end": round(segment.end, 3), "text": segment.text},
-                })
+                yield _sse(
+                    {
+                        "type": "transcript.text.delta",
+                        "delta": delta,
+                        "segment": {
+                            "id": detail["id"],
+                            "start": round(segment.start, 3),
+                            "end": round(segment.end, 3),
+                            "text": segment.text,
+                        },
+                    }
+                )
             elif kind == "done":
                 transcript = value.transcript
-                yield _sse({
-                    "type": "transcript.text.done",
-                    "text": transcript.text,
-                    "language": transcript.language,
-                    "duration": round(transcript.duration, 3),
-                })
+                yield _sse(
+                    {
+                        "type": "transcript.text.done",
+                        "text": transcript.text,
+                        "language": transcript.language,
+                        "duration": round(transcript.duration, 3),
+                    }
+                )
     except ApiError as exc:
         if exc.status != 499:  # nobody is left to tell about a disconnect
-            yield _sse({"type": "error", "error": {"message": exc.message, "type": "server_error",
-                                                   "param": exc.param, "code": exc.code}})
+            yield _sse(
+                {
+                    "type": "error",
+                    "error": {
+                        "message": exc.message,
+                        "type": "server_error",
+                        "param": exc.param,
+                        "code": exc.code,
+                    },
+                }
+            )
 
 
 def _joins_tight(text: str, part: str) -> bool:

@@ -67,12 +67,18 @@ def check_task(task: str | None) -> str | None:
     if task is None or task == "":
         return None
     if task not in TASKS:
-        raise ApiError(422, f"task must be one of {list(TASKS)}, got {task!r}", param="task",
-                       code="invalid_value")
+        raise ApiError(
+            422,
+            f"task must be one of {list(TASKS)}, got {task!r}",
+            param="task",
+            code="invalid_value",
+        )
     return task
 
 
-def options_for(state: ServerState, param_names: dict[str, str] | None = None, **changes) -> DecodeOptions:
+def options_for(
+    state: ServerState, param_names: dict[str, str] | None = None, **changes
+) -> DecodeOptions:
     """The server's defaults with this request's changes; 422 on a value they refuse."""
     changes = {k: v for k, v in changes.items() if v is not None}
     try:
@@ -86,16 +92,24 @@ def options_for(state: ServerState, param_names: dict[str, str] | None = None, *
 def check_upload(state: ServerState, upload, param: str) -> str:
     """400 when the file is missing or empty, 413 when larger than the limit; its name."""
     if upload is None or not hasattr(upload, "file"):
-        raise ApiError(400, f"the request needs an audio file in the {param!r} field",
-                       param=param, code="missing_file")
+        raise ApiError(
+            400,
+            f"the request needs an audio file in the {param!r} field",
+            param=param,
+            code="missing_file",
+        )
     name = safe_name(upload.filename)
     size = upload.size
     if size is None:
         upload.file.seek(0, 2)
         size = upload.file.tell()
     if size > state.max_upload_bytes:
-        raise ApiError(413, f"{name}: {size} bytes is more than the limit of {state.max_upload_bytes} bytes",
-                       param=param, code="file_too_large")
+        raise ApiError(
+            413,
+            f"{name}: {size} bytes is more than the limit of {state.max_upload_bytes} bytes",
+            param=param,
+            code="file_too_large",
+        )
     if size == 0:
         raise ApiError(400, f"{name}: the file is empty (0 bytes)", param=param, code="empty_file")
     return name
@@ -122,8 +136,12 @@ class Running:
         try:
             self.future, self.cancel = state.queue.submit(work)
         except QueueFull as exc:
-            raise ApiError(429, f"{exc}; retry in about {exc.retry_after} s", code="queue_full",
-                           headers={"Retry-After": str(exc.retry_after)}) from exc
+            raise ApiError(
+                429,
+                f"{exc}; retry in about {exc.retry_after} s",
+                code="queue_full",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from exc
 
     def stop(self) -> None:
         """Ask the job to stop and free its slot (safe to call twice)."""
@@ -155,7 +173,9 @@ class Running:
             return ApiError(499, "client closed the request", code="client_closed")
         if isinstance(exc, ValueError):  # a decoding option the backend refuses
             return ApiError(422, str(exc), code="invalid_value")
-        return ApiError(500, f"transcription failed: {type(exc).__name__}: {exc}", code="server_error")
+        return ApiError(
+            500, f"transcription failed: {type(exc).__name__}: {exc}", code="server_error"
+        )
 
     async def result(self) -> Result:
         """Wait for the whole transcription."""

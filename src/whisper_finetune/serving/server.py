@@ -43,20 +43,28 @@ class ServeConfig:
     """Where and how to serve."""
 
     model_path: str = dataclasses.field(
-        default="embedded:whisper-base", metadata={"help": "model folder, hub id or embedded:whisper-base"}
+        default="embedded:whisper-base",
+        metadata={"help": "model folder, hub id or embedded:whisper-base"},
     )
     backend: str = dataclasses.field(
         default="ct2", metadata={"help": "transformers or ct2", "choices": ["transformers", "ct2"]}
     )
     compute_type: str = dataclasses.field(
-        default="default", metadata={"help": "ct2: int8, float32, float16, ...; transformers: float32, float16"}
+        default="default",
+        metadata={"help": "ct2: int8, float32, float16, ...; transformers: float32, float16"},
     )
     host: str = dataclasses.field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = dataclasses.field(default=5000, metadata={"help": "port to listen on (0: any free port)"})
-    max_upload_mb: int = dataclasses.field(default=100, metadata={"help": "largest accepted upload, MiB"})
+    port: int = dataclasses.field(
+        default=5000, metadata={"help": "port to listen on (0: any free port)"}
+    )
+    max_upload_mb: int = dataclasses.field(
+        default=100, metadata={"help": "largest accepted upload, MiB"}
+    )
     api_key: str | None = dataclasses.field(
         default=None,
-        metadata={"help": f"require 'Authorization: Bearer KEY' on /v1 and /recognition (or set {API_KEY_ENV})"},
+        metadata={
+            "help": f"require 'Authorization: Bearer KEY' on /v1 and /recognition (or set {API_KEY_ENV})"
+        },
     )
     max_queue: int = dataclasses.field(
         default=8, metadata={"help": "requests that may wait for a worker; more get HTTP 429"}
@@ -71,7 +79,9 @@ class ServeConfig:
     def check(self) -> None:
         """Raise ValueError for settings that cannot work, before anything is loaded."""
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"--port must be between 1 and 65535 (or 0 for any free port), got {self.port}")
+            raise ValueError(
+                f"--port must be between 1 and 65535 (or 0 for any free port), got {self.port}"
+            )
         if self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         if self.max_queue < 0:
@@ -129,7 +139,12 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": model_name, "backend": state.backend, "queue": queue.stats()}
+        return {
+            "status": "ok",
+            "model": model_name,
+            "backend": state.backend,
+            "queue": queue.stats(),
+        }
 
     page.register(app, state)
     openai_api.register(app, state)
@@ -190,8 +205,13 @@ def serve(config: ServeConfig, defaults=None) -> None:
         shown = f"[{host}]" if ":" in host else host
         logger.info(
             "serving %s (%s, %d worker(s), queue %d%s) on http://%s:%d",
-            config.model_path, config.backend, config.workers, config.max_queue,
-            ", API key required" if api_key else "", shown, port,
+            config.model_path,
+            config.backend,
+            config.workers,
+            config.max_queue,
+            ", API key required" if api_key else "",
+            shown,
+            port,
         )
         # one log line per request (ours): faster-whisper's per-call lines stay out
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
