@@ -7,9 +7,8 @@ import json
 import re
 
 import httpx
+import openai  # the dev extra; a missing client is a failure, not a skip
 import pytest
-
-openai = pytest.importorskip("openai", reason="the openai client is in the dev extra")
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +114,7 @@ def test_translation_gives_english(live_server, test_wav):
     assert len(letters) > 20 and all(c.isascii() for c in letters), result.text
 
 
-def test_streaming_sends_segments_as_they_are_decoded(live_server, long_wav, test_reference, cer):
+def test_streaming_sends_segments_as_they_are_decoded(live_server, long_wav, cer):
     client = openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0)
     events = []
     with long_wav.open("rb") as f:
@@ -133,7 +132,8 @@ def test_streaming_sends_segments_as_they_are_decoded(live_server, long_wav, tes
     assert "".join(e.delta for e in deltas) == done.text
     times = [(e.segment["start"], e.segment["end"]) for e in deltas]
     assert times == sorted(times) and times[-1][1] > 40  # the last segments are late in the file
-    assert cer(done.text, test_reference * 8) <= 0.15
+    # each segment is one repetition of test.wav (the model may merge the last two)
+    assert len(deltas) >= 6 and all(cer(e.segment["text"]) <= 0.15 for e in deltas)
     assert done.text == done.text.replace("幾", "几")  # to_simple applied
 
 
