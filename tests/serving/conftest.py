@@ -19,13 +19,13 @@ def live_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def keyed_server(tmp_path_factory):
-    """A server with a key from the environment, one worker, no queue, a 3 MiB upload limit."""
+    """A server with a key from the environment, one worker, no queue, a 5 MiB upload limit."""
     key = "test-key-123"
     server = start_server(
         tmp_path_factory.mktemp("serve") / "keyed.log",
         "--workers=1",
         "--max_queue=0",
-        "--max_upload_mb=3",
+        "--max_upload_mb=5",
         env=server_env(WHISPER_FINETUNE_API_KEY=key),
         api_key=key,
     )
@@ -33,15 +33,24 @@ def keyed_server(tmp_path_factory):
     stop_server(server)
 
 
+def _repeated(tmp_path_factory, test_wav, times: int) -> Path:
+    from whisper_finetune.data.audio import load_audio, write_wav
+
+    path = tmp_path_factory.mktemp("long") / f"test-x{times}.wav"
+    write_wav(path, np.concatenate([load_audio(test_wav)] * times))
+    return path
+
+
 @pytest.fixture(scope="session")
 def long_wav(tmp_path_factory, test_wav) -> Path:
     """test.wav eight times over (about 67 s, 2.1 MB): three 30 s windows to decode."""
-    from whisper_finetune.data.audio import load_audio, write_wav
+    return _repeated(tmp_path_factory, test_wav, 8)
 
-    samples = load_audio(test_wav)
-    path = tmp_path_factory.mktemp("long") / "long.wav"
-    write_wav(path, np.concatenate([samples] * 8))
-    return path
+
+@pytest.fixture(scope="session")
+def longer_wav(tmp_path_factory, test_wav) -> Path:
+    """test.wav sixteen times over (about 134 s, 4.3 MB): five 30 s windows."""
+    return _repeated(tmp_path_factory, test_wav, 16)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ bad field, and the server still answers correctly afterwards."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -73,18 +74,18 @@ def test_bad_requests_then_still_correct(live_server, test_wav, cer):
 
 
 def test_upload_limits(keyed_server, test_wav, cer):
-    # over the 3 MiB file limit but inside the body allowance: the parser's size check
-    r = _post(keyed_server, {"file": ("big.wav", b"\0" * (3 * 1024 * 1024 + 10))})
+    # over the 5 MiB file limit but inside the body allowance: the parser's size check
+    r = _post(keyed_server, {"file": ("big.wav", b"\0" * (5 * 1024 * 1024 + 10))})
     assert "big.wav" in _envelope(r, 413, "file_too_large", "file")["message"]
     # far over: refused from Content-Length, before the body is stored anywhere
-    r = _post(keyed_server, {"file": ("huge.wav", b"\0" * (6 * 1024 * 1024))})
+    r = _post(keyed_server, {"file": ("huge.wav", b"\0" * (9 * 1024 * 1024))})
     _envelope(r, 413, "file_too_large")
 
     # no Content-Length (chunked): counted as it arrives and cut off
     def chunks():
         yield (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="c.wav"\r\n'
                b"Content-Type: audio/wav\r\n\r\n")
-        for _ in range(7):
+        for _ in range(9):
             yield b"\0" * (1024 * 1024)
         yield b"\r\n--xyz--\r\n"
 
@@ -96,11 +97,12 @@ def test_upload_limits(keyed_server, test_wav, cer):
     assert r.status_code == 200 and cer(r.json()["text"]) <= 0.15
 
 
-def test_full_queue_429_and_disconnect_frees_the_slot(keyed_server, long_wav, test_wav, cer):
+def test_full_queue_429_and_disconnect_frees_the_slot(keyed_server, longer_wav, test_wav, cer):
     """One worker and no queue: while a long stream decodes, a second request is a 429
     with Retry-After; /health answers at once; closing the stream frees the slot."""
     url = keyed_server.url + "/v1/audio/transcriptions"
-    with httpx.stream("POST", url, files={"file": ("long.wav", long_wav.read_bytes())},
+    cancelled_before = keyed_server.health()["queue"]["cancelled"]
+    with httpx.stream("POST", url, files={"file": ("long.wav", longer_wav.read_bytes())},
                       data={"stream": "true"}, headers=keyed_server.headers(), timeout=300) as r:
         assert r.status_code == 200
         lines = r.iter_lines()
@@ -118,12 +120,15 @@ def test_full_queue_429_and_disconnect_frees_the_slot(keyed_server, long_wav, te
         time.sleep(0.2)
     queue = keyed_server.health()["queue"]
     assert (queue["running"], queue["queued"], queue["max_queue"]) == (0, 0, 0)
-    # the stream's job was cut short, not run to the end: the log says the client left
-    deadline = time.monotonic() + 30
-    while "POST /v1/audio/transcriptions 499" not in keyed_server.log_text() and time.monotonic() < deadline:
+    # the stream's job stopped at its next segment instead of decoding 134 s to the end
+    assert queue["cancelled"] == cancelled_before + 1
+    cut = re.compile(r"POST /v1/audio/transcriptions 200 audio=134\.\d\ds .* cancelled: the client left")
+    deadline = time.monotonic() + 30  # the log line is written when the response is closed
+    while not cut.search(keyed_server.log_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert "POST /v1/audio/transcriptions 499" in keyed_server.log_text()
-    assert "POST /v1/audio/transcriptions 429" in keyed_server.log_text()
+    log = keyed_server.log_text()
+    assert cut.search(log), log
+    assert "POST /v1/audio/transcriptions 429 audio=-" in log
     r = _post(keyed_server, {"file": ("test.wav", test_wav.read_bytes())})
     assert r.status_code == 200 and cer(r.json()["text"]) <= 0.15
 

@@ -89,13 +89,14 @@ class Guard:
             audio = state.get("audio_seconds")
             status = seen["status"] or 499
             logger.info(
-                "%s %s %d audio=%s time=%.3fs%s",
+                "%s %s %d audio=%s time=%.3fs%s%s",
                 scope.get("method", "-"),
                 path,
                 status,
                 f"{audio:.2f}s" if isinstance(audio, (int, float)) else "-",
                 time.monotonic() - start,
                 f" error={state['error']!r}" if state.get("error") and status >= 400 else "",
+                " cancelled: the client left" if state.get("cancelled") else "",
             )
 
     def _refuse(self, scope, path: str):

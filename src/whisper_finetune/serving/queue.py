@@ -53,9 +53,10 @@ class WorkQueue:
         self._running = 0
         self._job_seconds = 2.0  # moving average of a job's duration, seconds
         self.completed = 0
+        self.cancelled = 0
 
     def stats(self) -> dict[str, int]:
-        """Jobs running and waiting now, the limits, and jobs done so far."""
+        """Jobs running and waiting now, the limits, jobs done and jobs cut short so far."""
         with self._lock:
             return {
                 "running": self._running,
@@ -63,6 +64,7 @@ class WorkQueue:
                 "workers": self.workers,
                 "max_queue": self.max_queue,
                 "completed": self.completed,
+                "cancelled": self.cancelled,
             }
 
     def full(self) -> bool:
@@ -95,6 +97,10 @@ class WorkQueue:
             start = time.monotonic()
             try:
                 return job(cancel)
+            except Cancelled:
+                with self._lock:
+                    self.cancelled += 1
+                raise
             finally:
                 elapsed = time.monotonic() - start
                 with self._lock:

@@ -122,6 +122,7 @@ class Running:
         self.request = request
         self.audio_status = audio_status
         self.events: asyncio.Queue = asyncio.Queue()
+        self.finished = False  # the job's last event ("done" or "error") has arrived
         loop = asyncio.get_running_loop()
 
         def emit(kind: str, value: Any) -> None:
@@ -132,6 +133,8 @@ class Running:
                 emit("done", run(state.transcriber, job, cancel, emit))
             except BaseException as exc:  # handed to the event loop, raised there
                 emit("error", exc)
+                if isinstance(exc, Cancelled):
+                    raise  # the queue counts the job as cut short
 
         try:
             self.future, self.cancel = state.queue.submit(work)
@@ -144,7 +147,9 @@ class Running:
             ) from exc
 
     def stop(self) -> None:
-        """Ask the job to stop and free its slot (safe to call twice)."""
+        """Ask the job to stop and free its slot (safe to call twice, or after the end)."""
+        if not self.finished:
+            self.request.state.cancelled = True  # logged: the client left mid-job
         self.cancel.set()
         self.future.cancel()
 
@@ -158,6 +163,8 @@ class Running:
                     self.stop()
                     raise ApiError(499, "client closed the request", code="client_closed") from None
                 continue
+            if kind in ("done", "error"):
+                self.finished = True
             if kind == "audio":
                 self.request.state.audio_seconds = value
             if kind == "error":
