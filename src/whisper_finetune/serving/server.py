@@ -133,7 +133,8 @@ def create_app(
         max_upload_bytes=max_upload_bytes,
         languages=whisper_languages(),
     )
-    app = FastAPI(title="whisper-finetune", version="1", docs_url="/docs", redoc_url=None)
+    # no /docs: Swagger UI loads its scripts from a CDN, and the server must work offline
+    app = FastAPI(title="whisper-finetune", version="1", docs_url=None, redoc_url=None)
     app.state.server = state
     install_handlers(app)
 
