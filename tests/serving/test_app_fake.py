@@ -82,3 +82,24 @@ def test_key_and_full_queue_are_refused_before_the_body_is_parsed(tmp_path):
         assert r.json()["error"]["code"] == "queue_full"
     finally:
         release.set()
+
+
+def test_transformers_backend_streams_at_the_end(tmp_path, tiny_model_dir, one_torch_thread):
+    """A backend without ``stream`` (transformers) still answers every mode; its segments
+    are sent when the whole transcription is done. Word timing is ct2 only: a 422."""
+    from whisper_finetune.inference.loader import load_transcriber
+    from whisper_finetune.inference.transcript import DecodeOptions
+
+    transcriber = load_transcriber(tiny_model_dir, "transformers")
+    client = TestClient(create_app(transcriber, DecodeOptions(language="zh", max_new_tokens=8)))
+    r = client.post("/v1/audio/transcriptions", files=_wav(tmp_path),
+                    data={"stream": "true"})
+    assert r.status_code == 200
+    events = [line for line in r.text.split("\n\n") if line]
+    assert events[-1].startswith('data: {"type": "transcript.text.done"')
+    r = client.post("/v1/audio/transcriptions", files=_wav(tmp_path),
+                    data={"response_format": "verbose_json"})
+    assert r.status_code == 200 and r.json()["duration"] == 2.0
+    r = client.post("/v1/audio/transcriptions", files=_wav(tmp_path),
+                    data={"response_format": "verbose_json", "timestamp_granularities[]": "word"})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "timestamp_granularities[]"
