@@ -184,6 +184,7 @@ def serve(config: ServeConfig, defaults=None) -> None:
     config.check()
     api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
     sock = bind(config.host, config.port)
+    app = None
     try:
         host, port = sock.getsockname()[:2]
         transcriber = load_transcriber(
@@ -222,6 +223,5 @@ def serve(config: ServeConfig, defaults=None) -> None:
         server.run(sockets=[sock])
     finally:
         sock.close()
-        app_state = locals().get("app")
-        if app_state is not None:
-            app_state.state.server.queue.shutdown()
+        if app is not None:
+            app.state.server.queue.shutdown()
