@@ -38,6 +38,7 @@ def test_taken_port_fails_without_claiming_to_serve():
 def test_bad_limits_fail_at_once():
     for flag, message in [("--workers=0", "--workers must be >= 1"),
                           ("--max_queue=-1", "--max_queue must be >= 0"),
-                          ("--max_upload_mb=0", "--max_upload_mb must be >= 1")]:
+                          ("--max_upload_mb=0", "--max_upload_mb must be >= 1"),
+                          ("--language=xx", "--language 'xx' is not a language Whisper knows")]:
         done = _run(flag, "--port=0", "--model_path=/nonexistent/model")
         assert done.returncode == 1 and message in done.stderr, done.stderr

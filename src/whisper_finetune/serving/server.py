@@ -182,6 +182,16 @@ def serve(config: ServeConfig, defaults=None) -> None:
     from whisper_finetune.inference.loader import load_transcriber
 
     config.check()
+    languages = whisper_languages()
+    if (
+        defaults is not None
+        and defaults.language
+        and languages
+        and defaults.language not in languages
+    ):
+        raise ValueError(
+            f"--language {defaults.language!r} is not a language Whisper knows; use a code such as zh or en"
+        )
     api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
     sock = bind(config.host, config.port)
     app = None
