@@ -124,7 +124,9 @@ def _marker_kind(folder: Path) -> str | None:
 # kind -> (is this folder ours?, may this entry be in it?, what we call it)
 _KINDS = {
     "model": (lambda d: _marker_kind(d) == "model", _model_entry, f"a model folder written by whisper-finetune (with {MARKER_FILE})"),
-    "evaluation": (lambda d: any((d / f).is_file() for f in EVAL_FILES), _eval_entry, "an evaluation report (summary.json, utterances.jsonl)"),
+    # an evaluation folder is recognised by its files alone (ranks of one run write
+    # their own files into it side by side)
+    "evaluation": (lambda d: True, _eval_entry, "an evaluation report (summary.json, utterances.jsonl)"),
     "demo": (
         lambda d: _marker_kind(d) == "demo" or (d / "report" / "report.md").is_file(),
         lambda n: bool(_DEMO_ENTRIES.fullmatch(n)),
