@@ -138,7 +138,6 @@ def merge_adapter(
     if not 0.0 <= float(scale) <= 1.0:
         raise ValueError(f"--scale must be in [0, 1], got {scale}")
     config = read_adapter_config(adapter_dir)
-    _check_destination(output_dir, adapter_dir, overwrite)
     base_name = config["base_model_name_or_path"]
     base_path = resolve_model(base_name)
     _check_destination(output_dir, adapter_dir, overwrite, base_path)
