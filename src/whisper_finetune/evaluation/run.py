@@ -245,7 +245,11 @@ def run_transcription(job: TranscribeJob, load_transcriber: Callable) -> str | N
         threads = D.cpu_threads(dist, job.load.get("cpu_threads", 0))
         transcriber = load_transcriber(**{**job.load, "cpu_threads": threads})
         mine = [records[i] for i in D.shard(len(records), dist)]
-        path = _temp_file("infer") if out is None else out.with_name(f"{out.name}.{dist.suffix()}.partial")
+        if out is None:
+            path = _temp_file("infer")
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            path = out.with_name(f"{out.name}.{dist.suffix()}.partial")
         lines: list[str] = []
         error = None
         with open(path, "w", encoding="utf-8") as partial:
@@ -269,7 +273,6 @@ def run_transcription(job: TranscribeJob, load_transcriber: Callable) -> str | N
         if dist.is_main:
             text = "".join(merged)
             if out is not None:
-                out.parent.mkdir(parents=True, exist_ok=True)
                 tmp = out.with_name(out.name + ".tmp")
                 tmp.write_text(text, encoding="utf-8")
                 os.replace(tmp, out)
