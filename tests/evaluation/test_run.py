@@ -156,3 +156,14 @@ def test_infer_over_a_folder_and_a_manifest(tmp_path, capsys, monkeypatch):
     assert not list(out.parent.glob("*.partial"))
     assert main(["infer", f"--audio_path={manifest}", "--output_format=srt"]) == 1
     assert "needs one audio file" in capsys.readouterr().err
+
+
+def test_infer_over_a_manifest_keeps_finished_transcripts_on_failure(tmp_path, capsys, monkeypatch):
+    manifest = _corpus(tmp_path, GOOD[:3])
+    monkeypatch.setattr("whisper_finetune.inference.loader.load_transcriber", lambda **kw: Echo(fail_at=3))
+    out = tmp_path / "t.jsonl"
+    assert main(["infer", f"--audio_path={manifest}", f"--output_file={out}"]) == 1
+    err = capsys.readouterr().err
+    partial = tmp_path / "t.jsonl.rank0-of-1.partial"
+    assert f"test.jsonl:3: RuntimeError: CUDA out of memory (simulated); the 2 transcript(s) finished before it are in {partial}" in err
+    assert len(partial.read_text().splitlines()) == 2 and not out.exists()
