@@ -101,3 +101,15 @@ def test_dist_reads_torchrun_environment(monkeypatch):
     d = D.Dist.from_env()
     assert (d.rank, d.world, d.local_rank, d.local_world, d.is_main, d.active) == (3, 4, 1, 2, False, True)
     assert d.suffix() == "rank3-of-4"
+
+
+def test_each_rank_sees_the_gpu_of_its_local_rank(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    D._pin_gpu(1)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    D._pin_gpu(2)  # more processes than GPUs: round robin
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    D._pin_gpu(0)  # every GPU hidden on purpose stays hidden
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""

@@ -75,18 +75,30 @@ def start(device: str = "auto") -> Dist:
         return dist
     import torch.distributed as td
 
-    if device != "cpu" and os.environ.get("CUDA_VISIBLE_DEVICES") != "":  # "" hides all
-        # before anything asks CUDA how many devices there are: after that the runtime
-        # no longer reads CUDA_VISIBLE_DEVICES. One process per GPU.
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        ids = [i for i in visible.split(",") if i.strip()]
-        os.environ["CUDA_VISIBLE_DEVICES"] = (
-            ids[dist.local_rank % len(ids)] if ids else str(dist.local_rank)
-        )
+    if device != "cpu":
+        _pin_gpu(dist.local_rank)
     if not td.is_initialized():
         td.init_process_group("gloo", timeout=_TIMEOUT)
     logger.info("rank %d of %d (local %d of %d)", dist.rank, dist.world, dist.local_rank, dist.local_world)
     return dist
+
+
+def _pin_gpu(local_rank: int) -> None:
+    """Show this process only the GPU of its local rank (round robin when fewer GPUs).
+
+    Done through ``CUDA_VISIBLE_DEVICES`` before anything asks CUDA about devices (the
+    CUDA runtime reads it once), so both backends simply use "cuda". The GPUs are
+    counted from ``/dev/nvidiaN`` for the same reason.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [i.strip() for i in visible.split(",") if i.strip()]
+    else:
+        import glob
+
+        ids = [str(i) for i in range(len(glob.glob("/dev/nvidia[0-9]*")))]
+    if ids:  # none: CPU only, or every GPU hidden on purpose
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[local_rank % len(ids)]
 
 
 def cpu_threads(dist: Dist, requested: int = 0) -> int:
