@@ -113,3 +113,50 @@ def test_each_rank_sees_the_gpu_of_its_local_rank(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     D._pin_gpu(0)  # every GPU hidden on purpose stays hidden
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+FAILING_RANK = '''
+import os, sys
+from whisper_finetune.inference.transcript import Transcript
+
+
+class Echo:
+    calls = 0
+
+    def transcribe_batch(self, audios, options):
+        Echo.calls += 1
+        if os.environ["RANK"] == "1" and Echo.calls == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return [Transcript("你好", options.language, len(a) / 16000) for a in audios]
+
+
+import whisper_finetune.inference.loader as loader
+loader.load_transcriber = lambda **kw: Echo()
+from whisper_finetune.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_a_failing_rank_stops_every_rank_and_says_where_the_results_are(tmp_path, test_wav):
+    import numpy as np
+
+    from whisper_finetune.data.audio import write_wav
+
+    rows = []
+    for i in range(6):
+        write_wav(tmp_path / f"{i}.wav", np.zeros(16000, np.float32))
+        rows.append(json.dumps({"audio": {"path": f"{i}.wav"}, "sentence": "你好"}, ensure_ascii=False) + "\n")
+    (tmp_path / "m.jsonl").write_text("".join(rows), encoding="utf-8")
+    script = tmp_path / "run.py"
+    script.write_text(FAILING_RANK, encoding="utf-8")
+    out = tmp_path / "eval"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           "evaluate", f"--test_data={tmp_path / 'm.jsonl'}", f"--output_dir={out}", "--batch_size=1", "--progress=false"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("1 of 2 ranks failed: rank 1: RuntimeError: CUDA out of memory (simulated)") == 2  # both ranks say it
+    assert f"the 1 utterance(s) scored before it are in {out / 'utterances.rank1-of-2.jsonl'}" in proc.stderr
+    assert len((out / "utterances.rank0-of-2.jsonl").read_text().splitlines()) == 3  # rank 0 finished its share
+    assert len((out / "utterances.rank1-of-2.jsonl").read_text().splitlines()) == 1
+    assert not (out / "summary.json").exists()
