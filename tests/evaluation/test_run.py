@@ -167,3 +167,13 @@ def test_infer_over_a_manifest_keeps_finished_transcripts_on_failure(tmp_path, c
     partial = tmp_path / "t.jsonl.rank0-of-1.partial"
     assert f"test.jsonl:3: RuntimeError: CUDA out of memory (simulated); the 2 transcript(s) finished before it are in {partial}" in err
     assert len(partial.read_text().splitlines()) == 2 and not out.exists()
+
+
+def test_a_json_list_manifest_is_checked_and_skipped_by_item(tmp_path):
+    _corpus(tmp_path, [])
+    path = tmp_path / "test.json"
+    path.write_text(json.dumps([GOOD[0], BAD[0], GOOD[1]], ensure_ascii=False, indent=2), encoding="utf-8")
+    with pytest.raises(EvalDataError, match=r"1 of 3 records.*\n  \S+test\.json: item 2: audio\.path: file not found"):
+        run_evaluation(EvalJob(str(path), EvalConfig(progress=False)), _no_model)
+    report, extra = run_evaluation(EvalJob(str(path), EvalConfig(progress=False), skip_bad_samples=True), lambda **kw: Echo())
+    assert report.n_utts == 2 and extra["skipped"][0]["origin"].endswith("item 2")

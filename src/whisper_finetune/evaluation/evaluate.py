@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -48,7 +49,7 @@ class EvalInterrupted(RuntimeError):
 AUDIO_FIELDS = ("record", "audio.path", "audio.start_time", "audio.end_time")
 
 
-def check_audio(manifest: str | os.PathLike, *, decode: bool = False) -> dict[str, list[str]]:
+def check_audio(manifest: str | os.PathLike, *, decode: bool = False) -> dict[int, list[str]]:
     """Every record's audio problems, by manifest location (``file:line``), before any model.
 
     The checks are ``prepare validate``'s (:func:`whisper_finetune.data.recipes.validate.validate_manifest`):
@@ -57,8 +58,8 @@ def check_audio(manifest: str | os.PathLike, *, decode: bool = False) -> dict[st
     checks (manifest duration, 30 s limit, label length) are left out.
 
     Returns:
-        ``{location: [problem, ...]}``, empty when every record is fine; the locations
-        are the records' :attr:`~whisper_finetune.data.manifest.Record.origin`.
+        ``{line: [problem, ...]}``, empty when every record is fine: the manifest line
+        (the item's position in a JSON list), as :func:`record_line` gives it.
     """
     from whisper_finetune.data.recipes.validate import ValidateConfig, validate_manifest
 
@@ -68,8 +69,14 @@ def check_audio(manifest: str | os.PathLike, *, decode: bool = False) -> dict[st
     found: dict[str, list[str]] = {}
     for p in validate_manifest(config).problems:
         if p.field in AUDIO_FIELDS:
-            found.setdefault(p.location, []).append(f"{p.field}: {p.message}")
+            found.setdefault(p.line, []).append(f"{p.field}: {p.message}")
     return found
+
+
+def record_line(record: Record) -> int | None:
+    """The manifest line (or JSON list position) a record came from, from its origin."""
+    match = re.search(r"(?::| item )(\d+)$", record.origin)
+    return int(match.group(1)) if match else None
 
 
 class UtteranceLog:

@@ -19,7 +19,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from whisper_finetune.data.manifest import Record
@@ -33,8 +33,10 @@ from whisper_finetune.evaluation.evaluate import (
     _report,
     check_audio,
     evaluate,
+    record_line,
     write_report,
 )
+from whisper_finetune.inference.transcript import DecodeOptions
 from whisper_finetune.staging import check_output_dir, check_output_file, check_replaceable
 
 logger = logging.getLogger(__name__)
@@ -72,26 +74,37 @@ def bad_records(
         EvalDataError: listing every bad record, when ``skip`` is false.
     """
     problems = D.broadcast(check_audio(manifest) if dist.is_main else None, dist)
+    lines = [record_line(r) for r in records]
     skipped = [
-        {"origin": r.origin, "audio": r.audio_path, "problems": problems[r.origin]}
-        for r in records
-        if r.origin in problems
+        {"origin": r.origin, "audio": r.audio_path, "problems": problems[line]}
+        for r, line in zip(records, lines, strict=True)
+        if line in problems
     ]
     if skipped and not skip:
-        lines = "\n".join(f"  {s['origin']}: {'; '.join(s['problems'])}" for s in skipped)
+        listing = "\n".join(f"  {s['origin']}: {'; '.join(s['problems'])}" for s in skipped)
         raise EvalDataError(
             f"{len(skipped)} of {len(records)} records cannot be evaluated (nothing was "
-            f"transcribed; fix them, or pass --skip_bad_samples to score the rest):\n{lines}"
+            f"transcribed; fix them, or pass --skip_bad_samples to score the rest):\n{listing}"
         )
     for s in skipped:
         logger.warning("skipped %s: %s", s["origin"], "; ".join(s["problems"]))
-    return [r for r in records if r.origin not in problems], skipped
+    return [r for r, line in zip(records, lines, strict=True) if line not in problems], skipped
 
 
 def _temp_file(name: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f"whisper-finetune-{name}-", suffix=".jsonl")
     os.close(fd)
     return Path(tmp)
+
+
+def _clear_earlier_report(out: Path, dist: D.Dist) -> None:
+    """An earlier run's report must never sit beside this run's partial results."""
+    (out / "summary.json").unlink(missing_ok=True)
+    if dist.active:
+        (out / UTTERANCES_FILE).unlink(missing_ok=True)
+    for old in out.glob("utterances.rank*-of-*.jsonl"):
+        if not old.name.endswith(f"-of-{dist.world}.jsonl"):  # this run's own are in use
+            old.unlink(missing_ok=True)
 
 
 def run_evaluation(job: EvalJob, load_transcriber: Callable) -> tuple[EvalReport, dict] | None:
@@ -131,11 +144,12 @@ def run_evaluation(job: EvalJob, load_transcriber: Callable) -> tuple[EvalReport
         else:
             path = out / UTTERANCES_FILE
         if out is not None and dist.is_main:
-            (out / "summary.json").unlink(missing_ok=True)  # never beside newer partial results
+            _clear_earlier_report(out, dist)
         log = UtteranceLog(path)
         report, error = None, None
+        config = job.config if dist.is_main else replace(job.config, progress=False)
         try:
-            report = evaluate(transcriber, mine, job.config, log)
+            report = evaluate(transcriber, mine, config, log)
         except Exception as exc:
             if not dist.active:
                 raise
@@ -202,7 +216,7 @@ class TranscribeJob:
     """
 
     inputs: str
-    decode: object = None
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
     load: dict = field(default_factory=dict)
     output_file: str | None = None
     output_format: str = "json"
@@ -229,8 +243,6 @@ def run_transcription(job: TranscribeJob, load_transcriber: Callable) -> str | N
     Raises:
         RuntimeError: a failure part-way, saying where the finished results are.
     """
-    from dataclasses import replace
-
     from whisper_finetune.data.audio import load_audio
 
     if job.output_format not in ("json", "txt"):
