@@ -3,6 +3,11 @@
 Every model folder this package writes (rebuilt, converted, merged, assembled) is built in
 a temporary sibling and renamed into place only when finished, so an interrupted run never
 leaves a folder that looks complete.
+
+Before a command replaces a folder, :func:`check_replaceable` decides whether it may: never
+a folder that is or contains the command's input, never one holding anything but an
+earlier output of the same kind (say what was found and stop). :func:`check_output_file`
+and :func:`check_output_dir` check, before any work, that an output can be written.
 """
 
 from __future__ import annotations
