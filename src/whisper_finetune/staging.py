@@ -206,14 +206,27 @@ def write_marker(folder: str | os.PathLike, kind: str = "model", **fields) -> Pa
     return path
 
 
-def check_output_file(path: str | os.PathLike, what: str = "--output_file") -> Path:
+def check_output_file(
+    path: str | os.PathLike, what: str = "--output_file", sources: tuple = ()
+) -> Path:
     """Check, before any work, that a file can be written at ``path``.
 
+    Args:
+        path: the file to write.
+        what: the flag naming it, for the message.
+        sources: the command's input files, which ``path`` must not be.
+
     Raises:
-        UnsafeOutputError: ``path`` is a folder, a parent is a file, or the nearest
-            existing folder cannot be written.
+        UnsafeOutputError: ``path`` is an input, a folder, a parent is a file, or the
+            nearest existing folder cannot be written.
     """
     path = Path(path).expanduser()
+    for source in sources:
+        if source and path.resolve() == Path(source).expanduser().resolve():
+            raise UnsafeOutputError(
+                f"{what} {path} is the input {source}: writing it would replace the input; "
+                "choose another file"
+            )
     if path.is_dir():
         raise UnsafeOutputError(f"{what} {path} is a folder; a file name is expected")
     if path.exists() and not os.access(path, os.W_OK):

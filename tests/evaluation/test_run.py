@@ -131,14 +131,22 @@ def test_evaluate_output_dir_is_checked_before_the_model_loads(tmp_path, capsys,
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.parametrize("case", ["folder", "under_a_file"])
+@pytest.mark.parametrize("case", ["folder", "under_a_file", "the_input"])
 def test_infer_output_file_is_checked_before_the_model_loads(tmp_path, test_wav, capsys, monkeypatch, case):
     monkeypatch.setattr("whisper_finetune.inference.loader.load_transcriber", _no_model)
     (tmp_path / "afile").write_text("x")
-    out = tmp_path if case == "folder" else tmp_path / "afile" / "out.json"
-    assert main(["infer", f"--audio_path={test_wav}", f"--output_file={out}"]) == 1
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(test_wav.read_bytes())
+    out = {"folder": tmp_path, "under_a_file": tmp_path / "afile" / "out.json", "the_input": audio}[case]
+    assert main(["infer", f"--audio_path={audio}", f"--output_file={out}"]) == 1
     err = capsys.readouterr().err
-    assert ("is a folder; a file name is expected" if case == "folder" else "afile is a file, not a folder") in err
+    expected = {
+        "folder": "is a folder; a file name is expected",
+        "under_a_file": "afile is a file, not a folder",
+        "the_input": "writing it would replace the input",
+    }
+    assert expected[case] in err
+    assert audio.read_bytes() == test_wav.read_bytes()
 
 
 def test_infer_over_a_folder_and_a_manifest(tmp_path, capsys, monkeypatch):
@@ -156,6 +164,10 @@ def test_infer_over_a_folder_and_a_manifest(tmp_path, capsys, monkeypatch):
     assert not list(out.parent.glob("*.partial"))
     assert main(["infer", f"--audio_path={manifest}", "--output_format=srt"]) == 1
     assert "needs one audio file" in capsys.readouterr().err
+    before = manifest.read_bytes()
+    assert main(["infer", f"--audio_path={manifest}", f"--output_file={manifest}"]) == 1
+    assert "writing it would replace the input" in capsys.readouterr().err
+    assert manifest.read_bytes() == before
 
 
 def test_infer_over_a_manifest_keeps_finished_transcripts_on_failure(tmp_path, capsys, monkeypatch):

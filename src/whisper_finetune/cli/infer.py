@@ -137,7 +137,8 @@ def _run(args: argparse.Namespace) -> int:
     if opts.output_file:
         from whisper_finetune.staging import check_output_file
 
-        check_output_file(opts.output_file)  # before the model loads, not after the work
+        # before the model loads, not after the work
+        check_output_file(opts.output_file, sources=(opts.audio_path,))
     quiet_libraries(args)
     transcriber = load_transcriber(**runtime_kwargs(runtime, opts.batch_size))
     transcript = transcriber.transcribe(opts.audio_path, decode)

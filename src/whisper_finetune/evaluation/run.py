@@ -252,7 +252,7 @@ def run_transcription(job: TranscribeJob, load_transcriber: Callable) -> str | N
         )
     dist = D.start(job.load.get("device", "auto"))
     try:
-        out = check_output_file(job.output_file) if job.output_file else None
+        out = check_output_file(job.output_file, sources=(job.inputs,)) if job.output_file else None
         records = list_inputs(job.inputs)
         threads = D.cpu_threads(dist, job.load.get("cpu_threads", 0))
         transcriber = load_transcriber(**{**job.load, "cpu_threads": threads})
