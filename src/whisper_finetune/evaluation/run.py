@@ -177,9 +177,6 @@ def run_evaluation(job: EvalJob, load_transcriber: Callable) -> tuple[EvalReport
         D.finish(dist)
 
 
-MANIFEST_SUFFIXES = (".json", ".jsonl")
-
-
 def list_inputs(path: str | os.PathLike) -> list[Record]:
     """The audio of a manifest (its slices too), or every audio file under a folder, sorted.
 
