@@ -20,7 +20,7 @@ Examples::
     whisper-finetune evaluate --test_data=dataset/test.json --metric=cer
     whisper-finetune evaluate --model_path=models/merged --test_data=dataset/test.json \\
         --backend=ct2 --compute_type=int8 --batch_size=8 --output_dir=eval/ct2-int8
-    torchrun --nproc_per_node=4 -m whisper_finetune evaluate --test_data=test.jsonl \
+    torchrun --nproc_per_node=4 -m whisper_finetune evaluate --test_data=test.jsonl \\
         --output_dir=eval/4gpu
 """
 

@@ -18,7 +18,7 @@ Examples::
     whisper-finetune infer --audio_path=long.mp3 --backend=ct2 --compute_type=int8 \\
         --vad_filter --output_format=srt --output_file=long.srt
     whisper-finetune infer --audio_path=recordings/ --output_file=recordings.jsonl
-    torchrun --nproc_per_node=2 -m whisper_finetune infer --audio_path=test.jsonl \
+    torchrun --nproc_per_node=2 -m whisper_finetune infer --audio_path=test.jsonl \\
         --backend=ct2 --compute_type=int8 --output_file=test-transcripts.jsonl
 """
 
