@@ -237,9 +237,17 @@ class Manifest(Sequence):
             raise ManifestError(
                 f"{self.path}: the manifest holds no records (it is empty or only blank lines)"
             )
-        if check:
+        if check and not self._checked_before():
             for _ in self:
                 pass
+
+    def _checked_before(self) -> bool:
+        """Whether ``prepare validate`` parsed this very file and found every record
+        well-formed (its cache says so), so that opening it need not parse it again."""
+        from whisper_finetune.data.checkcache import CheckCache
+
+        cache = CheckCache.load(self.path)
+        return cache is not None and cache.malformed == 0 and len(cache) == len(self)
 
     def __len__(self) -> int:
         if self._index is not None:
