@@ -87,7 +87,7 @@ def write_cache(
     return path
 
 
-_last: list = [None, None]  # (what was loaded, the cache): one manifest at a time
+_last: list = [None, None, None]  # (which file, its fingerprint, the cache): the last one read
 
 
 class CheckCache:
@@ -115,27 +115,27 @@ class CheckCache:
 
     @classmethod
     def load(cls, manifest: str | os.PathLike) -> CheckCache | None:
-        """The cache of ``manifest`` if it exists and the manifest has not changed since."""
+        """The cache of ``manifest`` if it exists and the manifest has not changed since
+        (its digest is compared on every call; the parsed cache is kept for the next)."""
         path = cache_path(manifest)
         if not path.is_file():
             return None
-        st = path.stat()
-        memo = (os.path.abspath(path), st.st_size, st.st_mtime_ns, str(manifest))
-        if _last[0] == memo:  # opening the manifest and preparing its records both ask
-            return _last[1]
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("version") != VERSION:
-                return None
-            print_ = data["fingerprint"]
+            st = path.stat()
+            memo = (os.path.abspath(path), st.st_size, st.st_mtime_ns, str(manifest))
+            if _last[0] == memo:  # opening the manifest and preparing its records both ask
+                print_, cache = _last[1], _last[2]
+            else:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if data.get("version") != VERSION:
+                    return None
+                print_, cache = data["fingerprint"], cls(data, manifest)
+                _last[:] = [memo, print_, cache]
             if os.stat(manifest).st_size != print_["size"] or (
                 fingerprint(manifest)["blake2b"] != print_["blake2b"]
             ):
                 logger.info("%s changed since %s was written; not using it", manifest, path)
                 return None
-            _last[:] = [None, None]
-            cache = cls(data, manifest)
-            _last[:] = [memo, cache]
             return cache
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("ignoring the unreadable check cache %s: %s", path, exc)
