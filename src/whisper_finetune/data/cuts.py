@@ -18,7 +18,9 @@ joined as ``sentence`` and their language as a Whisper code (``Chinese`` -> ``zh
 cut whose supervisions speak different languages becomes one record per supervision, so
 that each keeps its own language token. Cuts that are not one file on disk (mixed or
 padding cuts, URLs, in-memory audio, perturbed recordings, one channel of a
-multi-channel file) are left out and counted by reason.
+multi-channel file) are left out and counted by reason. A cut longer than Whisper's 30 s
+window (Lhotse's WenetSpeech and GigaSpeech cuts are whole recordings) becomes windows
+of whole supervisions of at most 30 s.
 
 It returns plain JSON objects in our manifest format; :mod:`whisper_finetune.data.manifest`
 validates them. It imports no other module of this package.
@@ -30,7 +32,6 @@ import gzip
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +97,8 @@ class CutConversion:
     Attributes:
         records: ``(location, record JSON)`` for each record, in file order.
         cuts: cuts read.
-        split: cuts split into one record per supervision (mixed languages).
+        split: cuts that became several records (mixed languages, or longer than
+            ``max_duration``).
         skipped: cuts left out, by reason.
     """
 
@@ -113,8 +115,7 @@ def _record(path: str, start: float, duration: float, whole: bool, sups: list[di
         audio["end_time"] = round(start + duration, 3)
     sentences = []
     for s in sups:
-        s_start = max(0.0, float(s.get("start", 0.0)))
-        s_end = min(duration, float(s.get("start", 0.0)) + float(s.get("duration", 0.0)))
+        s_start, s_end = _span(s, duration)
         sentences.append(
             {
                 "start": round(s_start, 3),
@@ -134,8 +135,34 @@ def _record(path: str, start: float, duration: float, whole: bool, sups: list[di
     return out
 
 
-def cut_records(cut: dict) -> tuple[list[dict], str | None]:
-    """The records of one cut, or ``([], reason)`` when it cannot be used."""
+def _span(s: dict, duration: float) -> tuple[float, float]:
+    """A supervision's (start, end) within its cut, clipped to the cut."""
+    start = float(s.get("start", 0.0))
+    return max(0.0, start), min(duration, start + float(s.get("duration", 0.0)))
+
+
+def _windows(sups: list[dict], duration: float, max_duration: float) -> list[list[dict]]:
+    """Consecutive supervisions grouped into windows of at most ``max_duration`` seconds
+    (a supervision longer than that is a window of its own)."""
+    groups: list[list[dict]] = []
+    for s in sups:
+        start, end = _span(s, duration)
+        if groups and end - _span(groups[-1][0], duration)[0] <= max_duration:
+            groups[-1].append(s)
+        elif end > start:
+            groups.append([s])
+    return groups
+
+
+def cut_records(cut: dict, max_duration: float | None = None) -> tuple[list[dict], str | None]:
+    """The records of one cut, or ``([], reason)`` when it cannot be used.
+
+    Args:
+        cut: the cut as Lhotse writes it.
+        max_duration: a longer cut (a whole hour-long recording with its segments, as
+            Lhotse's WenetSpeech and GigaSpeech recipes give) is cut into windows of whole
+            supervisions of at most this many seconds. ``None``: one record per cut.
+    """
     kind = cut.get("type", "MonoCut")
     if kind != "MonoCut":
         return [], f"{kind} (only MonoCut is supported)"
@@ -157,23 +184,26 @@ def cut_records(cut: dict) -> tuple[list[dict], str | None]:
         return [], "no supervisions"
     path = os.path.abspath(os.path.expanduser(sources[0]["source"]))
     start, duration = float(cut["start"]), float(cut["duration"])
-    rec_duration = float(rec.get("duration", 0.0))
-    whole = start < 1e-6 and abs(start + duration - rec_duration) < 1e-3
+    whole = start < 1e-6 and abs(start + duration - float(rec.get("duration", 0.0))) < 1e-3
     if len({language_code(s.get("language")) for s in sups}) > 1:
-        out = []
-        for s in sups:
-            s_start = max(0.0, float(s.get("start", 0.0)))
-            s_end = min(duration, float(s.get("start", 0.0)) + float(s.get("duration", 0.0)))
-            if s_end <= s_start:
-                continue
-            one = dict(s, start=0.0, duration=s_end - s_start)
-            out.append(_record(path, start + s_start, s_end - s_start, False, [one]))
-        return out, None
-    return [_record(path, start, duration, whole, sups)], None
+        groups = [[s] for s in sups]  # one record per supervision: each keeps its language
+    elif max_duration is not None and duration > max_duration:
+        groups = _windows(sups, duration, max_duration)
+    else:
+        return [_record(path, start, duration, whole, sups)], None
+    out = []
+    for group in groups:
+        g_start, g_end = _span(group[0], duration)[0], _span(group[-1], duration)[1]
+        if g_end <= g_start:
+            continue
+        moved = [dict(s, start=float(s.get("start", 0.0)) - g_start) for s in group]
+        out.append(_record(path, start + g_start, g_end - g_start, False, moved))
+    return out, None
 
 
-def convert_cuts(path: str | os.PathLike) -> CutConversion:
-    """Read a CutSet file (``.jsonl`` or ``.jsonl.gz``) into record JSON objects.
+def convert_cuts(path: str | os.PathLike, max_duration: float | None = 30.0) -> CutConversion:
+    """Read a CutSet file (``.jsonl`` or ``.jsonl.gz``) into record JSON objects; cuts
+    longer than ``max_duration`` become windows of whole supervisions (see :func:`cut_records`).
 
     Raises:
         ValueError: a line is not JSON; the message names the file and line.
@@ -189,7 +219,7 @@ def convert_cuts(path: str | os.PathLike) -> CutConversion:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{name}:{lineno}: invalid JSON: {exc.msg}") from exc
             result.cuts += 1
-            records, reason = cut_records(cut)
+            records, reason = cut_records(cut, max_duration)
             if reason:
                 result.skipped[reason] += 1
                 continue
@@ -197,8 +227,3 @@ def convert_cuts(path: str | os.PathLike) -> CutConversion:
             where = f"{name}:{lineno}"
             result.records.extend((where, r) for r in records)
     return result
-
-
-def iter_cut_records(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
-    """``(location, record JSON)`` of every usable cut of a CutSet file."""
-    yield from convert_cuts(path).records
