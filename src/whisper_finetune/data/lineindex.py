@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-_CHUNK = 1 << 26  # bytes scanned at a time when indexing (64 MiB)
+_CHUNK = 1 << 24  # bytes scanned at a time when indexing (16 MiB)
 _WHITESPACE = b" \t\r\n\f\v"
 BOM = b"\xef\xbb\xbf"
 
