@@ -85,7 +85,9 @@ def slices(work: Path, minutes: float, repeats: int) -> dict:
     for where, start in (("start", 0.0), ("middle", total / 2), ("end", total - 10.0)):
         rows[where] = _median_time(lambda s=start: load_audio(long, s, s + 10.0), repeats)
     full = _median_time(lambda: load_audio(long), 1)
-    print(f"\n## 1. Slice loading ({minutes:g} min opus, 10 s slices, median of {repeats})\n")
+    print(
+        f"\n## 1. Slice loading ({minutes:g} min opus, 10 s slices, median of {repeats}; {_load()})\n"
+    )
     print("| load | seconds | ratio to a 10 s file |\n| --- | --- | --- |")
     print(f"| whole 10 s opus file | {base:.4f} | 1.00 |")
     for where, t in rows.items():
@@ -183,7 +185,7 @@ def validation(work: Path, n_files: int) -> dict:
         t = time.perf_counter()
         result = validate_manifest(config)
         rows[workers] = result.records / (time.perf_counter() - t)
-    print(f"\n## 3. Validation ({n_files} opus clips of 4-8 s, every file decoded)\n")
+    print(f"\n## 3. Validation ({n_files} opus clips of 4-8 s, every file decoded; {_load()})\n")
     print("| processes | records/s |\n| --- | --- |")
     for workers, rate in rows.items():
         print(f"| {workers} | {rate:.0f} |")
@@ -216,12 +218,19 @@ def _dataset(records, mels: int, augment: bool, tokenizer):
     )
 
 
-def _rate(dataset, n: int) -> float:
+def _rate(dataset, n: int) -> tuple[float, float]:
+    """Samples per second of wall-clock time, and per second of this process's CPU time
+    (what a worker gets on a core of its own, whatever else the machine is running)."""
     dataset[0]  # warm up
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         dataset[i % len(dataset)]
-    return n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), n / (time.process_time() - cpu)
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
 def pipeline(work: Path, samples: int, long_opus: Path) -> dict:
@@ -241,7 +250,9 @@ def pipeline(work: Path, samples: int, long_opus: Path) -> dict:
     for i in range(32):
         wave = 0.1 * rng.standard_normal(5 * SAMPLE_RATE).astype(np.float32)
         path = write_wav(work / "pipe" / f"{i}.wav", wave)
-        wavs.append(Record(str(path), "今天天气很好", 5.0, sentences=(TimedText(0, 5, "今天天气很好"),)))
+        wavs.append(
+            Record(str(path), "今天天气很好", 5.0, sentences=(TimedText(0, 5, "今天天气很好"),))
+        )
     total = 60 * float(os.environ.get("DATA_SCALE_MINUTES", "60"))
     slices_ = [
         Record(str(long_opus), "今天天气很好", 10.0, start_time=s, end_time=s + 10.0)
@@ -260,11 +271,13 @@ def pipeline(work: Path, samples: int, long_opus: Path) -> dict:
     torch_s = _median_time(lambda: extractor(wave, sampling_rate=SAMPLE_RATE), 20)
     padded = np.zeros(30 * SAMPLE_RATE, np.float32)
     numpy_s = _median_time(lambda: extractor._np_extract_fbank_features(padded[None], "cpu"), 5)
-    worker = rows["5 s wav, 80 mels, augmented"]
-    print("\n## 4. Data pipeline vs GPU\n")
-    print("| one dataloader worker (one core) | samples/s |\n| --- | --- |")
-    for label, rate in rows.items():
-        print(f"| {label} | {rate:.0f} |")
+    worker = rows["5 s wav, 80 mels, augmented"][1]
+    slowest = min(cpu for _, cpu in rows.values())
+    print(f"\n## 4. Data pipeline vs GPU ({_load()})\n")
+    print("| one dataloader worker | samples/s (wall clock) | samples per CPU-second |")
+    print("| --- | --- | --- |")
+    for label, (wall, cpu) in rows.items():
+        print(f"| {label} | {wall:.0f} | {cpu:.0f} |")
     print(
         f"\nlog-mel of one 30 s window: {torch_s * 1000:.1f} ms on torch (transformers' choice "
         f"when torch is installed), {numpy_s * 1000:.1f} ms on numpy"
@@ -276,22 +289,25 @@ def pipeline(work: Path, samples: int, long_opus: Path) -> dict:
     )
     print(
         "| model | TFLOP per sample (fwd+bwd, counted) | GPU samples/s | batches of 16/s "
-        "| workers needed at the measured rate | table in data/workers.py |"
+        "| workers needed: 5 s wavs | workers needed: slices of long opus "
+        "| default (data/workers.py) |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     gpu = {}
     for size, name in (("small", "whisper-small"), ("large", "whisper-large-v3")):
         flops = w.lora_training_flops(size)
         rate = w.gpu_samples_per_s(flops)
-        need = math.ceil(rate / worker)
+        need = [math.ceil(rate / worker), math.ceil(rate / slowest)]
         gpu[name] = {"tflop_per_sample": flops / 1e12, "samples_per_s": rate, "workers": need}
         print(
-            f"| {name} | {flops / 1e12:.3f} | {rate:.0f} | {rate / 16:.1f} | {need} "
-            f"| {w.workers_needed(size)} |"
+            f"| {name} | {flops / 1e12:.3f} | {rate:.0f} | {rate / 16:.1f} | {need[0]} "
+            f"| {need[1]} | {w.workers_needed(size)} |"
         )
     print(
-        f"\nThe --num_workers default on a GPU is that need (data/workers.py, at "
-        f"{w.WORKER_SAMPLES_PER_S:g} samples/s per worker), capped by cores per GPU less one."
+        f"\nWorkers needed = GPU samples/s over a worker's samples per CPU-second (what it "
+        f"makes on a core of its own). The --num_workers default on a GPU takes the slowest "
+        f"input measured ({w.WORKER_SAMPLES_PER_S:g} in data/workers.py), capped by the "
+        f"cores per GPU less one."
     )
     return {"worker_samples_per_s": rows, "logmel_ms": [torch_s * 1e3, numpy_s * 1e3], "gpu": gpu}
 
@@ -300,19 +316,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--only", nargs="+", type=int, choices=(1, 2, 3, 4), help="run only these sections"
+    )
     args = parser.parse_args()
+    only = set(args.only or (1, 2, 3, 4))
     minutes = 10.0 if args.quick else 60.0
     os.environ["DATA_SCALE_MINUTES"] = str(minutes)
+    figures: dict = {}
     with tempfile.TemporaryDirectory(prefix="data_scale_") as tmp:
         work = Path(tmp)
-        figures = {"slices": slices(work, minutes, 3 if args.quick else 5)}
-        figures["manifests"] = manifests(work, 100_000 if args.quick else 1_000_000)
-        figures["validation"] = validation(work, 64 if args.quick else 400)
-        figures["pipeline"] = pipeline(work, 20 if args.quick else 60, work / "long.opus")
+        if 1 in only:
+            figures["slices"] = slices(work, minutes, 3 if args.quick else 5)
+        if 2 in only:
+            figures["manifests"] = manifests(work, 100_000 if args.quick else 1_000_000)
+        if 3 in only:
+            figures["validation"] = validation(work, 64 if args.quick else 400)
+        if 4 in only:
+            long = work / "long.opus"
+            if not long.exists():
+                _encode_opus(long, minutes * 60)
+            figures["pipeline"] = pipeline(work, 20 if args.quick else 60, long)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
-    ok = figures["slices"]["max_ratio"] < 2.0
-    print(f"\nslice-load ratio {figures['slices']['max_ratio']:.2f}x: {'OK' if ok else 'OVER 2x'}")
+    if "slices" in figures:
+        ratio = figures["slices"]["max_ratio"]
+        print(f"\nslice-load ratio {ratio:.2f}x: {'OK' if ratio < 2.0 else 'OVER 2x'}")
 
 
 if __name__ == "__main__":

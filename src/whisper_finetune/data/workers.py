@@ -6,9 +6,11 @@ The figures come from ``benchmarks/data_scale.py`` (section "data pipeline vs GP
   fc1, fc2) fine-tuning, counted with ``torch.utils.flop_counter`` on each model built
   on the meta device (forward and backward, 30 s of log-mels, 64 label tokens), against
   one H100/H200's dense bf16 peak (989 TFLOP/s) at 40 % utilisation.
-- **What one worker produces.** Samples per second of :class:`WhisperDataset` in one
-  process (decode a 5 s clip, speed and volume augmentation, log-mel), measured on one
-  core of the 2-core development machine: a conservative figure, a server core is faster.
+- **What one worker produces.** Samples per CPU-second of :class:`WhisperDataset` in one
+  process (decode, speed and volume augmentation, log-mel), measured on the development
+  machine's EPYC cores: about 100 for 5 s wav clips and 30 for 10 s slices of an hour-long
+  opus file (WenetSpeech-like). The default takes the slower figure, so that compressed
+  long-file corpora keep the GPU fed too; the cap below keeps it from oversubscribing.
 
 Workers needed = GPU samples/s / worker samples/s, rounded up, and never more than the
 cores a GPU's process can have (cores per local GPU, less one for the training loop).
@@ -41,8 +43,9 @@ GPU_BF16_PEAK_TFLOPS = 989.0  # H100/H200 SXM, dense
 UTILISATION = 0.40
 LABEL_TOKENS = 64
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-# samples/s one dataloader worker produces (decode, augmentation, log-mel), measured
-WORKER_SAMPLES_PER_S = 43.0
+# samples per CPU-second one dataloader worker produces (decode, augmentation, log-mel) for
+# the slowest input measured: 10 s slices of a 60 min opus file (5 s wavs: about 100)
+WORKER_SAMPLES_PER_S = 30.0
 _SIZES = ("tiny", "base", "small", "medium", "large")
 
 
