@@ -21,7 +21,8 @@ _RESAMPLE_CHUNK = 1 << 20
 # Audio decoded before a slice, for codecs that need frames to settle after a seek
 # (Opus pre-roll, the MP3 bit reservoir); and slices that start earlier than
 # _SEEK_MIN_S are decoded from the beginning, without a seek.
-_PREROLL_S = 1.0
+_PREROLL_S = 0.5  # Opus asks for 80 ms; MP3's reservoir and AAC reach back a frame or two
+_POSTROLL_S = 0.05  # after the slice, only the resampler's filter needs audio
 _SEEK_MIN_S = 5.0
 
 
@@ -173,14 +174,14 @@ def decode_slice(
             if at + frame.samples <= lo_s * rate:
                 continue
             if first is None:
-                if at > lo_s * rate + rate * 0.05:  # the seek overshot: decode it all
+                if at > lo_s * rate + rate * 0.01:  # the seek overshot: decode it all
                     return None
                 first = expected = at
             if at != expected:  # a gap or overlap in the timestamps
                 return None
             chunks.append(_frame_mono(frame))
             expected = at + frame.samples
-            if end is not None and at >= (end + _PREROLL_S) * rate:
+            if end is not None and at >= (end + _POSTROLL_S) * rate:
                 break
     if first is None or expected * sample_rate <= start * rate * sample_rate:
         return None  # nothing at or after start: the full decode gives the right error
