@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 SUFFIX = ".checked.json"
 VERSION = 1
 _CHUNK = 1 << 20
+_HINT_RECORDS = 10_000  # from this many records, say how to avoid decoding them per rank
 
 
 def cache_path(manifest: str | os.PathLike) -> Path:
@@ -148,6 +149,14 @@ def cache_for(records) -> CheckCache | None:
     path = getattr(records, "path", None)
     cache = CheckCache.load(path) if path is not None else None
     if cache is None or not cache.decoded:
+        if path is not None and len(records) >= _HINT_RECORDS:
+            logger.info(
+                "decoding the %d records of %s to check them; `whisper-finetune prepare "
+                "validate %s` does it once, in parallel, for every later run and rank",
+                len(records),
+                path,
+                path,
+            )
         return None
     logger.info("using the audio checks `prepare validate` cached for %s", path)
     return cache
