@@ -108,6 +108,19 @@ class CheckCache:
     def __len__(self) -> int:
         return len(self._audio)
 
+    def seconds(self, record) -> float | None:
+        """Seconds of audio of a record, or ``None`` if the cache does not know it.
+
+        Raises:
+            AudioError: the audio was unusable when ``validate`` ran (the message says why).
+        """
+        found = self.audio(record.origin)
+        if isinstance(found, str):
+            from whisper_finetune.data.codec import AudioError
+
+            raise AudioError(found)
+        return found
+
     def audio(self, origin: str) -> float | str | None:
         """Seconds of audio of the record from ``origin`` (``file:line``), the reason it
         has none, or ``None`` if the cache does not know it."""

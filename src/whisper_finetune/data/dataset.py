@@ -210,19 +210,12 @@ class LabelBuilder:
         return n
 
 
-def _record_duration(
-    record: Record, verify_audio: bool, decoded: dict[str, float], cache=None
-) -> float | None:
+def _record_duration(record: Record, verify_audio: bool, decoded: dict[str, float]) -> float | None:
     """Seconds of audio the record stands for; from the decoded audio when ``verify_audio``.
 
     A file that many records slice (``start_time``/``end_time``, e.g. WenetSpeech) is
     decoded once; its length is kept in ``decoded`` and the slices are checked against it.
     """
-    found = cache.audio(record.origin) if cache is not None else None
-    if isinstance(found, str):
-        raise AudioError(found)
-    if found is not None:
-        return found
     if not verify_audio:
         if record.start_time is not None and record.end_time is not None:
             return record.end_time - record.start_time
@@ -287,7 +280,9 @@ def prepare_records(
         where = record.origin or record.audio_path
         try:
             n_labels = labels.max_length(record)
-            duration = _record_duration(record, verify_audio, decoded, cache)
+            duration = cache.seconds(record) if cache is not None else None
+            if duration is None:
+                duration = _record_duration(record, verify_audio, decoded)
         except (AudioError, FileNotFoundError, ValueError) as exc:
             reason = (
                 "bad_audio" if isinstance(exc, (AudioError, FileNotFoundError)) else "bad_record"
