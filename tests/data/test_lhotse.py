@@ -16,6 +16,7 @@ from whisper_finetune.data.audio import SAMPLE_RATE, load_audio, write_wav
 from whisper_finetune.data.manifest import TimedText, read_manifest
 from whisper_finetune.data.recipes.aishell import AishellConfig, prepare_aishell
 from whisper_finetune.data.recipes.lhotse import LhotseConfig, prepare_lhotse
+from whisper_finetune.data.recipes.validate import ValidateConfig, validate_manifest
 
 lhotse = pytest.importorskip("lhotse")
 
@@ -116,6 +117,9 @@ def test_train_data_accepts_a_cutset_file(cutset, tmp_path):
     written = prepare_lhotse(LhotseConfig(cuts=str(cutset["path"]), target_dir=str(tmp_path)))
     direct = read_manifest(cutset["path"])
     assert [r.to_json() for r in direct] == [r.to_json() for r in read_manifest(written.manifest)]
+    # validate checks manifests; for a CutSet it says how to get one
+    with pytest.raises(ValueError, match="prepare lhotse --cuts="):
+        validate_manifest(ValidateConfig(manifest=str(cutset["path"])))
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from whisper_finetune.data.checkcache import fingerprint, record_key, write_cache
+from whisper_finetune.data.cuts import is_cutset
 from whisper_finetune.data.manifest import Manifest, ManifestError, Record, parse_record
 from whisper_finetune.data.recipes import audio_duration_s, decoded_duration_s
 from whisper_finetune.data.wavheader import wav_truncation
@@ -333,6 +334,11 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
     path = Path(config.manifest).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
+    if is_cutset(path):
+        raise ValueError(
+            f"{path} is a Lhotse CutSet: write its manifest with `whisper-finetune prepare "
+            f"lhotse --cuts={path}` and validate that"
+        )
     count, counter = load_token_counter(config.tokenizer)
     print_ = fingerprint(path) if config.cache else None
     manifest = Manifest(path, check=False)  # raises on an empty manifest
