@@ -367,8 +367,11 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
         problems.extend(Problem(where, line, f, m) for f, m in checker.check(record))
     result = ValidationResult(str(path), records, tuple(problems), counter)
     if config.cache:
-        written = write_cache(path, print_, audio, decoded=config.decode, malformed=malformed)
-        logger.info("Wrote the audio checks to %s (finetune reuses them)", written)
+        try:
+            written = write_cache(path, print_, audio, decoded=config.decode, malformed=malformed)
+            logger.info("Wrote the audio checks to %s (finetune reuses them)", written)
+        except OSError as exc:  # a read-only corpus folder: the check itself still counts
+            logger.warning("could not write the check cache beside %s: %s", path, exc)
     if config.report:
         report = Path(config.report).expanduser()
         report.parent.mkdir(parents=True, exist_ok=True)
