@@ -120,6 +120,13 @@ def test_validate_writes_the_cache_and_training_reuses_it(corpus, labels, tmp_pa
     assert list(all_kept) == list(decoded)
 
 
+def test_a_header_only_check_keeps_a_decoded_cache(corpus, tmp_path):
+    manifest = _copy(corpus, tmp_path)
+    validate_manifest(ValidateConfig(manifest=str(manifest), workers=1))
+    validate_manifest(ValidateConfig(manifest=str(manifest), workers=1, decode=False))
+    assert CheckCache.load(manifest).decoded
+
+
 def test_a_changed_manifest_does_not_use_the_cache(corpus, labels, tmp_path, monkeypatch):
     manifest = _copy(corpus, tmp_path)
     validate_manifest(ValidateConfig(manifest=str(manifest), workers=1))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from whisper_finetune.data.checkcache import fingerprint, record_key, write_cache
+from whisper_finetune.data.checkcache import CheckCache, fingerprint, record_key, write_cache
 from whisper_finetune.data.cuts import is_cutset
 from whisper_finetune.data.manifest import Manifest, ManifestError, Record, parse_record
 from whisper_finetune.data.recipes import audio_duration_s, decoded_duration_s
@@ -366,7 +366,9 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
         audio[record_key(where, path)] = checker.audio_seconds(record)
         problems.extend(Problem(where, line, f, m) for f, m in checker.check(record))
     result = ValidationResult(str(path), records, tuple(problems), counter)
-    if config.cache:
+    # a header-only check never replaces the results of a full decode of the same file
+    keep = not config.decode and getattr(CheckCache.load(path), "decoded", False)
+    if config.cache and not keep:
         try:
             written = write_cache(path, print_, audio, decoded=config.decode, malformed=malformed)
             logger.info("Wrote the audio checks to %s (finetune reuses them)", written)
