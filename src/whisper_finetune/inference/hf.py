@@ -33,6 +33,8 @@ from whisper_finetune.inference.base import (
     AudioInput,
     as_samples,
     clamp_segments,
+    gated,
+    progress_bar,
 )
 from whisper_finetune.inference.transcript import (
     DEFAULT_OPTIONS,
@@ -70,12 +72,17 @@ class HFTranscriber:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         compute_type: ``"default"`` (float16 on CUDA, float32 on CPU), ``"float32"``,
             ``"float16"`` or ``"bfloat16"``.
+        progress: show a progress bar on stderr for audio of a minute or more.
     """
 
     backend = "transformers"
 
     def __init__(
-        self, model_path: str, device: str = "auto", compute_type: str = "default"
+        self,
+        model_path: str,
+        device: str = "auto",
+        compute_type: str = "default",
+        progress: bool = True,
     ) -> None:
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
@@ -91,6 +98,7 @@ class HFTranscriber:
                 f"use one of {sorted(dtypes)} (int8 needs --backend=ct2)"
             )
         self.model_path = str(model_path)
+        self.progress = progress
         self.device = torch.device(device)
         self.dtype = dtypes[compute_type]
         self.processor = WhisperProcessor.from_pretrained(self.model_path)
@@ -145,13 +153,29 @@ class HFTranscriber:
             )
         if options.max_new_tokens is not None:
             kwargs["max_new_tokens"] = options.max_new_tokens
-        if options.temperature > 0:
-            kwargs.update(do_sample=True, temperature=options.temperature)
+        temperatures = options.temperatures
+        if len(temperatures) > 1 or temperatures[0] > 0:
+            # a tuple is transformers' fallback schedule; top_k=0 samples from the whole
+            # distribution, as faster-whisper does (transformers' default top_k is 50)
+            kwargs.update(temperature=temperatures if len(temperatures) > 1 else temperatures[0])
+            kwargs.update(top_k=0, do_sample=temperatures[0] > 0)
+        kwargs.update(options.thresholds)
+        if kwargs["no_speech_threshold"] is not None and kwargs["logprob_threshold"] is None:
+            kwargs["no_speech_threshold"] = None  # transformers' no-speech test needs the log-prob
         if options.initial_prompt:
             prompt = self.processor.get_prompt_ids(options.initial_prompt, return_tensors="pt")
             kwargs.update(prompt_ids=prompt.to(self.device), prompt_condition_type="first-segment")
-        with torch.inference_mode():
+        duration = max(len(c) for c in clips) / SAMPLE_RATE
+        with torch.inference_mode(), progress_bar(duration, self.progress and long_form) as bar:
+            if long_form:
+
+                def monitor(p_batch) -> None:  # (seek, max_frames) in 10 ms frames, per clip
+                    done = float(p_batch[:, 0].min()) / 100
+                    bar.update(max(0.0, min(done, duration) - bar.n))
+
+                kwargs["monitor_progress"] = monitor
             out = self.model.generate(features, **kwargs)
+            bar.update(max(0.0, duration - bar.n))
         decode = self.processor.tokenizer.decode
         transcripts = []
         for clip, language, raw in zip(clips, languages, out["segments"], strict=True):
@@ -171,10 +195,7 @@ class HFTranscriber:
 
     def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
         """Transcribe one audio of any length; see :class:`Transcriber`."""
-        samples = as_samples(audio)
-        if samples.size == 0:
-            return Transcript("", options.language, 0.0)
-        return self._generate([samples], options)[0]
+        return self.transcribe_batch([as_samples(audio)], options)[0]
 
     def transcribe_batch(
         self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
@@ -182,9 +203,12 @@ class HFTranscriber:
         """Transcribe clips; those up to 30 s share one batched ``generate`` call.
 
         Longer clips are transcribed one by one (long-form), empty ones give an empty
-        transcript.
+        transcript; with robust decoding, so do clips without speech (VAD gate).
         """
         clips = [as_samples(a) for a in audios]
+        return gated(clips, options, lambda kept: self._decode(kept, options))
+
+    def _decode(self, clips: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
         results: list[Transcript | None] = [None] * len(clips)
         short = [i for i, c in enumerate(clips) if 0 < c.size <= CHUNK_SAMPLES]
         if short:
@@ -192,5 +216,8 @@ class HFTranscriber:
                 results[i] = t
         for i, clip in enumerate(clips):
             if results[i] is None:
-                results[i] = self.transcribe(clip, options)
+                if clip.size == 0:
+                    results[i] = Transcript("", options.language, 0.0)
+                else:
+                    results[i] = self._generate([clip], options)[0]
         return results  # type: ignore[return-value]
