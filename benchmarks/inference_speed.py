@@ -50,12 +50,12 @@ def _clips(long_repeats: int) -> dict[str, tuple[np.ndarray, str]]:
 
 def worker(label: str, clip_names: list[str], long_repeats: int) -> dict:
     """Run one configuration on the clips; returns timings, CER and peak memory."""
+    import torch
+
     from whisper_finetune.evaluation.metrics import score
     from whisper_finetune.inference.loader import load_transcriber
     from whisper_finetune.inference.transcript import DecodeOptions
     from whisper_finetune.text import normalize_text
-
-    import torch
 
     _, backend, compute_type, beam, batch = next(c for c in CONFIGS if c[0] == label)
     if torch.cuda.is_available() and compute_type in ("float32", "int8"):
