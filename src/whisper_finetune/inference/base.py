@@ -125,7 +125,7 @@ def gated(
     return results
 
 
-PROGRESS_MIN_SECONDS = 60.0  # audio at least this long shows a progress bar on stderr
+PROGRESS_MIN_SECONDS = 30.0  # audio longer than one window shows a progress bar on stderr
 
 
 def progress_bar(duration: float, enabled: bool = True):

@@ -54,7 +54,7 @@ class CT2Transcriber:
             as transformers' feature extractor (and so training) does. faster-whisper
             alone pads the log-mel with zeros, which a fine-tuned model never saw; the
             CER difference is measured in ``benchmarks/padding_robust.py``.
-        progress: show a progress bar on stderr for audio of a minute or more.
+        progress: show a progress bar on stderr for audio over 30 s.
     """
 
     backend = "ct2"

@@ -72,7 +72,7 @@ class HFTranscriber:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         compute_type: ``"default"`` (float16 on CUDA, float32 on CPU), ``"float32"``,
             ``"float16"`` or ``"bfloat16"``.
-        progress: show a progress bar on stderr for audio of a minute or more.
+        progress: show a progress bar on stderr for audio over 30 s.
     """
 
     backend = "transformers"
