@@ -72,11 +72,15 @@ class DecodeOptions:
     # temperatures tried after a failed window: temperature + k * step, up to 1.0
     temperature_increment_on_fallback: float | None = field(
         default=0.2,
-        metadata={"help": "robust: temperature step of the fallback (0 to 1.0); none = no fallback"},
+        metadata={
+            "help": "robust: temperature step of the fallback (0 to 1.0); none = no fallback"
+        },
     )
     compression_ratio_threshold: float | None = field(
         default=2.4,
-        metadata={"help": "robust: gzip compression ratio above which a window is a repetition loop"},
+        metadata={
+            "help": "robust: gzip compression ratio above which a window is a repetition loop"
+        },
     )
     logprob_threshold: float | None = field(
         default=-1.0,
@@ -132,7 +136,6 @@ class DecodeOptions:
             raise ValueError(f"temperature_increment_on_fallback must be >= 0, got {step}")
         if self.language is not None:
             object.__setattr__(self, "language", language_code(self.language))
-
 
     @property
     def temperatures(self) -> tuple[float, ...]:

@@ -10,7 +10,9 @@ from whisper_finetune.models.embedded import embedded_transformers
 from whisper_finetune.staging import staged_dir
 
 
-def build_tiny_whisper(dst: str | os.PathLike, *, seed: int = 0, d_model: int = 64, layers: int = 2) -> Path:
+def build_tiny_whisper(
+    dst: str | os.PathLike, *, seed: int = 0, d_model: int = 64, layers: int = 2
+) -> Path:
     """A tiny, randomly initialised Whisper with the real multilingual tokenizer.
 
     It has whisper-base's vocabulary, special tokens, generation config and mel settings,

@@ -35,20 +35,31 @@ class ServeConfig:
     """Where and how to serve."""
 
     model_path: str = dataclasses.field(
-        default="embedded:whisper-base", metadata={"help": "model folder, hub id or embedded:whisper-base"}
+        default="embedded:whisper-base",
+        metadata={"help": "model folder, hub id or embedded:whisper-base"},
     )
     backend: str = dataclasses.field(
         default="ct2", metadata={"help": "transformers or ct2", "choices": ["transformers", "ct2"]}
     )
     compute_type: str = dataclasses.field(
-        default="default", metadata={"help": "ct2: int8, float32, float16, ...; transformers: float32, float16"}
+        default="default",
+        metadata={"help": "ct2: int8, float32, float16, ...; transformers: float32, float16"},
     )
     host: str = dataclasses.field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = dataclasses.field(default=5000, metadata={"help": "port to listen on"})
-    max_upload_mb: int = dataclasses.field(default=100, metadata={"help": "largest accepted upload, MiB"})
+    max_upload_mb: int = dataclasses.field(
+        default=100, metadata={"help": "largest accepted upload, MiB"}
+    )
 
 
-def create_app(transcriber, defaults=None, *, model_name: str = "", backend: str = "", max_upload_bytes: int = MAX_UPLOAD_BYTES):
+def create_app(
+    transcriber,
+    defaults=None,
+    *,
+    model_name: str = "",
+    backend: str = "",
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+):
     """Build the FastAPI application around a loaded transcriber.
 
     Args:
@@ -95,7 +106,12 @@ def create_app(transcriber, defaults=None, *, model_name: str = "", backend: str
             raise HTTPException(400, f"{name}: {exc}") from exc
         changes = {
             k: v
-            for k, v in {"language": language, "task": task, "beam_size": beam_size, "without_timestamps": without_timestamps}.items()
+            for k, v in {
+                "language": language,
+                "task": task,
+                "beam_size": beam_size,
+                "without_timestamps": without_timestamps,
+            }.items()
             if v is not None and v != ""
         }
         try:
@@ -123,7 +139,9 @@ def serve(config: ServeConfig, defaults=None) -> None:
 
     from whisper_finetune.inference.loader import load_transcriber
 
-    transcriber = load_transcriber(config.model_path, config.backend, compute_type=config.compute_type)
+    transcriber = load_transcriber(
+        config.model_path, config.backend, compute_type=config.compute_type
+    )
     app = create_app(
         transcriber,
         defaults,
@@ -131,5 +149,11 @@ def serve(config: ServeConfig, defaults=None) -> None:
         backend=config.backend,
         max_upload_bytes=config.max_upload_mb * 1024 * 1024,
     )
-    logger.info("serving %s (%s) on http://%s:%d", config.model_path, config.backend, config.host, config.port)
+    logger.info(
+        "serving %s (%s) on http://%s:%d",
+        config.model_path,
+        config.backend,
+        config.host,
+        config.port,
+    )
     uvicorn.run(app, host=config.host, port=config.port, log_level="info")
