@@ -35,6 +35,14 @@ from whisper_finetune.inference.transcript import (
 logger = logging.getLogger(__name__)
 
 
+def _seed(seed: int | None) -> None:
+    """Seed CTranslate2's sampling (fallback temperatures) for the next call."""
+    if seed is not None:
+        import ctranslate2
+
+        ctranslate2.set_random_seed(seed)
+
+
 class CT2Transcriber:
     """Whisper through CTranslate2 (faster-whisper).
 
@@ -141,6 +149,7 @@ class CT2Transcriber:
         if samples.size == 0:
             return Transcript("", options.language, 0.0)
         kwargs = self._kwargs(options)
+        _seed(options.seed)
         if batched:
             from faster_whisper import BatchedInferencePipeline
 
@@ -206,6 +215,7 @@ class CT2Transcriber:
         ]
         kwargs = self._kwargs(options)
         kwargs["vad_filter"] = False
+        _seed(options.seed)
         pipeline = BatchedInferencePipeline(self.model)
         segments, info = pipeline.transcribe(
             joined, batch_size=self.batch_size, clip_timestamps=clip_timestamps, **kwargs

@@ -21,6 +21,7 @@ Warm-up and timing are the caller's business.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -62,6 +63,20 @@ def _quiet_transformers() -> None:
     target = logging.getLogger("transformers.generation.utils")
     if not any(isinstance(f, _BatchMaskWarningFilter) for f in target.filters):
         target.addFilter(_BatchMaskWarningFilter())
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device):
+    """Seed torch's sampling for one call, leaving the caller's random state as it was."""
+    import torch
+
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class HFTranscriber:
@@ -131,9 +146,6 @@ class HFTranscriber:
         """Decode clips that are all short (one generate call) or one long clip."""
         import torch
 
-        for name in CT2_ONLY:
-            if getattr(options, name):
-                raise ValueError(f"{name} is only supported by the ct2 backend (--backend=ct2)")
         long_form = any(len(c) > CHUNK_SAMPLES for c in clips)
         features, mask = self._features(clips, long_form)
         languages = [options.language] * len(clips)
@@ -166,7 +178,11 @@ class HFTranscriber:
             prompt = self.processor.get_prompt_ids(options.initial_prompt, return_tensors="pt")
             kwargs.update(prompt_ids=prompt.to(self.device), prompt_condition_type="first-segment")
         duration = max(len(c) for c in clips) / SAMPLE_RATE
-        with torch.inference_mode(), progress_bar(duration, self.progress and long_form) as bar:
+        with (
+            torch.inference_mode(),
+            _seeded(options.seed, self.device),
+            progress_bar(duration, self.progress and long_form) as bar,
+        ):
             if long_form:
 
                 def monitor(p_batch) -> None:  # (seek, max_frames) in 10 ms frames, per clip
@@ -205,6 +221,9 @@ class HFTranscriber:
         Longer clips are transcribed one by one (long-form), empty ones give an empty
         transcript; with robust decoding, so do clips without speech (VAD gate).
         """
+        for name in CT2_ONLY:
+            if getattr(options, name):
+                raise ValueError(f"{name} is only supported by the ct2 backend (--backend=ct2)")
         clips = [as_samples(a) for a in audios]
         return gated(clips, options, lambda kept: self._decode(kept, options))
 

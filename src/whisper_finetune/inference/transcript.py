@@ -61,6 +61,13 @@ class DecodeOptions:
             "greedy/beam pass (for benchmarks like for like with plain decoders)"
         },
     )
+    # sampling (temperature > 0, fallback) is seeded per call: the same audio, the same text
+    seed: int | None = field(
+        default=0,
+        metadata={
+            "help": "seed of sampling (fallback temperatures); none = a fresh draw each call"
+        },
+    )
     # the Silero VAD (shipped with faster-whisper) in front of both backends
     vad_gate: bool = field(
         default=True,
