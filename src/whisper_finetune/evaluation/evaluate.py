@@ -78,6 +78,8 @@ class UtteranceResult:
     end_time: float | None = None
     language: str | None = None
     origin: str = ""
+    # the hypothesis repeats a phrase (compression ratio > 2.4): a decoding loop
+    repetition: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class EvalReport:
             "n_utts": self.n_utts,
             "n_ref_units": self.n_ref_units,
             "errors": self.errors,
+            "n_repetitions": sum(u.repetition for u in self.utterances),
             **extra,
             "audio_seconds": round(self.audio_seconds, 3),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
@@ -154,7 +157,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from whisper_finetune.data.audio import SAMPLE_RATE
-    from whisper_finetune.evaluation.metrics import error_counts
+    from whisper_finetune.evaluation.metrics import error_counts, is_repetition
     from whisper_finetune.text import normalize_text
 
     def norm(text: str) -> str:
@@ -196,6 +199,7 @@ def evaluate(
                         end_time=record.end_time,
                         language=language,
                         origin=record.origin,
+                        repetition=is_repetition(hyp),
                     )
                 )
             bar.update(len(batch))

@@ -302,6 +302,13 @@ def ct2_to_transformers(
         )
     model.tie_weights()
     model.generation_config = _generation_config(ct2_config, tokenizer, n_dec)
+    # as openai/whisper-*'s own files: config.json carries the real suppress lists (not
+    # WhisperConfig's English-only default begin_suppress_tokens=[220, 50256]), and the
+    # tokenizer knows its pad token and its 448-token context
+    config.begin_suppress_tokens = list(model.generation_config.begin_suppress_tokens)
+    config.suppress_tokens = list(model.generation_config.suppress_tokens)
+    tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.model_max_length = config.max_target_positions
     model.eval()
 
     with staged_dir(dst, replace=overwrite) as tmp:
