@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 TASKS = ("transcribe", "translate")
-OUTPUT_FORMATS = ("json", "txt", "srt", "vtt")
+# word_srt / word_vtt: one cue per word (needs word timestamps: --word_timestamps on ct2)
+OUTPUT_FORMATS = ("json", "txt", "srt", "vtt", "word_srt", "word_vtt")
 
 
 @dataclass(frozen=True)
@@ -328,20 +329,42 @@ def _timed_segments(transcript: Transcript) -> tuple[Segment, ...]:
     return ()
 
 
-def to_srt(transcript: Transcript) -> str:
-    """The transcript as SubRip subtitles, one numbered cue per segment."""
+def _word_cues(transcript: Transcript) -> tuple[Segment, ...]:
+    """One cue per word; a segment without word timings stays one cue.
+
+    Raises:
+        ValueError: when no segment has word timings (decode with ``word_timestamps``).
+    """
+    segments = _timed_segments(transcript)
+    if segments and not any(s.words for s in segments):
+        raise ValueError(
+            "word-level subtitles need word timestamps: decode with --word_timestamps "
+            "(ct2 backend)"
+        )
+    cues: list[Segment] = []
+    for s in segments:
+        if not s.words:
+            cues.append(s)
+        cues.extend(Segment(w.start, w.end, w.word.strip()) for w in s.words if w.word.strip())
+    return tuple(cues)
+
+
+def to_srt(transcript: Transcript, word_level: bool = False) -> str:
+    """The transcript as SubRip subtitles, one numbered cue per segment (or per word)."""
     cues = [
         f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"
-        for i, s in enumerate(_timed_segments(transcript), start=1)
+        for i, s in enumerate(
+            _word_cues(transcript) if word_level else _timed_segments(transcript), start=1
+        )
     ]
     return "\n".join(cues)
 
 
-def to_vtt(transcript: Transcript) -> str:
-    """The transcript as WebVTT subtitles."""
+def to_vtt(transcript: Transcript, word_level: bool = False) -> str:
+    """The transcript as WebVTT subtitles, one cue per segment (or per word)."""
     cues = [
         f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n"
-        for s in _timed_segments(transcript)
+        for s in (_word_cues(transcript) if word_level else _timed_segments(transcript))
     ]
     return "WEBVTT\n\n" + "\n".join(cues)
 
@@ -351,7 +374,8 @@ def format_transcript(transcript: Transcript, output_format: str = "json") -> st
 
     Args:
         transcript: what to render.
-        output_format: one of :data:`OUTPUT_FORMATS`.
+        output_format: one of :data:`OUTPUT_FORMATS` (``word_srt``/``word_vtt``: one cue
+            per word, from word timestamps).
 
     Returns:
         The text, ending with a newline. JSON keeps Chinese characters as they are
@@ -368,4 +392,8 @@ def format_transcript(transcript: Transcript, output_format: str = "json") -> st
         return to_srt(transcript)
     if output_format == "vtt":
         return to_vtt(transcript)
+    if output_format == "word_srt":
+        return to_srt(transcript, word_level=True)
+    if output_format == "word_vtt":
+        return to_vtt(transcript, word_level=True)
     raise ValueError(f"unknown output format {output_format!r}; expected one of {OUTPUT_FORMATS}")
