@@ -26,6 +26,20 @@ from pathlib import Path
 
 
 def run(models: dict[str, str], synth_test: str, max_clips: int, threads: int) -> list[dict]:
+    """Every model in its own process, side by side; rows in model order."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(len(models)) as pool:
+        futures = [
+            pool.submit(run_model, name, model, synth_test, max_clips, threads)
+            for name, model in models.items()
+        ]
+        return [row for f in futures for row in f.result()]
+
+
+def run_model(
+    model_name: str, model: str, synth_test: str, max_clips: int, threads: int
+) -> list[dict]:
     from whisper_finetune.assets import REAL_SPEECH_DIR
     from whisper_finetune.data.manifest import read_manifest
     from whisper_finetune.evaluation.evaluate import EvalConfig, evaluate
@@ -41,22 +55,28 @@ def run(models: dict[str, str], synth_test: str, max_clips: int, threads: int) -
         "robust": DecodeOptions(language="zh"),
     }
     rows = []
-    for model_name, model in models.items():
-        for backend in ("transformers", "ct2"):
-            t = load_transcriber(model, backend, cpu_threads=threads)
-            pads = ("mel-pad", "wave-pad") if backend == "ct2" else ("wave-pad",)
-            for pad in pads:
-                if backend == "ct2":
-                    t.pad_audio = pad == "wave-pad"
-                for decode_name, decode in decodes.items():
-                    row = {"model": model_name, "backend": backend, "padding": pad, "decoding": decode_name}
-                    for set_name, records in sets.items():
-                        start = time.perf_counter()
-                        report = evaluate(t, records, EvalConfig(decode=replace(decode), progress=False))
-                        row[set_name] = round(report.value, 4)
-                        row[f"{set_name}_seconds"] = round(time.perf_counter() - start, 1)
-                    rows.append(row)
-                    print(json.dumps(row, ensure_ascii=False), flush=True)
+    for backend in ("transformers", "ct2"):
+        t = load_transcriber(model, backend, cpu_threads=threads)
+        pads = ("mel-pad", "wave-pad") if backend == "ct2" else ("wave-pad",)
+        for pad in pads:
+            if backend == "ct2":
+                t.pad_audio = pad == "wave-pad"
+            for decode_name, decode in decodes.items():
+                row = {
+                    "model": model_name,
+                    "backend": backend,
+                    "padding": pad,
+                    "decoding": decode_name,
+                }
+                for set_name, records in sets.items():
+                    start = time.perf_counter()
+                    report = evaluate(
+                        t, records, EvalConfig(decode=replace(decode), progress=False)
+                    )
+                    row[set_name] = round(report.value, 4)
+                    row[f"{set_name}_seconds"] = round(time.perf_counter() - start, 1)
+                rows.append(row)
+                print(json.dumps(row, ensure_ascii=False), flush=True)
     return rows
 
 
@@ -74,7 +94,9 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--synth_test", required=True, help="the synthetic test manifest")
     parser.add_argument("--finetuned", default=None, help="a merged fine-tuned transformers folder")
     parser.add_argument("--max_clips", type=int, default=60)
@@ -86,7 +108,9 @@ def main() -> None:
         models["fine-tuned"] = args.finetuned
     rows = run(models, args.synth_test, args.max_clips, args.threads)
     if args.output:
-        Path(args.output).write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
+        Path(args.output).write_text(
+            json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8"
+        )
     print(table(rows))
 
 
