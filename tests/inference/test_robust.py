@@ -244,10 +244,25 @@ def test_batched_ct2_gives_each_clip_a_30_s_chunk(tiny_ct2_dir):
 # ---------------------------------------------------------------- item 12: like for like
 
 
-def test_default_precision_class_matches_transformers_on_cpu(tiny_ct2_dir):
+def test_default_precision_is_the_models_own_on_cpu(tiny_ct2_dir, monkeypatch):
+    """On CPU "default" keeps the model's type; where CUDA is found it means float16."""
+    import ctranslate2
+
     from whisper_finetune.inference.ct2 import CT2Transcriber
 
-    assert CT2Transcriber(str(tiny_ct2_dir), device="cpu").compute_type == "float32"
+    assert CT2Transcriber(str(tiny_ct2_dir), device="cpu").compute_type == "default"
+    seen = {}
+
+    class FakeModel:
+        def __init__(self, path, device, compute_type, **kwargs):
+            seen.update(device=device, compute_type=compute_type)
+
+    import faster_whisper
+
+    monkeypatch.setattr(faster_whisper, "WhisperModel", FakeModel)
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    assert CT2Transcriber(str(tiny_ct2_dir), device="auto").compute_type == "float16"
+    assert seen == {"device": "auto", "compute_type": "float16"}
 
 
 @pytest.mark.gpu

@@ -50,8 +50,9 @@ class CT2Transcriber:
         model_path: a CTranslate2 Whisper folder with ``tokenizer.json`` and
             ``preprocessor_config.json``.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        compute_type: CTranslate2 compute type: ``"default"`` (float16 on CUDA, float32 on
-            CPU: the same precision class as the transformers backend's default),
+        compute_type: CTranslate2 compute type: ``"default"`` (float16 on CUDA, the same
+            precision class as the transformers backend's default; on CPU the model's own
+            type, or the nearest the CPU supports),
             ``"int8"``, ``"int8_float16"``, ``"float16"``, ``"float32"``, ...
         cpu_threads: threads per CPU worker; 0 leaves CTranslate2's default.
         num_workers: parallel workers when called from several threads.
@@ -87,14 +88,15 @@ class CT2Transcriber:
         self.pad_audio = pad_audio
         self.progress = progress
         if compute_type == "default":
-            # like for like with the transformers backend: float16 on CUDA, float32 on CPU
-            # (a model saved in int8 still runs in int8 only when asked for)
+            # like for like with the transformers backend on GPU: float16 on both (the
+            # model's own type, often float32 after a conversion, would compare fp32
+            # CTranslate2 with fp16 transformers); on CPU the model's own type
             import ctranslate2
 
-            on_cuda = device == "cuda" or (
+            on_cuda = device.startswith("cuda") or (
                 device == "auto" and ctranslate2.get_cuda_device_count() > 0
             )
-            compute_type = "float16" if on_cuda else "float32"
+            compute_type = "float16" if on_cuda else "default"
         self.compute_type = compute_type
         self.model = WhisperModel(
             self.model_path,
