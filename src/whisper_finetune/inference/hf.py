@@ -59,10 +59,23 @@ class _BatchMaskWarningFilter(logging.Filter):
         return "attention mask is not set with a batched input" not in record.getMessage()
 
 
+class _TopKWarningFilter(logging.Filter):
+    """Drops "generation flags are not valid ... ['top_k']": top_k=0 is set on purpose for
+    the fallback's sampling (as faster-whisper samples), and the first pass is greedy."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("generation flags are not valid" in message and "['top_k']" in message)
+
+
 def _quiet_transformers() -> None:
-    target = logging.getLogger("transformers.generation.utils")
-    if not any(isinstance(f, _BatchMaskWarningFilter) for f in target.filters):
-        target.addFilter(_BatchMaskWarningFilter())
+    for name, kind in (
+        ("transformers.generation.utils", _BatchMaskWarningFilter),
+        ("transformers.generation.configuration_utils", _TopKWarningFilter),
+    ):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in target.filters):
+            target.addFilter(kind())
 
 
 @contextlib.contextmanager
