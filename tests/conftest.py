@@ -54,3 +54,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_v3_model_dir(tmp_path_factory) -> Path:
+    """The same tiny random Whisper shaped like large-v3: 128 mels, 51,866 tokens."""
+    from whisper_finetune.models.tiny import build_tiny_whisper
+
+    return build_tiny_whisper(tmp_path_factory.mktemp("tiny-v3") / "whisper-tiny-v3", v3=True)

@@ -163,3 +163,27 @@ def test_evaluate_cli_matches_infer_cli_scored_by_hand(test_wav, test_reference,
     assert summary["value"] == pytest.approx(by_hand)
     assert summary["n_utts"] == 3 and summary["backend"] == "ct2"
     assert summary["value"] <= 0.3
+
+
+def test_repetitions_are_flagged_per_utterance_and_counted(tmp_path):
+    """A looping hypothesis is marked in utterances.jsonl and counted in summary.json."""
+    from whisper_finetune.data.audio import write_wav
+    from whisper_finetune.data.manifest import Record
+    from whisper_finetune.evaluation.evaluate import EvalConfig, evaluate, write_report
+    from whisper_finetune.inference.transcript import Transcript
+
+    class Looping:
+        def transcribe_batch(self, audios, options):
+            texts = ["今天天气很好", "你不想要我" * 30]
+            return [Transcript(texts[i], "zh", a.size / 16000) for i, a in enumerate(audios)]
+
+    records = []
+    for i in range(2):
+        write_wav(tmp_path / f"{i}.wav", np.zeros(16000, np.float32))
+        records.append(Record(audio_path=str(tmp_path / f"{i}.wav"), sentence="今天天气很好"))
+    report = evaluate(Looping(), records, EvalConfig(progress=False))
+    assert [u.repetition for u in report.utterances] == [False, True]
+    summary, utterances = write_report(report, tmp_path / "out")
+    assert json.loads(summary.read_text())["n_repetitions"] == 1
+    rows = [json.loads(line) for line in utterances.read_text().splitlines()]
+    assert [r["repetition"] for r in rows] == [False, True]

@@ -16,8 +16,27 @@ from whisper_finetune.evaluation.metrics import (
 )
 
 
-def test_metrics_constant():
-    assert METRICS == ("cer", "wer")
+def test_every_listed_metric_scores_and_no_other_does():
+    """METRICS is what ``score`` accepts: each one scores, anything else is refused."""
+    assert set(METRICS) == {"cer", "wer"}
+    for metric in METRICS:
+        assert score(["a b c"], ["a b d"], metric) > 0
+        assert score(["a b c"], ["a b c"], metric) == 0
+    with pytest.raises(ValueError, match="metric"):
+        score(["a"], ["a"], "ter")
+
+
+def test_repetition_loops_are_flagged_by_compression_ratio():
+    from whisper_finetune.evaluation.metrics import compression_ratio, is_repetition
+
+    loop = "你不想要我" * 20
+    assert compression_ratio(loop) > 2.4 and is_repetition(loop)
+    for ordinary in (
+        "近几年不但我用书给女儿压岁也劝说亲朋友不要给女儿压岁钱而改送压岁书",
+        "",
+        "hello",
+    ):
+        assert not is_repetition(ordinary), ordinary
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,9 @@ def read_config_file(path: str) -> dict[str, Any]:
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"--config {path}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        raise ValueError(
+            f"--config {path}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}"
+        ) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -172,7 +174,9 @@ def read_config_file(path: str) -> dict[str, Any]:
                 take(value, f"{where}{key}.")
                 continue
             if key in flat:
-                raise ValueError(f"--config {path}: option {key!r} is given twice (at {where}{key})")
+                raise ValueError(
+                    f"--config {path}: option {key!r} is given twice (at {where}{key})"
+                )
             flat[key] = value
 
     take(data, "")
@@ -189,6 +193,7 @@ def _given_on_command_line(action: argparse.Action, argv: list[str]) -> bool:
 
 def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
     """Check a config value as argparse would check the flag's text."""
+
     def one(v: Any) -> Any:
         if v is None or isinstance(v, bool) or not callable(action.type):
             return v
@@ -204,7 +209,11 @@ def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
     else:
         if isinstance(value, (list, tuple)):
             raise ValueError(f"--config {path}: {key} takes one value, got a list")
-        if isinstance(value, bool) and action.type is not None and getattr(action.type, "__name__", "") != "str2bool":
+        if (
+            isinstance(value, bool)
+            and action.type is not None
+            and getattr(action.type, "__name__", "") != "str2bool"
+        ):
             raise ValueError(f"--config {path}: {key} is not a true/false option")
         value = one(value)
         bad = [value] if action.choices and value not in action.choices else []

@@ -51,6 +51,13 @@ class ConvertOptions:
         default=None, metadata={"help": "language for the sample comparison; none = detect"}
     )
     device: str = field(default="auto", metadata={"help": "device for the sample comparison"})
+    accept_difference: bool = field(
+        default=False,
+        metadata={
+            "help": "exit 0 even when the --sample transcripts differ (a known difference, "
+            "e.g. after int8 quantization); otherwise a difference fails the command"
+        },
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,13 +79,24 @@ def _run(args: argparse.Namespace) -> int:
         logger.info("no --sample given: skipped comparing the two models' transcripts")
         return 0
     check = compare_conversion(
-        opts.model_path, out, opts.sample, DecodeOptions(language=opts.language), device=opts.device
+        opts.model_path,
+        out,
+        opts.sample,
+        DecodeOptions.plain(language=opts.language),
+        device=opts.device,
     )
     verdict = "identical" if check.identical else "DIFFERENT"
     print(f"sample:       {check.sample}")
     print(f"transformers: {check.transformers_text}")
     print(f"ct2:          {check.ct2_text}")
     print(f"CER ct2 vs transformers: {check.cer:.4f} ({verdict})")
+    if not check.identical and not opts.accept_difference:
+        logger.error(
+            "the converted model transcribes %s differently from its source; pass "
+            "--accept_difference when that is expected (e.g. int8 quantization)",
+            check.sample,
+        )
+        return 1
     return 0
 
 

@@ -52,4 +52,14 @@ class WhisperCollator:
         padded = torch.full((len(labels), length), IGNORE_INDEX, dtype=torch.long)
         for i, ids in enumerate(labels):
             padded[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        return {"input_features": torch.from_numpy(features), "labels": padded}
+        batch = {"input_features": torch.from_numpy(features), "labels": padded}
+        if all("attention_mask" in s for s in samples):  # SpecAugment masks only real audio
+            batch["attention_mask"] = torch.from_numpy(
+                np.stack([np.asarray(s["attention_mask"], dtype=np.int64) for s in samples])
+            )
+        # not tensors: the trainer takes them out before the model sees the batch
+        if all("origin" in s for s in samples):
+            batch["origins"] = [s["origin"] for s in samples]
+        if all("language" in s for s in samples):
+            batch["languages"] = [s["language"] for s in samples]
+        return batch

@@ -11,6 +11,8 @@ Labels follow Whisper's own training format::
   trained with timestamp tokens (0.02 s steps, relative to the clip); the others, and
   every record without ``sentences``, with ``<|notimestamps|>``. Whisper was trained on
   such a mix; training only without timestamps loses timestamp prediction.
+* **Text**: ``sentence``; a record that has only timed ``sentences`` (an empty
+  ``sentence``) is trained on their texts joined, with or without timestamps.
 * **No speech**: a record whose ``sentence`` is empty (and has no ``sentences``) is a
   negative sample. Whisper predicts its no-speech token right after
   ``<|startoftranscript|>`` (that is where faster-whisper and openai-whisper read
@@ -26,85 +28,28 @@ with the manifest line or, with ``skip_bad=True``, is skipped and listed in the
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from whisper_finetune.data.audio import SAMPLE_RATE, AudioError, load_audio
-from whisper_finetune.data.checkcache import cache_for
 from whisper_finetune.data.manifest import Manifest, ManifestError, Record
+from whisper_finetune.data.records import (  # noqa: F401  (re-exported)
+    MAX_DURATION_S,
+    MAX_LABEL_TOKENS,
+    REASONS,
+    DataReport,
+    Skipped,
+    check_sentences,
+    prepare_records,
+    write_reports,
+)
 
 logger = logging.getLogger(__name__)
 
-MAX_LABEL_TOKENS = 448  # Whisper's decoder context (max_target_positions), SOT..EOT included
-MAX_DURATION_S = 30.0  # Whisper's input window; longer audio would be truncated silently
 TIME_PRECISION_S = 0.02  # one timestamp token step
-
-REASONS = ("too_short", "too_long", "labels_too_long", "bad_audio", "bad_record")
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """One record left out of training, and why."""
-
-    origin: str
-    audio_path: str
-    reason: str
-    detail: str = ""
-
-
-@dataclass
-class DataReport:
-    """What :func:`prepare_records` did with a manifest."""
-
-    name: str
-    total: int = 0
-    kept: int = 0
-    no_speech: int = 0
-    with_sentences: int = 0
-    skipped: list[Skipped] = field(default_factory=list)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Skipped records per reason (every reason present, zero included)."""
-        c = Counter(s.reason for s in self.skipped)
-        return {r: c.get(r, 0) for r in REASONS}
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "total": self.total,
-            "kept": self.kept,
-            "skipped_count": len(self.skipped),
-            "skipped_by_reason": self.counts,
-            "no_speech": self.no_speech,
-            "with_sentences": self.with_sentences,
-            "skipped": [asdict(s) for s in self.skipped],
-        }
-
-    def summary(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.counts.items() if v]
-        return f"{self.name}: kept {self.kept}/{self.total}" + (
-            f" (skipped {', '.join(parts)})" if parts else ""
-        )
-
-
-def write_reports(reports: Sequence[DataReport], path: str | os.PathLike) -> Path:
-    """Write data reports as one JSON file (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    data = {r.name: r.to_json() for r in reports}
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def language_code(language: str) -> str:
@@ -119,6 +64,28 @@ def language_code(language: str) -> str:
     if key in TO_LANGUAGE_CODE:
         return TO_LANGUAGE_CODE[key]
     raise ValueError(f"unknown Whisper language {language!r}")
+
+
+def plain_text(record: Record) -> str:
+    """The record's text without timing: ``sentence``, or its ``sentences`` joined.
+
+    A record may carry only timed ``sentences`` (``sentence`` empty); drawn without
+    timestamps it must still be trained on its words, never on an empty transcript.
+    """
+    if record.sentence.strip():
+        return record.sentence
+    texts = [s.text.strip() for s in record.sentences if s.text.strip()]
+    text = ""
+    for part in texts:  # no space where either side is Chinese (or another CJK script)
+        if text and not (_is_cjk(text[-1]) or _is_cjk(part[0])):
+            text += " "
+        text += part
+    return text
+
+
+def _is_cjk(ch: str) -> bool:
+    code = ord(ch)
+    return 0x2E80 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF or 0xFF00 <= code <= 0xFFEF
 
 
 class LabelBuilder:
@@ -200,7 +167,7 @@ class LabelBuilder:
                 ids.extend(self._text(s.text))
                 ids.append(self._timestamp(s.end * time_scale + time_offset))
             return ids + [self.eot]
-        return prefix + [self.no_timestamps] + self._text(record.sentence) + [self.eot]
+        return prefix + [self.no_timestamps] + self._text(plain_text(record)) + [self.eot]
 
     def max_length(self, record: Record) -> int:
         """The longest label this record can get (with or without timestamps)."""
@@ -208,110 +175,6 @@ class LabelBuilder:
         if record.sentences:
             n = max(n, len(self.build(record, timestamps=True)))
         return n
-
-
-def _record_duration(record: Record, verify_audio: bool, decoded: dict[str, float]) -> float | None:
-    """Seconds of audio the record stands for; from the decoded audio when ``verify_audio``.
-
-    A file that many records slice (``start_time``/``end_time``, e.g. WenetSpeech) is
-    decoded once; its length is kept in ``decoded`` and the slices are checked against it.
-    """
-    if not verify_audio:
-        if record.start_time is not None and record.end_time is not None:
-            return record.end_time - record.start_time
-        return record.duration
-    if record.start_time is None and record.end_time is None:
-        return load_audio(record.audio_path).size / SAMPLE_RATE
-    if record.audio_path not in decoded:
-        decoded[record.audio_path] = load_audio(record.audio_path).size / SAMPLE_RATE
-    length = decoded[record.audio_path]
-    start = record.start_time or 0.0
-    end = length if record.end_time is None else min(record.end_time, length)
-    if start >= length:
-        raise AudioError(
-            f"{record.audio_path}: start ({start}s) is beyond the end of the audio ({length:.3f}s)"
-        )
-    return end - start
-
-
-def prepare_records(
-    records: Sequence[Record],
-    labels: LabelBuilder,
-    *,
-    name: str = "train",
-    min_duration: float = 0.5,
-    max_duration: float = MAX_DURATION_S,
-    max_label_tokens: int = MAX_LABEL_TOKENS,
-    verify_audio: bool = True,
-    skip_bad: bool = False,
-) -> tuple[list[Record], DataReport]:
-    """Filter records for training and count what was left out.
-
-    Args:
-        records: manifest records.
-        labels: the label builder (language and tokenizer checks happen here too).
-        name: the data set's name in the report (``train``, ``eval``, ``guard``).
-        min_duration: shorter clips are skipped (seconds).
-        max_duration: longer clips are skipped (seconds, at most 30).
-        max_label_tokens: longer labels are skipped (448 is Whisper's decoder context).
-        verify_audio: decode every clip once now, so that durations come from the
-            audio itself and unreadable files are found before training starts.
-        skip_bad: skip unreadable audio and malformed records (listed in the report)
-            instead of raising.
-
-    Returns:
-        The kept records and the report.
-
-    Raises:
-        ValueError: when ``max_duration`` exceeds 30 s, or (without ``skip_bad``) for
-            unreadable audio or a bad record; the message names the manifest line.
-    """
-    if not 0 < max_duration <= MAX_DURATION_S:
-        raise ValueError(
-            f"max_duration must be in (0, {MAX_DURATION_S:g}] seconds, got {max_duration}"
-        )
-    if min_duration > max_duration:
-        raise ValueError(f"min_duration ({min_duration}) exceeds max_duration ({max_duration})")
-    report = DataReport(name=name, total=len(records))
-    kept = []
-    decoded: dict[str, float] = {}  # seconds per fully decoded file
-    cache = cache_for(records) if verify_audio else None  # what `prepare validate` found
-    for i, record in enumerate(records):
-        where = record.origin or record.audio_path
-        try:
-            n_labels = labels.max_length(record)
-            duration = cache.seconds(record) if cache is not None else None
-            if duration is None:
-                duration = _record_duration(record, verify_audio, decoded)
-        except (AudioError, FileNotFoundError, ValueError) as exc:
-            reason = (
-                "bad_audio" if isinstance(exc, (AudioError, FileNotFoundError)) else "bad_record"
-            )
-            if not skip_bad:
-                raise ManifestError(
-                    f"{where}: {exc} (use --skip_bad_samples to skip such records)"
-                ) from exc
-            report.skipped.append(Skipped(where, record.audio_path, reason, str(exc)))
-            continue
-        reason = detail = None
-        if duration is not None and duration < min_duration:
-            reason, detail = "too_short", f"{duration:.2f}s < {min_duration}s"
-        elif duration is not None and duration > max_duration:
-            reason, detail = "too_long", f"{duration:.2f}s > {max_duration}s"
-        elif n_labels > max_label_tokens:
-            reason, detail = "labels_too_long", f"{n_labels} tokens > {max_label_tokens}"
-        if reason:
-            report.skipped.append(Skipped(where, record.audio_path, reason, detail))
-            continue
-        kept.append(i)
-        report.no_speech += labels.is_no_speech(record)
-        report.with_sentences += bool(record.sentences)
-    # a lazy manifest stays lazy: a view of the kept lines, not a list of records
-    kept = records.select(kept) if isinstance(records, Manifest) else [records[i] for i in kept]
-    report.kept = len(kept)
-    level = logging.WARNING if report.skipped else logging.INFO
-    logger.log(level, "%s", report.summary())
-    return kept, report
 
 
 class WhisperDataset:
@@ -329,7 +192,14 @@ class WhisperDataset:
         augmenter: waveform augmentation (training only), or None.
         seed: base seed.
         cache_features: keep computed log-mels in memory (only without augmentation,
-            where they never change); about 1 MB per clip for 80 mel bins.
+            where they never change); about 1 MB per clip for 80 mel bins. Each
+            dataloader worker would hold its own cache, lost at the end of every epoch,
+            so the trainer turns it on only without workers.
+        attention_mask: add the feature extractor's frame mask (1 for audio, 0 for the
+            padding up to 30 s), which SpecAugment needs to mask only real audio.
+
+    Every sample also carries its manifest ``origin`` and its ``language`` code, which
+    the collator passes on for error messages and per-sample decoding in evaluation.
     """
 
     def __init__(
@@ -342,6 +212,7 @@ class WhisperDataset:
         augmenter=None,
         seed: int = 0,
         cache_features: bool = False,
+        attention_mask: bool = False,
     ):
         if not 0.0 <= timestamp_ratio <= 1.0:
             raise ValueError(f"timestamp_ratio must be in [0, 1], got {timestamp_ratio}")
@@ -352,7 +223,8 @@ class WhisperDataset:
         self.augmenter = augmenter if augmenter else None
         self.seed = seed
         self.epoch = 0
-        self._cache: dict[int, np.ndarray] | None = (
+        self.attention_mask = attention_mask
+        self._cache: dict[int, tuple[np.ndarray, int]] | None = (
             {} if cache_features and self.augmenter is None else None
         )
 
@@ -372,6 +244,14 @@ class WhisperDataset:
         out = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="np")
         return out.input_features[0]
 
+    def frame_mask(self, n_samples: int) -> np.ndarray:
+        """1 for the log-mel frames that hold audio, 0 for the padding (10 ms frames)."""
+        hop = self.feature_extractor.hop_length
+        frames = self.feature_extractor.nb_max_frames
+        mask = np.zeros(frames, dtype=np.int64)
+        mask[: min(frames, -(-n_samples // hop))] = 1
+        return mask
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         rng = (
@@ -383,8 +263,9 @@ class WhisperDataset:
             self.timestamp_ratio >= 1.0 or (rng is not None and rng.random() < self.timestamp_ratio)
         )
         scale, offset = 1.0, 0.0
+        n_samples = None
         if self._cache is not None and index in self._cache:
-            features = self._cache[index]
+            features, n_samples = self._cache[index]
         else:
             try:
                 wave = load_audio(record.audio_path, record.start_time, record.end_time)
@@ -405,9 +286,17 @@ class WhisperDataset:
                     f"exceeds Whisper's {MAX_DURATION_S:g}s window"
                 )
             features = self.features(wave)
+            n_samples = wave.size
             if self._cache is not None:
-                self._cache[index] = features
-        return {
+                self._cache[index] = (features, n_samples)
+        sample = {
             "input_features": features,
             "labels": self.labels.build(record, timestamps, scale, offset),
+            "origin": record.origin or record.audio_path,
+            "language": language_code(record.language)
+            if record.language
+            else self.labels.default_language,
         }
+        if self.attention_mask:
+            sample["attention_mask"] = self.frame_mask(n_samples)
+        return sample

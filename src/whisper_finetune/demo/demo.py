@@ -36,7 +36,6 @@ from whisper_finetune.demo.report import Measurement, Report
 logger = logging.getLogger(__name__)
 
 
-
 def _default_real_data() -> str:
     """The real recordings shipped in the package: ``real-dev`` plus ``test.wav``."""
     return str(real_speech_manifest())
@@ -46,7 +45,9 @@ def _default_real_data() -> str:
 class DemoConfig:
     """Settings of the demo; the defaults are the recipe tuned for 2 CPU cores."""
 
-    base_model: str = field(default="embedded:whisper-base", metadata={"help": "model to fine-tune"})
+    base_model: str = field(
+        default="embedded:whisper-base", metadata={"help": "model to fine-tune"}
+    )
     train_data: str | None = field(
         default=None, metadata={"help": "training manifest (default: build the synthetic corpus)"}
     )
@@ -55,7 +56,9 @@ class DemoConfig:
     )
     real_data: str | None = field(
         default_factory=_default_real_data,
-        metadata={"help": "real-speech manifest: measured before/after and used as the forgetting guard"},
+        metadata={
+            "help": "real-speech manifest: measured before/after and used as the forgetting guard"
+        },
     )
     output_dir: str = field(default="runs/demo", metadata={"help": "where everything goes"})
     language: str = field(default="zh", metadata={"help": "language of the data"})
@@ -63,19 +66,27 @@ class DemoConfig:
     num_test: int = field(default=60, metadata={"help": "synthetic test utterances"})
     # no-speech clips (silence, noise; empty sentence) teach <|nocaptions|>; each costs a
     # full 30 s encoder pass, as much as a packed window of ~7 utterances
-    noise_share: float = field(default=0.02, metadata={"help": "no-speech clips, as a share of num_train"})
-    pack: bool = field(default=True, metadata={"help": "pack training utterances into <=30 s windows"})
+    noise_share: float = field(
+        default=0.02, metadata={"help": "no-speech clips, as a share of num_train"}
+    )
+    pack: bool = field(
+        default=True, metadata={"help": "pack training utterances into <=30 s windows"}
+    )
     method: str = field(default="lora", metadata={"help": "lora, adalora or full"})
     lora_r: int = field(default=32, metadata={"help": "LoRA rank"})
     # encoder-only adapters learn the new acoustics and leave Whisper's language model as
     # it was: the first guard against forgetting (adapting the decoder too was seen to
     # raise test.wav's CER from 0.12 to 0.15-0.18 here)
-    lora_layers: str = field(default="encoder", metadata={"help": "all, encoder, decoder or a regex"})
+    lora_layers: str = field(
+        default="encoder", metadata={"help": "all, encoder, decoder or a regex"}
+    )
     # 120 steps x 4 samples: about 4.5 passes over 640 utterances packed into ~93 windows of
     # ~28 s, plus 13 no-speech clips (~7 s a step here). More distinct sentences beat more
     # epochs (synthetic CER 0.093 after 240 window passes over 480 utterances vs 0.098 over
     # 320 x 5 epochs); 66 steps over 480 gave 0.101-0.103, so this doubles the steps.
-    max_steps: int = field(default=120, metadata={"help": "optimizer steps (<= 0: use num_train_epochs)"})
+    max_steps: int = field(
+        default=120, metadata={"help": "optimizer steps (<= 0: use num_train_epochs)"}
+    )
     num_train_epochs: float = field(default=3.0, metadata={"help": "epochs, when max_steps <= 0"})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "batch size"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
@@ -84,12 +95,14 @@ class DemoConfig:
         default=0.01, metadata={"help": "largest CER increase on real speech the merge may cause"}
     )
     merge_scales: tuple[float, ...] = field(
-        default=(1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3), metadata={"help": "merge scales tried, largest first"}
+        default=(1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3),
+        metadata={"help": "merge scales tried, largest first"},
     )
     quantization: str = field(default="int8", metadata={"help": "CTranslate2 quantization"})
     batch_size: int = field(default=8, metadata={"help": "evaluation batch size"})
     max_new_tokens: int | None = field(
-        default=None, metadata={"help": "cap on generated tokens per clip in evaluations (none: model limit)"}
+        default=None,
+        metadata={"help": "cap on generated tokens per clip in evaluations (none: model limit)"},
     )
     seed: int = field(default=0, metadata={"help": "seed for corpus, packing and training"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output_dir"})
@@ -110,32 +123,66 @@ class _Stages:
             logger.info("=== %s done in %.0f s ===", name, self.seconds[name])
 
 
-def _evaluate(model: str, backend: str, compute_type: str, manifests: dict[Path, str], cfg: DemoConfig):
+def _evaluate(
+    model: str, backend: str, compute_type: str, manifests: dict[Path, str], cfg: DemoConfig
+):
     """Load ``model`` once and evaluate it on each manifest; ``manifests`` maps output folder -> manifest."""
     from whisper_finetune.data.manifest import read_manifest
     from whisper_finetune.evaluation.evaluate import EvalConfig, evaluate, write_report
     from whisper_finetune.inference.loader import load_transcriber
     from whisper_finetune.inference.transcript import DecodeOptions
 
-    transcriber = load_transcriber(model, backend, compute_type=compute_type, cpu_threads=2, batch_size=cfg.batch_size)
-    options = DecodeOptions(language=cfg.language, without_timestamps=True, max_new_tokens=cfg.max_new_tokens)
+    transcriber = load_transcriber(
+        model, backend, compute_type=compute_type, cpu_threads=2, batch_size=cfg.batch_size
+    )
+    options = DecodeOptions(
+        language=cfg.language, without_timestamps=True, max_new_tokens=cfg.max_new_tokens
+    )
     reports = []
     for out_dir, manifest in manifests.items():
-        report = evaluate(transcriber, read_manifest(manifest), EvalConfig(batch_size=cfg.batch_size, decode=options))
+        report = evaluate(
+            transcriber,
+            read_manifest(manifest),
+            EvalConfig(batch_size=cfg.batch_size, decode=options),
+        )
         write_report(report, out_dir, model=str(model), backend=backend, compute_type=compute_type)
         reports.append(report)
     return reports
 
 
-def _measure(report: Report, stage: str, model: str, manifests: dict[str, str], out: Path, cfg: DemoConfig, backends):
+def _measure(
+    report: Report,
+    stage: str,
+    model: str,
+    manifests: dict[str, str],
+    out: Path,
+    cfg: DemoConfig,
+    backends,
+):
     for backend, compute_type, label in backends:
-        folders = {out / f"{stage}-{name}-{backend}": manifest for name, manifest in manifests.items()}
-        for name, r in zip(manifests, _evaluate(model, backend, compute_type, folders, cfg), strict=True):
-            report.measurements.append(Measurement(stage, label, name, r.metric, r.value, r.n_utts, r.rtf))
-            logger.info("%s %s on %s: %s %.3f (RTF %.3f)", stage, label, name, r.metric.upper(), r.value, r.rtf)
+        folders = {
+            out / f"{stage}-{name}-{backend}": manifest for name, manifest in manifests.items()
+        }
+        for name, r in zip(
+            manifests, _evaluate(model, backend, compute_type, folders, cfg), strict=True
+        ):
+            report.measurements.append(
+                Measurement(stage, label, name, r.metric, r.value, r.n_utts, r.rtf)
+            )
+            logger.info(
+                "%s %s on %s: %s %.3f (RTF %.3f)",
+                stage,
+                label,
+                name,
+                r.metric.upper(),
+                r.value,
+                r.rtf,
+            )
 
 
-def choose_merge_scale(adapter: str, guard_manifest: str, baselines: dict[str, float], cfg: DemoConfig, work: Path):
+def choose_merge_scale(
+    adapter: str, guard_manifest: str, baselines: dict[str, float], cfg: DemoConfig, work: Path
+):
     """The largest scale in ``cfg.merge_scales`` whose merge keeps the guard on every backend.
 
     A scale passes when the merged model's CER on the guard set stays within
@@ -159,11 +206,21 @@ def choose_merge_scale(adapter: str, guard_manifest: str, baselines: dict[str, f
         folder = work / f"scale-{scale:.2f}"
         merged = merge_adapter(adapter, folder / "merged", scale=scale, overwrite=True)
         values = {}
-        [r] = _evaluate(str(merged), "transformers", "default", {folder / "eval-transformers": guard_manifest}, cfg)
+        [r] = _evaluate(
+            str(merged),
+            "transformers",
+            "default",
+            {folder / "eval-transformers": guard_manifest},
+            cfg,
+        )
         values["transformers"] = r.value
         if r.value <= limit["transformers"]:
-            ct2 = convert_to_ct2(merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False)
-            [r] = _evaluate(str(ct2), "ct2", cfg.quantization, {folder / "eval-ct2": guard_manifest}, cfg)
+            ct2 = convert_to_ct2(
+                merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
+            )
+            [r] = _evaluate(
+                str(ct2), "ct2", cfg.quantization, {folder / "eval-ct2": guard_manifest}, cfg
+            )
             values["ct2"] = r.value
             shutil.rmtree(ct2, ignore_errors=True)
         shutil.rmtree(merged, ignore_errors=True)
@@ -194,7 +251,9 @@ def run_demo(cfg: DemoConfig) -> Report:
     out.mkdir(parents=True)
     write_marker(out, "demo")  # a later --overwrite recognises the folder as a demo's
     stage = _Stages()
-    report = Report(title="whisper-finetune demo", settings={k: str(v) for k, v in asdict(cfg).items()})
+    report = Report(
+        title="whisper-finetune demo", settings={k: str(v) for k, v in asdict(cfg).items()}
+    )
 
     train_data, test_data = cfg.train_data, cfg.test_data
     if train_data is None:
@@ -217,15 +276,24 @@ def run_demo(cfg: DemoConfig) -> Report:
         from whisper_finetune.data.recipes.pack import PackConfig, pack_manifest
 
         with stage("pack"):
-            train_data = str(pack_manifest(PackConfig(train_data, str(out / "packed" / "train.jsonl"), seed=cfg.seed)).output)
+            train_data = str(
+                pack_manifest(
+                    PackConfig(train_data, str(out / "packed" / "train.jsonl"), seed=cfg.seed)
+                ).output
+            )
 
     manifests = {"test split": test_data}
     if cfg.real_data:
         manifests["real speech"] = cfg.real_data
     else:
-        report.notes.append("no real-speech manifest found: forgetting was not measured and no guard was used")
+        report.notes.append(
+            "no real-speech manifest found: forgetting was not measured and no guard was used"
+        )
         logger.warning(report.notes[-1])
-    backends = [("transformers", "default", "transformers fp32"), ("ct2", cfg.quantization, f"ct2 {cfg.quantization}")]
+    backends = [
+        ("transformers", "default", "transformers fp32"),
+        ("ct2", cfg.quantization, f"ct2 {cfg.quantization}"),
+    ]
 
     with stage("baseline"):
         _measure(report, "base", cfg.base_model, manifests, out / "eval", cfg, backends)
@@ -264,19 +332,32 @@ def run_demo(cfg: DemoConfig) -> Report:
                 "transformers": report.find("base", backends[0][2], "real speech").value,
                 "ct2": report.find("base", backends[1][2], "real speech").value,
             }
-            scale, tried = choose_merge_scale(str(result.final_dir), cfg.real_data, baselines, cfg, out / "scales")
+            scale, tried = choose_merge_scale(
+                str(result.final_dir), cfg.real_data, baselines, cfg, out / "scales"
+            )
             report.notes.append(
                 "merge scale chosen by the real-speech guard (CER per backend): "
                 + "; ".join(
-                    f"{s:.2f} -> " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()) for s, values in tried
+                    f"{s:.2f} -> " + ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+                    for s, values in tried
                 )
                 + f" (base: transformers {baselines['transformers']:.3f}, ct2 {baselines['ct2']:.3f};"
                 + f" allowed +{cfg.guard_max_increase})"
             )
-        merged = merge_adapter(str(result.final_dir), out / "merged", scale=scale, overwrite=True) if cfg.method != "full" else result.final_dir
+        merged = (
+            merge_adapter(str(result.final_dir), out / "merged", scale=scale, overwrite=True)
+            if cfg.method != "full"
+            else result.final_dir
+        )
     report.settings["merge_scale"] = f"{scale:.2f}"
     with stage("convert"):
-        ct2_dir = convert_to_ct2(merged, out / f"ct2-{cfg.quantization}", quantization=cfg.quantization, force=True, verify=False)
+        ct2_dir = convert_to_ct2(
+            merged,
+            out / f"ct2-{cfg.quantization}",
+            quantization=cfg.quantization,
+            force=True,
+            verify=False,
+        )
     with stage("evaluate"):
         _measure(report, "fine-tuned", str(merged), manifests, out / "eval", cfg, backends[:1])
         _measure(report, "fine-tuned", str(ct2_dir), manifests, out / "eval", cfg, backends[1:])
@@ -291,5 +372,3 @@ def run_demo(cfg: DemoConfig) -> Report:
     print(summary_text(report))
     print(f"\nreport: {out / 'report' / 'report.md'}")
     return report
-
-

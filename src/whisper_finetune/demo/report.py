@@ -73,14 +73,14 @@ def cer_table(report: Report) -> str:
             ]
         )
     metric = report.measurements[0].metric.upper() if report.measurements else "CER"
-    return _table(["test set", "backend", f"base {metric}", f"fine-tuned {metric}", "change", "utterances"], rows)
+    return _table(
+        ["test set", "backend", f"base {metric}", f"fine-tuned {metric}", "change", "utterances"],
+        rows,
+    )
 
 
 def rtf_table(report: Report) -> str:
-    rows = [
-        [m.stage, m.backend, m.dataset, f"{m.rtf:.3f}"]
-        for m in report.measurements
-    ]
+    rows = [[m.stage, m.backend, m.dataset, f"{m.rtf:.3f}"] for m in report.measurements]
     return _table(["model", "backend", "test set", "real-time factor"], rows)
 
 
@@ -110,7 +110,9 @@ def plot_loss(log_history: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("loss")
     if cers:
         ax2 = ax.twinx()
-        ax2.plot([s for s, _ in cers], [v for _, v in cers], "s--", color="tab:red", label="eval CER")
+        ax2.plot(
+            [s for s, _ in cers], [v for _, v in cers], "s--", color="tab:red", label="eval CER"
+        )
         ax2.set_ylabel("CER")
         ax2.legend(loc="upper center")
     ax.legend(loc="upper right")
@@ -158,13 +160,39 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {
         "loss": plot_loss(report.log_history, out_dir / "loss.png"),
-        "cer": _grouped_bars(report, out_dir / "cer.png", lambda m: m.value, "CER", "CER before and after fine-tuning"),
-        "rtf": _grouped_bars(report, out_dir / "rtf.png", lambda m: m.rtf, "real-time factor", "Speed (lower is faster)"),
+        "cer": _grouped_bars(
+            report,
+            out_dir / "cer.png",
+            lambda m: m.value,
+            "CER",
+            "CER before and after fine-tuning",
+        ),
+        "rtf": _grouped_bars(
+            report,
+            out_dir / "rtf.png",
+            lambda m: m.rtf,
+            "real-time factor",
+            "Speed (lower is faster)",
+        ),
     }
     parts = [f"# {report.title}", "", "## Error rates", "", cer_table(report), ""]
-    parts += ["## Speed", "", rtf_table(report), "", "## Time per stage", "", stage_table(report), ""]
+    parts += [
+        "## Speed",
+        "",
+        rtf_table(report),
+        "",
+        "## Time per stage",
+        "",
+        stage_table(report),
+        "",
+    ]
     if report.settings:
-        parts += ["## Settings", "", _table(["setting", "value"], [[k, v] for k, v in report.settings.items()]), ""]
+        parts += [
+            "## Settings",
+            "",
+            _table(["setting", "value"], [[k, v] for k, v in report.settings.items()]),
+            "",
+        ]
     if report.notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     for name, p in plots.items():

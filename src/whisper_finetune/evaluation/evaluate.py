@@ -144,6 +144,8 @@ class UtteranceResult:
     end_time: float | None = None
     language: str | None = None
     origin: str = ""
+    # the hypothesis repeats a phrase (compression ratio > 2.4): a decoding loop
+    repetition: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ class EvalReport:
             "n_utts": self.n_utts,
             "n_ref_units": self.n_ref_units,
             "errors": self.errors,
+            "n_repetitions": sum(u.repetition for u in self.utterances),
             **extra,
             "audio_seconds": round(self.audio_seconds, 3),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
@@ -255,7 +258,7 @@ def evaluate(
 
 def _score_batch(transcriber, batch: list[Record], config: EvalConfig, elapsed: list[float]):
     from whisper_finetune.data.audio import SAMPLE_RATE
-    from whisper_finetune.evaluation.metrics import error_counts
+    from whisper_finetune.evaluation.metrics import error_counts, is_repetition
     from whisper_finetune.text import normalize_text
 
     def norm(text: str) -> str:
@@ -289,6 +292,7 @@ def _score_batch(transcriber, batch: list[Record], config: EvalConfig, elapsed: 
             end_time=record.end_time,
             language=language,
             origin=record.origin,
+            repetition=is_repetition(hyp),
         )
 
 

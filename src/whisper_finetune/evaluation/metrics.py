@@ -155,3 +155,23 @@ def cer(references: str | Sequence[str], hypotheses: str | Sequence[str]) -> flo
 def wer(references: str | Sequence[str], hypotheses: str | Sequence[str]) -> float:
     """Corpus-level word error rate; see :func:`score`."""
     return score(references, hypotheses, "wer")
+
+
+REPETITION_THRESHOLD = 2.4  # Whisper's compression_ratio_threshold
+
+
+def compression_ratio(text: str) -> float:
+    """UTF-8 length over zlib-compressed length, as Whisper's decoder computes it.
+
+    Ordinary text stays well below 2; a hypothesis that repeats a phrase compresses far
+    better (``"你不想要我" * 20`` gives about 11).
+    """
+    import zlib
+
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def is_repetition(text: str, threshold: float = REPETITION_THRESHOLD) -> bool:
+    """True when ``text`` repeats itself (a decoding loop): compression ratio over ``threshold``."""
+    return compression_ratio(text) > threshold

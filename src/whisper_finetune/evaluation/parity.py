@@ -57,13 +57,14 @@ def compare_conversion(
         transformers_model: the source (transformers folder or ``embedded:...``).
         ct2_model: the converted CTranslate2 folder.
         sample: an audio file.
-        options: decoding options (default ``DecodeOptions()``).
+        options: decoding options (default ``DecodeOptions.plain()``: one greedy pass,
+            so that sampling in a temperature fallback cannot make two equal models differ).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
     Returns:
         An :class:`Agreement` with both texts and the CER between them.
     """
-    options = options or DecodeOptions()
+    options = options or DecodeOptions.plain()
     samples = load_audio(sample)
     texts = []
     for model, backend in ((transformers_model, "transformers"), (ct2_model, "ct2")):

@@ -8,7 +8,7 @@ Each backend (``hf``, ``ct2``) is one module that takes a
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -59,11 +59,83 @@ def as_samples(audio: AudioInput) -> np.ndarray:
 
 
 def clamp_segments(segments: list[Segment], duration: float) -> list[Segment]:
-    """Drop empty segments and keep times within ``[0, duration]`` and in order."""
+    """Drop empty segments and those that start past the audio (in its padding); keep
+    times within ``[0, duration]`` and in order."""
     out = []
     for s in segments:
-        if not s.text:
+        if not s.text or (duration > 0 and s.start >= duration):
             continue
         end = min(max(s.end, s.start), duration)
         out.append(Segment(min(s.start, end), end, s.text, s.words))
     return out
+
+
+VAD_MARGIN_S = 0.5  # a segment this close to detected speech is kept
+
+
+def speech_regions(samples: np.ndarray) -> list[tuple[float, float]]:
+    """Where the Silero VAD (faster-whisper's) hears speech, in seconds."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    stamps = get_speech_timestamps(samples, VadOptions(), sampling_rate=SAMPLE_RATE)
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+
+def keep_speech(
+    transcript: Transcript, regions: list[tuple[float, float]], margin: float = VAD_MARGIN_S
+) -> Transcript:
+    """The transcript without the segments that lie outside every speech region.
+
+    Whisper invents text for silence, noise and music (loops, ``"谢谢观看"``); a segment
+    that overlaps no region the VAD found (widened by ``margin``) is such an invention.
+    """
+    if not transcript.segments:
+        return transcript if regions else Transcript("", transcript.language, transcript.duration)
+    kept = [
+        s
+        for s in transcript.segments
+        if any(s.start < end + margin and s.end > start - margin for start, end in regions)
+    ]
+    if len(kept) == len(transcript.segments):
+        return transcript
+    return Transcript.from_segments(kept, transcript.language, transcript.duration)
+
+
+def gated(
+    clips: Sequence[np.ndarray],
+    options: DecodeOptions,
+    decode: Callable[[list[np.ndarray]], list[Transcript]],
+) -> list[Transcript]:
+    """Decode ``clips`` with ``decode``, behind the VAD gate when the options ask for it.
+
+    With ``options.robust`` and ``options.vad_gate``, a clip without speech is not
+    decoded at all (empty transcript) and the others lose the segments outside speech.
+    """
+    if not (options.robust and options.vad_gate):
+        return decode(list(clips))
+    regions = [speech_regions(c) if c.size else [] for c in clips]
+    results: list[Transcript] = [
+        Transcript("", options.language, c.size / SAMPLE_RATE) for c in clips
+    ]
+    speech = [i for i, r in enumerate(regions) if r]
+    if speech:
+        decoded = decode([clips[i] for i in speech])
+        for i, t in zip(speech, decoded, strict=True):
+            results[i] = keep_speech(t, regions[i])
+    return results
+
+
+PROGRESS_MIN_SECONDS = 30.0  # audio longer than one window shows a progress bar on stderr
+
+
+def progress_bar(duration: float, enabled: bool = True):
+    """A tqdm bar on stderr in seconds of audio, for long audio; disabled otherwise."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=round(duration, 1),
+        unit="s",
+        desc="transcribing",
+        disable=not enabled or duration < PROGRESS_MIN_SECONDS,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
+    )

@@ -1,10 +1,10 @@
 """The CTranslate2 backend: Whisper through faster-whisper.
 
 faster-whisper returns segments as a lazy generator; :class:`CT2Transcriber` consumes it
-inside its own call, so decoding time and errors belong to that call. Decoding uses one
-temperature (no fallback schedule) and no compression/log-prob/no-speech thresholds,
-which is what the transformers backend does, so both give the same greedy text on the
-same weights.
+inside its own call, so decoding time and errors belong to that call. The temperature
+schedule and the compression-ratio, log-prob and no-speech thresholds come from
+:class:`~whisper_finetune.inference.transcript.DecodeOptions`, as on the transformers
+backend, so both decode alike (``robust=False``: one greedy pass on both).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from whisper_finetune.inference.base import (
     AudioInput,
     as_samples,
     clamp_segments,
+    gated,
+    progress_bar,
 )
 from whisper_finetune.inference.transcript import (
     DEFAULT_OPTIONS,
@@ -33,6 +35,14 @@ from whisper_finetune.inference.transcript import (
 logger = logging.getLogger(__name__)
 
 
+def _seed(seed: int | None) -> None:
+    """Seed CTranslate2's sampling (fallback temperatures) for the next call."""
+    if seed is not None:
+        import ctranslate2
+
+        ctranslate2.set_random_seed(seed)
+
+
 class CT2Transcriber:
     """Whisper through CTranslate2 (faster-whisper).
 
@@ -40,14 +50,20 @@ class CT2Transcriber:
         model_path: a CTranslate2 Whisper folder with ``tokenizer.json`` and
             ``preprocessor_config.json``.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        compute_type: CTranslate2 compute type: ``"default"`` (the model's own type, or the
-            nearest the device supports), ``"int8"``, ``"int8_float16"``, ``"float16"``,
-            ``"float32"``, ...
+        compute_type: CTranslate2 compute type: ``"default"`` (float16 on CUDA, the same
+            precision class as the transformers backend's default; on CPU the model's own
+            type, or the nearest the CPU supports),
+            ``"int8"``, ``"int8_float16"``, ``"float16"``, ``"float32"``, ...
         cpu_threads: threads per CPU worker; 0 leaves CTranslate2's default.
         num_workers: parallel workers when called from several threads.
         batch_size: above 1, faster-whisper's ``BatchedInferencePipeline`` decodes in
             batches: :meth:`transcribe` cuts the audio at pauses (Silero VAD) into
             chunks, and :meth:`transcribe_batch` treats each clip as one chunk.
+        pad_audio: pad clips shorter than 30 s with 30 s of silence *before* the log-mel,
+            as transformers' feature extractor (and so training) does. faster-whisper
+            alone pads the log-mel with zeros, which a fine-tuned model never saw; the
+            CER difference is measured in ``benchmarks/padding_robust.py``.
+        progress: show a progress bar on stderr for audio over 30 s.
     """
 
     backend = "ct2"
@@ -60,6 +76,8 @@ class CT2Transcriber:
         cpu_threads: int = 0,
         num_workers: int = 1,
         batch_size: int = 1,
+        pad_audio: bool = True,
+        progress: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -67,6 +85,19 @@ class CT2Transcriber:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_path = str(model_path)
         self.batch_size = batch_size
+        self.pad_audio = pad_audio
+        self.progress = progress
+        if compute_type == "default":
+            # like for like with the transformers backend on GPU: float16 on both (the
+            # model's own type, often float32 after a conversion, would compare fp32
+            # CTranslate2 with fp16 transformers); on CPU the model's own type
+            import ctranslate2
+
+            on_cuda = device.startswith("cuda") or (
+                device == "auto" and ctranslate2.get_cuda_device_count() > 0
+            )
+            compute_type = "float16" if on_cuda else "default"
+        self.compute_type = compute_type
         self.model = WhisperModel(
             self.model_path,
             device=device,
@@ -83,11 +114,11 @@ class CT2Transcriber:
             "task": options.task,
             "beam_size": options.beam_size,
             "best_of": 1,
-            # one temperature, no fallback: the same decoding as the transformers backend
-            "temperature": options.temperature,
-            "compression_ratio_threshold": None,
-            "log_prob_threshold": None,
-            "no_speech_threshold": None,
+            # the same schedule and thresholds as the transformers backend
+            "temperature": list(options.temperatures),
+            "compression_ratio_threshold": options.thresholds["compression_ratio_threshold"],
+            "log_prob_threshold": options.thresholds["logprob_threshold"],
+            "no_speech_threshold": options.thresholds["no_speech_threshold"],
             "condition_on_previous_text": options.condition_on_previous_text,
             "without_timestamps": options.without_timestamps,
             "initial_prompt": options.initial_prompt,
@@ -109,13 +140,18 @@ class CT2Transcriber:
     def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
         """Transcribe one audio of any length; see :class:`Transcriber`."""
         samples = as_samples(audio)
-        return self._transcribe(samples, options, batched=self.batch_size > 1)
+        return gated(
+            [samples],
+            options,
+            lambda kept: [self._transcribe(kept[0], options, batched=self.batch_size > 1)],
+        )[0]
 
     def _transcribe(self, samples: np.ndarray, options: DecodeOptions, batched: bool) -> Transcript:
         duration = samples.size / SAMPLE_RATE
         if samples.size == 0:
             return Transcript("", options.language, 0.0)
         kwargs = self._kwargs(options)
+        _seed(options.seed)
         if batched:
             from faster_whisper import BatchedInferencePipeline
 
@@ -124,9 +160,17 @@ class CT2Transcriber:
             pipeline = BatchedInferencePipeline(self.model)
             segments, info = pipeline.transcribe(samples, batch_size=self.batch_size, **kwargs)
         else:
+            if self.pad_audio and not options.vad_filter and samples.size < CHUNK_SAMPLES:
+                # one 30 s window of waveform zeros, as transformers and training see it
+                samples = np.pad(samples, (0, CHUNK_SAMPLES - samples.size))
             segments, info = self.model.transcribe(samples, **kwargs)
         # faster-whisper decodes lazily, while the generator is iterated: do it here
-        decoded = [self._segment(s) for s in segments]
+        decoded = []
+        with progress_bar(duration, self.progress) as bar:
+            for s in segments:
+                decoded.append(self._segment(s))
+                bar.update(max(0.0, min(float(s.end), duration) - bar.n))
+            bar.update(max(0.0, duration - bar.n))
         return Transcript.from_segments(clamp_segments(decoded, duration), info.language, duration)
 
     def stream(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS):
@@ -151,6 +195,9 @@ class CT2Transcriber:
         longer clips or an unknown language (detected per clip), clips run one by one.
         """
         clips = [as_samples(a) for a in audios]
+        return gated(clips, options, lambda kept: self._decode(kept, options))
+
+    def _decode(self, clips: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
         batchable = (
             self.batch_size > 1
             and options.language is not None
@@ -165,20 +212,23 @@ class CT2Transcriber:
     def _batched(self, clips: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
         from faster_whisper import BatchedInferencePipeline
 
+        # each clip's chunk: the clip, or (pad_audio) the clip and silence up to 30 s
+        sizes = [CHUNK_SAMPLES if self.pad_audio else c.size for c in clips]
         starts, position = [], 0
-        for clip in clips:
+        for size in sizes:
             starts.append(position)
-            position += -(-clip.size // SAMPLE_RATE) * SAMPLE_RATE + SAMPLE_RATE  # ceil + 1 s gap
+            position += -(-size // SAMPLE_RATE) * SAMPLE_RATE + SAMPLE_RATE  # ceil + 1 s gap
         joined = np.zeros(position, dtype=np.float32)
         for start, clip in zip(starts, clips, strict=True):
             joined[start : start + clip.size] = clip
         # whole-second starts are exact in float; the +0.5 keeps int(end * 16000) exact
         clip_timestamps = [
-            {"start": start / SAMPLE_RATE, "end": (start + clip.size + 0.5) / SAMPLE_RATE}
-            for start, clip in zip(starts, clips, strict=True)
+            {"start": start / SAMPLE_RATE, "end": (start + size + 0.5) / SAMPLE_RATE}
+            for start, size in zip(starts, sizes, strict=True)
         ]
         kwargs = self._kwargs(options)
         kwargs["vad_filter"] = False
+        _seed(options.seed)
         pipeline = BatchedInferencePipeline(self.model)
         segments, info = pipeline.transcribe(
             joined, batch_size=self.batch_size, clip_timestamps=clip_timestamps, **kwargs

@@ -21,6 +21,7 @@ Warm-up and timing are the caller's business.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -33,6 +34,8 @@ from whisper_finetune.inference.base import (
     AudioInput,
     as_samples,
     clamp_segments,
+    gated,
+    progress_bar,
 )
 from whisper_finetune.inference.transcript import (
     DEFAULT_OPTIONS,
@@ -56,10 +59,37 @@ class _BatchMaskWarningFilter(logging.Filter):
         return "attention mask is not set with a batched input" not in record.getMessage()
 
 
+class _TopKWarningFilter(logging.Filter):
+    """Drops "generation flags are not valid ... ['top_k']": top_k=0 is set on purpose for
+    the fallback's sampling (as faster-whisper samples), and the first pass is greedy."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("generation flags are not valid" in message and "['top_k']" in message)
+
+
 def _quiet_transformers() -> None:
-    target = logging.getLogger("transformers.generation.utils")
-    if not any(isinstance(f, _BatchMaskWarningFilter) for f in target.filters):
-        target.addFilter(_BatchMaskWarningFilter())
+    for name, kind in (
+        ("transformers.generation.utils", _BatchMaskWarningFilter),
+        ("transformers.generation.configuration_utils", _TopKWarningFilter),
+    ):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in target.filters):
+            target.addFilter(kind())
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device):
+    """Seed torch's sampling for one call, leaving the caller's random state as it was."""
+    import torch
+
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class HFTranscriber:
@@ -70,12 +100,17 @@ class HFTranscriber:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         compute_type: ``"default"`` (float16 on CUDA, float32 on CPU), ``"float32"``,
             ``"float16"`` or ``"bfloat16"``.
+        progress: show a progress bar on stderr for audio over 30 s.
     """
 
     backend = "transformers"
 
     def __init__(
-        self, model_path: str, device: str = "auto", compute_type: str = "default"
+        self,
+        model_path: str,
+        device: str = "auto",
+        compute_type: str = "default",
+        progress: bool = True,
     ) -> None:
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
@@ -91,6 +126,7 @@ class HFTranscriber:
                 f"use one of {sorted(dtypes)} (int8 needs --backend=ct2)"
             )
         self.model_path = str(model_path)
+        self.progress = progress
         self.device = torch.device(device)
         self.dtype = dtypes[compute_type]
         self.processor = WhisperProcessor.from_pretrained(self.model_path)
@@ -123,9 +159,6 @@ class HFTranscriber:
         """Decode clips that are all short (one generate call) or one long clip."""
         import torch
 
-        for name in CT2_ONLY:
-            if getattr(options, name):
-                raise ValueError(f"{name} is only supported by the ct2 backend (--backend=ct2)")
         long_form = any(len(c) > CHUNK_SAMPLES for c in clips)
         features, mask = self._features(clips, long_form)
         languages = [options.language] * len(clips)
@@ -145,13 +178,33 @@ class HFTranscriber:
             )
         if options.max_new_tokens is not None:
             kwargs["max_new_tokens"] = options.max_new_tokens
-        if options.temperature > 0:
-            kwargs.update(do_sample=True, temperature=options.temperature)
+        temperatures = options.temperatures
+        if len(temperatures) > 1 or temperatures[0] > 0:
+            # a tuple is transformers' fallback schedule; top_k=0 samples from the whole
+            # distribution, as faster-whisper does (transformers' default top_k is 50)
+            kwargs.update(temperature=temperatures if len(temperatures) > 1 else temperatures[0])
+            kwargs.update(top_k=0, do_sample=temperatures[0] > 0)
+        kwargs.update(options.thresholds)
+        if kwargs["no_speech_threshold"] is not None and kwargs["logprob_threshold"] is None:
+            kwargs["no_speech_threshold"] = None  # transformers' no-speech test needs the log-prob
         if options.initial_prompt:
             prompt = self.processor.get_prompt_ids(options.initial_prompt, return_tensors="pt")
             kwargs.update(prompt_ids=prompt.to(self.device), prompt_condition_type="first-segment")
-        with torch.inference_mode():
+        duration = max(len(c) for c in clips) / SAMPLE_RATE
+        with (
+            torch.inference_mode(),
+            _seeded(options.seed, self.device),
+            progress_bar(duration, self.progress and long_form) as bar,
+        ):
+            if long_form:
+
+                def monitor(p_batch) -> None:  # (seek, max_frames) in 10 ms frames, per clip
+                    done = float(p_batch[:, 0].min()) / 100
+                    bar.update(max(0.0, min(done, duration) - bar.n))
+
+                kwargs["monitor_progress"] = monitor
             out = self.model.generate(features, **kwargs)
+            bar.update(max(0.0, duration - bar.n))
         decode = self.processor.tokenizer.decode
         transcripts = []
         for clip, language, raw in zip(clips, languages, out["segments"], strict=True):
@@ -171,10 +224,7 @@ class HFTranscriber:
 
     def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
         """Transcribe one audio of any length; see :class:`Transcriber`."""
-        samples = as_samples(audio)
-        if samples.size == 0:
-            return Transcript("", options.language, 0.0)
-        return self._generate([samples], options)[0]
+        return self.transcribe_batch([as_samples(audio)], options)[0]
 
     def transcribe_batch(
         self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
@@ -182,9 +232,15 @@ class HFTranscriber:
         """Transcribe clips; those up to 30 s share one batched ``generate`` call.
 
         Longer clips are transcribed one by one (long-form), empty ones give an empty
-        transcript.
+        transcript; with robust decoding, so do clips without speech (VAD gate).
         """
+        for name in CT2_ONLY:
+            if getattr(options, name):
+                raise ValueError(f"{name} is only supported by the ct2 backend (--backend=ct2)")
         clips = [as_samples(a) for a in audios]
+        return gated(clips, options, lambda kept: self._decode(kept, options))
+
+    def _decode(self, clips: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
         results: list[Transcript | None] = [None] * len(clips)
         short = [i for i, c in enumerate(clips) if 0 < c.size <= CHUNK_SAMPLES]
         if short:
@@ -192,5 +248,8 @@ class HFTranscriber:
                 results[i] = t
         for i, clip in enumerate(clips):
             if results[i] is None:
-                results[i] = self.transcribe(clip, options)
+                if clip.size == 0:
+                    results[i] = Transcript("", options.language, 0.0)
+                else:
+                    results[i] = self._generate([clip], options)[0]
         return results  # type: ignore[return-value]

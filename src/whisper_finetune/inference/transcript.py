@@ -17,16 +17,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 TASKS = ("transcribe", "translate")
-OUTPUT_FORMATS = ("json", "txt", "srt", "vtt")
+# word_srt / word_vtt: one cue per word (needs word timestamps: --word_timestamps on ct2)
+OUTPUT_FORMATS = ("json", "txt", "srt", "vtt", "word_srt", "word_vtt")
 
 
 @dataclass(frozen=True)
 class DecodeOptions:
     """How to decode; shared by every backend. Vary it with :func:`dataclasses.replace`.
 
-    The defaults are greedy decoding with segment timestamps and no conditioning on the
-    previous window's text, which makes the two backends give the same text on the
-    same model and avoids the repetition loops that conditioning causes on long audio.
+    The defaults are Whisper's robust decoding (greedy first, temperature fallback from 0
+    to 1.0 in steps of 0.2 for a window whose compression ratio exceeds 2.4 or whose
+    average log-probability is below -1.0, and no text for a window whose no-speech
+    probability exceeds 0.6 while its log-probability is low), with segment timestamps
+    and no conditioning on the previous window's text: silence, noise and music give no
+    text instead of invented loops. ``robust=False`` (:meth:`plain`) is one greedy or
+    beam pass, for benchmarks that compare decoders like for like.
     """
 
     # language of the audio ("zh", "en", ...); None detects it from the first 30 s
@@ -42,9 +47,58 @@ class DecodeOptions:
     beam_size: int = field(
         default=1, metadata={"help": "beam width; 1 is greedy search", "aliases": ["num_beams"]}
     )
-    # 0 is deterministic; > 0 samples (no fallback schedule: one temperature only)
+    # the first temperature; 0 is deterministic, > 0 samples
     temperature: float = field(
-        default=0.0, metadata={"help": "sampling temperature; 0 = deterministic"}
+        default=0.0,
+        metadata={"help": "(first) sampling temperature; 0 = greedy/beam search"},
+    )
+    # Whisper's robust decoding: temperature fallback and the three thresholds below
+    robust: bool = field(
+        default=True,
+        metadata={
+            "help": "Whisper's robust decoding: a window whose text repeats (compression "
+            "ratio) or is unlikely (log-prob) is decoded again at a higher temperature, and "
+            "a window judged silent (no-speech) gives no text; false = one plain "
+            "greedy/beam pass (for benchmarks like for like with plain decoders)"
+        },
+    )
+    # sampling (temperature > 0, fallback) is seeded per call: the same audio, the same text
+    seed: int | None = field(
+        default=0,
+        metadata={
+            "help": "seed of sampling (fallback temperatures); none = a fresh draw each call"
+        },
+    )
+    # the Silero VAD (shipped with faster-whisper) in front of both backends
+    vad_gate: bool = field(
+        default=True,
+        metadata={
+            "help": "robust: give no text for audio in which the Silero VAD finds no speech, "
+            "and drop segments that lie outside the speech it finds (both backends)"
+        },
+    )
+    # temperatures tried after a failed window: temperature + k * step, up to 1.0
+    temperature_increment_on_fallback: float | None = field(
+        default=0.2,
+        metadata={
+            "help": "robust: temperature step of the fallback (0 to 1.0); none = no fallback"
+        },
+    )
+    compression_ratio_threshold: float | None = field(
+        default=2.4,
+        metadata={
+            "help": "robust: gzip compression ratio above which a window is a repetition loop"
+        },
+    )
+    logprob_threshold: float | None = field(
+        default=-1.0,
+        metadata={"help": "robust: average log-probability below which a window is decoded again"},
+    )
+    no_speech_threshold: float | None = field(
+        default=0.6,
+        metadata={
+            "help": "robust: no-speech probability above which an unlikely window is silence"
+        },
     )
     # predict timestamp tokens; False gives one segment per 30 s window
     without_timestamps: bool = field(
@@ -85,8 +139,31 @@ class DecodeOptions:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        step = self.temperature_increment_on_fallback
+        if step is not None and not (math.isfinite(step) and step >= 0):
+            raise ValueError(f"temperature_increment_on_fallback must be >= 0, got {step}")
         if self.language is not None:
             object.__setattr__(self, "language", language_code(self.language))
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        """The temperatures tried in turn: one without robust decoding or a fallback step."""
+        step = self.temperature_increment_on_fallback
+        if not self.robust or not step or self.temperature >= 1.0:
+            return (self.temperature,)
+        count = int(round((1.0 - self.temperature) / step)) + 1
+        return tuple(round(min(self.temperature + i * step, 1.0), 6) for i in range(count))
+
+    @property
+    def thresholds(self) -> dict[str, float | None]:
+        """The three thresholds, all None without robust decoding."""
+        names = ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold")
+        return {n: getattr(self, n) if self.robust else None for n in names}
+
+    @classmethod
+    def plain(cls, **kwargs: Any) -> DecodeOptions:
+        """One greedy (or beam) pass without fallback or thresholds: benchmark decoding."""
+        return cls(robust=False, **kwargs)
 
 
 def language_code(language: str) -> str | None:
@@ -252,20 +329,42 @@ def _timed_segments(transcript: Transcript) -> tuple[Segment, ...]:
     return ()
 
 
-def to_srt(transcript: Transcript) -> str:
-    """The transcript as SubRip subtitles, one numbered cue per segment."""
+def _word_cues(transcript: Transcript) -> tuple[Segment, ...]:
+    """One cue per word; a segment without word timings stays one cue.
+
+    Raises:
+        ValueError: when no segment has word timings (decode with ``word_timestamps``).
+    """
+    segments = _timed_segments(transcript)
+    if segments and not any(s.words for s in segments):
+        raise ValueError(
+            "word-level subtitles need word timestamps: decode with --word_timestamps "
+            "(ct2 backend)"
+        )
+    cues: list[Segment] = []
+    for s in segments:
+        if not s.words:
+            cues.append(s)
+        cues.extend(Segment(w.start, w.end, w.word.strip()) for w in s.words if w.word.strip())
+    return tuple(cues)
+
+
+def to_srt(transcript: Transcript, word_level: bool = False) -> str:
+    """The transcript as SubRip subtitles, one numbered cue per segment (or per word)."""
     cues = [
         f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"
-        for i, s in enumerate(_timed_segments(transcript), start=1)
+        for i, s in enumerate(
+            _word_cues(transcript) if word_level else _timed_segments(transcript), start=1
+        )
     ]
     return "\n".join(cues)
 
 
-def to_vtt(transcript: Transcript) -> str:
-    """The transcript as WebVTT subtitles."""
+def to_vtt(transcript: Transcript, word_level: bool = False) -> str:
+    """The transcript as WebVTT subtitles, one cue per segment (or per word)."""
     cues = [
         f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n"
-        for s in _timed_segments(transcript)
+        for s in (_word_cues(transcript) if word_level else _timed_segments(transcript))
     ]
     return "WEBVTT\n\n" + "\n".join(cues)
 
@@ -275,7 +374,8 @@ def format_transcript(transcript: Transcript, output_format: str = "json") -> st
 
     Args:
         transcript: what to render.
-        output_format: one of :data:`OUTPUT_FORMATS`.
+        output_format: one of :data:`OUTPUT_FORMATS` (``word_srt``/``word_vtt``: one cue
+            per word, from word timestamps).
 
     Returns:
         The text, ending with a newline. JSON keeps Chinese characters as they are
@@ -292,4 +392,8 @@ def format_transcript(transcript: Transcript, output_format: str = "json") -> st
         return to_srt(transcript)
     if output_format == "vtt":
         return to_vtt(transcript)
+    if output_format == "word_srt":
+        return to_srt(transcript, word_level=True)
+    if output_format == "word_vtt":
+        return to_vtt(transcript, word_level=True)
     raise ValueError(f"unknown output format {output_format!r}; expected one of {OUTPUT_FORMATS}")

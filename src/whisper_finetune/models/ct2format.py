@@ -140,7 +140,11 @@ def _state_dict(variables: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dic
                 sd[f"{dst}.bias"] = bias[i * size : (i + 1) * size]
 
     def self_attention(src: str, dst: str) -> None:
-        fused(f"{src}/linear_0", [f"{dst}.q_proj", f"{dst}.k_proj", f"{dst}.v_proj"], [True, False, True])
+        fused(
+            f"{src}/linear_0",
+            [f"{dst}.q_proj", f"{dst}.k_proj", f"{dst}.v_proj"],
+            [True, False, True],
+        )
         linear(f"{src}/linear_1", f"{dst}.out_proj")
 
     def ffn(src: str, dst: str) -> None:
@@ -151,7 +155,9 @@ def _state_dict(variables: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dic
     linear("encoder/conv1", "model.encoder.conv1")
     linear("encoder/conv2", "model.encoder.conv2")
     for side in ("encoder", "decoder"):
-        sd[f"model.{side}.embed_positions.weight"] = _float(variables, f"{side}/position_encodings/encodings")
+        sd[f"model.{side}.embed_positions.weight"] = _float(
+            variables, f"{side}/position_encodings/encodings"
+        )
         norm(f"{side}/layer_norm", f"model.{side}.layer_norm")
     sd["model.decoder.embed_tokens.weight"] = _float(variables, "decoder/embeddings/weight")
     for i in range(n_enc):
@@ -164,7 +170,11 @@ def _state_dict(variables: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dic
         self_attention(f"{src}/self_attention", f"{dst}.self_attn")
         norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
         linear(f"{src}/attention/linear_0", f"{dst}.encoder_attn.q_proj")
-        fused(f"{src}/attention/linear_1", [f"{dst}.encoder_attn.k_proj", f"{dst}.encoder_attn.v_proj"], [False, True])
+        fused(
+            f"{src}/attention/linear_1",
+            [f"{dst}.encoder_attn.k_proj", f"{dst}.encoder_attn.v_proj"],
+            [False, True],
+        )
         linear(f"{src}/attention/linear_2", f"{dst}.encoder_attn.out_proj")
         norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
         ffn(f"{src}/ffn", dst)
@@ -224,7 +234,9 @@ def _generation_config(ct2_config: dict, tokenizer, n_dec_layers: int):
     return config
 
 
-def ct2_to_transformers(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def ct2_to_transformers(
+    src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False
+) -> Path:
     """Turn a CTranslate2 Whisper folder into a transformers folder.
 
     The output holds ``model.safetensors``, ``config.json``, ``generation_config.json``,
@@ -251,7 +263,9 @@ def ct2_to_transformers(src: str | os.PathLike, dst: str | os.PathLike, *, overw
     check_replaceable(dst, kind="model", sources=(src,), what="DST")
     if dst.exists() and any(dst.iterdir()) and not overwrite:
         raise FileExistsError(f"{dst} exists and is not empty (pass overwrite to replace it)")
-    ct2_config = json.loads((src / "config.json").read_text()) if (src / "config.json").is_file() else {}
+    ct2_config = (
+        json.loads((src / "config.json").read_text()) if (src / "config.json").is_file() else {}
+    )
     variables, _ = read_model_bin(src / "model.bin")
     n_enc, n_dec = _count_layers(variables, "encoder"), _count_layers(variables, "decoder")
     vocab_size, d_model = variables["decoder/embeddings/weight"].shape
@@ -278,13 +292,25 @@ def ct2_to_transformers(src: str | os.PathLike, dst: str | os.PathLike, *, overw
     config.decoder_start_token_id = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in _state_dict(variables, n_enc, n_dec).items()}
+    state = {
+        k: torch.from_numpy(np.ascontiguousarray(v))
+        for k, v in _state_dict(variables, n_enc, n_dec).items()
+    }
     state["proj_out.weight"] = state["model.decoder.embed_tokens.weight"]
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
-        raise CT2FormatError(f"{src}: weights do not fit Whisper: missing {missing}, unexpected {unexpected}")
+        raise CT2FormatError(
+            f"{src}: weights do not fit Whisper: missing {missing}, unexpected {unexpected}"
+        )
     model.tie_weights()
     model.generation_config = _generation_config(ct2_config, tokenizer, n_dec)
+    # as openai/whisper-*'s own files: config.json carries the real suppress lists (not
+    # WhisperConfig's English-only default begin_suppress_tokens=[220, 50256]), and the
+    # tokenizer knows its pad token and its 448-token context
+    config.begin_suppress_tokens = list(model.generation_config.begin_suppress_tokens)
+    config.suppress_tokens = list(model.generation_config.suppress_tokens)
+    tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.model_max_length = config.max_target_positions
     model.eval()
 
     with staged_dir(dst, replace=overwrite) as tmp:

@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 def embedded_ct2(name: str = "whisper-base") -> Path:
     """The embedded model as a CTranslate2 folder, assembled on first use."""
     if name not in EMBEDDED_MODELS:
-        raise ModelNotFoundError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+        raise ModelNotFoundError(
+            f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}"
+        )
     dst = cache_home() / "embedded" / name / "ct2"
     if (dst / "model.bin").is_file():
         return dst
@@ -37,7 +39,9 @@ def embedded_ct2(name: str = "whisper-base") -> Path:
             for i, folder in enumerate(parts, start=1):
                 part = folder / f"model.bin.part{i}"
                 if not part.is_file():
-                    raise ModelNotFoundError(f"{part} is missing: reinstall {EMBEDDED_MODELS[name][i - 1]}")
+                    raise ModelNotFoundError(
+                        f"{part} is missing: reinstall {EMBEDDED_MODELS[name][i - 1]}"
+                    )
                 with open(part, "rb") as f:
                     shutil.copyfileobj(f, out, 16 << 20)
         for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):

@@ -47,7 +47,9 @@ def hub_model(name: str) -> str:
 
 def missing_folder(name: str) -> bool:
     """True when ``name`` names a local path (it exists, or is spelled like one), not a hub id."""
-    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    return (
+        Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    )
 
 
 def resolve_transformers(name: str | os.PathLike) -> str:
@@ -69,7 +71,9 @@ def resolve_transformers(name: str | os.PathLike) -> str:
                 f"{path} is a CTranslate2 model; use --backend=ct2, or turn it into a "
                 f"transformers model with: whisper-finetune models import-ct2 {path} DST"
             )
-        raise ModelNotFoundError(f"{path} holds no Whisper model (no model.bin, no config.json + weights)")
+        raise ModelNotFoundError(
+            f"{path} holds no Whisper model (no model.bin, no config.json + weights)"
+        )
     if missing_folder(name):
         raise ModelNotFoundError(f"model folder not found: {name}")
     return hub_model(name)

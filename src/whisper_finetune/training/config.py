@@ -95,6 +95,11 @@ class FinetuneConfig:
     )
     adalora_delta_t: int = _f(10, "AdaLoRA: steps between rank reallocations")
     adalora_orth_reg_weight: float = _f(0.5, "AdaLoRA: orthogonality regularisation weight")
+    adalora_alpha: int | None = _f(
+        None,
+        "AdaLoRA: alpha (scaling = alpha / init_r); default 2 * --adalora_init_r, the same "
+        "scale as LoRA's default (--lora_alpha is LoRA's and is not used by AdaLoRA)",
+    )
     freeze_encoder: bool = _f(
         False, "train nothing in the encoder (full: frozen weights; LoRA: decoder-only adapters)"
     )
@@ -140,7 +145,16 @@ class FinetuneConfig:
         "error rate used for evaluation and best-checkpoint selection",
         choices=("cer", "wer"),
     )
-    generation_max_length: int = _f(128, "max tokens generated per clip during evaluation")
+    generation_max_length: int | None = _f(
+        None,
+        "max tokens generated per clip during evaluation, prompt included; default: twice "
+        "the batch's longest label, at most 448 (a fixed 128 cut packed 28 s windows short)",
+    )
+    max_nonfinite_steps: int = _f(
+        10,
+        "skip optimizer steps whose loss is NaN/inf (with a warning naming the samples); "
+        "stop the run after this many",
+    )
     report_to: tuple[str, ...] = _f(
         ("tensorboard",), "logging integrations (tensorboard, none, ...)"
     )
@@ -267,6 +281,12 @@ class FinetuneConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive")
+        if self.adalora_alpha is not None and self.adalora_alpha <= 0:
+            raise ValueError("--adalora_alpha must be positive")
+        if self.generation_max_length is not None and not 0 < self.generation_max_length <= 448:
+            raise ValueError("--generation_max_length must be in 1..448 (Whisper's context)")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError("--max_nonfinite_steps must be >= 0")
         if self.adalora_target_r > self.adalora_init_r:
             raise ValueError("--adalora_target_r must not exceed --adalora_init_r")
         if not 0 <= self.lora_dropout < 1:

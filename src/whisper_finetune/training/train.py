@@ -22,15 +22,20 @@ The forgetting guard (``guard_data``, ``guard_max_increase``) is described in
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from whisper_finetune.training.checkpoints import (
+    _check_adalora_resume,
+    _clear_previous_run,
+    _drop_incomplete_checkpoints,
+    _resume_path,
+    latest_checkpoint,
+)
 from whisper_finetune.training.config import FinetuneConfig, adalora_total_step
 
 __all__ = [
@@ -44,7 +49,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CACHE_LIMIT_BYTES = 2 * 1024**3  # cache_features=None caches log-mels of data sets below this
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -60,92 +64,6 @@ class FinetuneResult:
     guard_baseline: float | None = None
     guard_ok: bool | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The highest-numbered *complete* checkpoint (one with ``trainer_state.json``).
-
-    The Trainer writes ``trainer_state.json`` last, so a checkpoint cut short by a kill
-    lacks it and is passed over.
-    """
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    found = [
-        (int(m.group(1)), p)
-        for p in folder.iterdir()
-        if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()
-    ]
-    return max(found)[1] if found else None
-
-
-def _drop_incomplete_checkpoints(output_dir: str | os.PathLike) -> None:
-    """Delete checkpoint folders that a kill cut short (no ``trainer_state.json``).
-
-    The resumed run would write over them anyway; left alone they would count towards
-    ``save_total_limit`` and could be taken for real checkpoints.
-    """
-    import shutil
-
-    for path in Path(output_dir).glob("checkpoint-*"):
-        if _CHECKPOINT.match(path.name) and not (path / "trainer_state.json").is_file():
-            logger.warning("removing incomplete checkpoint %s (its run was interrupted)", path)
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _clear_previous_run(output_dir: str | os.PathLike) -> None:
-    """``--overwrite_output_dir``: remove the previous run's checkpoints and results."""
-    import shutil
-
-    folder = Path(output_dir)
-    for path in [*folder.glob("checkpoint-*"), folder / "final"]:
-        if path.is_dir() and (path.name == "final" or _CHECKPOINT.match(path.name)):
-            shutil.rmtree(path)
-    for name in ("trainer_state.json", "guard_baseline.json", "data_report.json"):
-        (folder / name).unlink(missing_ok=True)
-    logger.warning("--overwrite_output_dir: removed the previous run's checkpoints in %s", folder)
-
-
-def _resume_path(cfg: FinetuneConfig) -> str | None:
-    value = cfg.resume_from_checkpoint
-    if not value:
-        if latest_checkpoint(cfg.output_dir) is not None and not cfg.overwrite_output_dir:
-            raise ValueError(
-                f"{cfg.output_dir} already holds checkpoints: pass --resume_from_checkpoint=true to "
-                f"continue that run, or --overwrite_output_dir to start over in it"
-            )
-        return None
-    if value.lower() in ("true", "yes", "1", "latest"):
-        found = latest_checkpoint(cfg.output_dir)
-        if found is None:
-            raise ValueError(
-                f"--resume_from_checkpoint=true: no complete checkpoint in {cfg.output_dir}"
-            )
-        return str(found)
-    if not (Path(value) / "trainer_state.json").is_file():
-        raise ValueError(
-            f"--resume_from_checkpoint: {value} is not a complete checkpoint (no trainer_state.json)"
-        )
-    return value
-
-
-def _check_adalora_resume(cfg: FinetuneConfig, checkpoint: str | None) -> None:
-    """AdaLoRA resumes only from checkpoints saved before pruning began.
-
-    peft saves a pruned AdaLoRA adapter cut down to its rank pattern, and cannot load
-    such a checkpoint back into a model that is still being pruned (size mismatch);
-    its rank-importance statistics are not checkpointed either.
-    """
-    if cfg.method != "adalora" or checkpoint is None:
-        return
-    adapter = json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8"))
-    if adapter.get("rank_pattern"):
-        raise ValueError(
-            f"cannot resume AdaLoRA from {checkpoint}: its ranks were already pruned, and peft cannot "
-            f"load a pruned AdaLoRA checkpoint back for training. The checkpoint is a usable adapter "
-            f"(merge or evaluate it), or restart the run (LoRA runs resume exactly)."
-        )
-    logger.warning("resuming AdaLoRA: its rank-importance statistics restart from zero")
 
 
 def _load_data(cfg: FinetuneConfig, labels, feature_extractor, is_main: bool):
@@ -180,9 +98,7 @@ def _load_data(cfg: FinetuneConfig, labels, feature_extractor, is_main: bool):
         augmenter = (
             Augmenter.from_file(cfg.augment_config) if train and cfg.augment_config else None
         )
-        cache = cfg.cache_features
-        if cache is None:  # log-mels are n_mels x 3000 float32 per clip
-            cache = len(kept) * feature_extractor.feature_size * 3000 * 4 < CACHE_LIMIT_BYTES
+        cache = cache_features(cfg, len(kept), feature_extractor.feature_size)
         datasets[name] = WhisperDataset(
             kept,
             feature_extractor,
@@ -191,12 +107,32 @@ def _load_data(cfg: FinetuneConfig, labels, feature_extractor, is_main: bool):
             augmenter=augmenter,
             seed=cfg.seed,
             cache_features=cache,
+            attention_mask=train and cfg.apply_spec_augment,  # SpecAugment masks only audio
         )
     if is_main:
         path = write_reports(reports, Path(cfg.output_dir) / "data_report.json")
         if any(r.skipped for r in reports):
             logger.warning("skipped samples are listed in %s", path)
     return datasets
+
+
+def cache_features(cfg: FinetuneConfig, n_clips: int, n_mels: int) -> bool:
+    """Whether a data set keeps its log-mels in memory.
+
+    Only without dataloader workers: each worker would fill a private cache that dies
+    with it at the end of every epoch, so the cache would cost memory and never hit.
+    """
+    if cfg.num_workers:
+        if cfg.cache_features:
+            logger.warning(
+                "--cache_features is off with --num_workers=%d: each worker's cache would be "
+                "lost at every epoch's end",
+                cfg.num_workers,
+            )
+        return False
+    if cfg.cache_features is None:  # log-mels are n_mels x 3000 float32 per clip
+        return n_clips * n_mels * 3000 * 4 < CACHE_LIMIT_BYTES
+    return cfg.cache_features
 
 
 def _cpu_has_bf16() -> bool:
@@ -264,6 +200,7 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
         NonFiniteLossCallback,
         WeightDigestCallback,
     )
+    from whisper_finetune.training.losses import adalora_orth_reg
     from whisper_finetune.training.trainer import (
         GuardPolicy,
         WhisperTrainer,
@@ -324,6 +261,9 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
         task=cfg.task,
         metric=cfg.metric,
         guard_dataset=data["guard"],
+        loss_terms=[adalora_orth_reg] if cfg.method == "adalora" else [],
+        max_nonfinite_steps=cfg.max_nonfinite_steps,
+        generation_max_length=cfg.generation_max_length,
     )
     baseline = None
     if data["guard"] is not None:

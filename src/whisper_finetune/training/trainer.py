@@ -1,7 +1,8 @@
 """The Trainer side of a run: ``Seq2SeqTrainer`` subclass, metrics, arguments, guard.
 
-Evaluation generates greedily (``predict_with_generate``, in the run's language and
-task) and scores CER/WER with the project's normalizer, next to the eval loss.
+Evaluation generates greedily (``predict_with_generate``, each sample in its own
+language, up to twice its label's length) and scores CER/WER with the project's
+normalizer, next to the eval loss.
 
 **The forgetting guard.** ``guard_data`` is a second eval set, typically real speech
 outside the fine-tuning domain. Its error rate is logged as ``eval_guard_<metric>``
@@ -49,16 +50,74 @@ class GuardPolicy:
 
 
 class WhisperTrainer(Seq2SeqTrainer):
-    """``Seq2SeqTrainer`` that generates in the run's language and watches a guard set."""
+    """``Seq2SeqTrainer`` that decodes each sample in its own language and watches a guard set.
 
-    def __init__(self, *args, language: str, task: str, metric: str, guard_dataset=None, **kwargs):
+    * The training loss is the model's loss plus the terms in :attr:`loss_terms`
+      (:meth:`compute_loss` is the one place where extra terms are added; AdaLoRA's
+      orthogonal regularizer is one, see :func:`whisper_finetune.training.losses.adalora_orth_reg`).
+    * A non-finite loss skips its optimizer step with a warning naming the batch's
+      manifest lines (:class:`~whisper_finetune.training.losses.NonFiniteGuard`); after
+      ``max_nonfinite_steps`` such steps the run stops with an error.
+    * Evaluation generates each sample in its own language (a mixed zh/en dev set is
+      not scored on forced-Mandarin output), with a length limit derived from the labels.
+    """
+
+    def __init__(
+        self,
+        *args,
+        language: str,
+        task: str,
+        metric: str,
+        guard_dataset=None,
+        loss_terms=(),
+        max_nonfinite_steps: int = 10,
+        generation_max_length: int | None = None,
+        **kwargs,
+    ):
+        from whisper_finetune.training.losses import NonFiniteGuard
+
         super().__init__(*args, **kwargs)
         self.language, self.task, self.metric = language, task, metric
         self.guard_dataset = guard_dataset
         self.guard_policy: GuardPolicy | None = None
+        self.loss_terms = list(loss_terms)  # callables model -> scalar tensor, added in training
+        self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
+        self.add_callback(self.nonfinite)
+        self.generation_max_length = generation_max_length
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's loss, plus the extra terms; a non-finite loss is neutralised."""
+        inputs = dict(inputs)
+        origins = inputs.pop("origins", None)
+        inputs.pop("languages", None)
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        if model.training:
+            for term in self.loss_terms:  # the one place where extra loss terms are added
+                loss = loss + term(model)
+            loss = self.nonfinite.check(loss, model, origins, self.state.global_step)
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        inputs = dict(inputs)
+        inputs.pop("origins", None)
+        inputs.pop("attention_mask", None)  # SpecAugment's; generation needs none
+        languages = inputs.pop("languages", None)
+        if not gen_kwargs and hasattr(self, "_gen_kwargs"):
+            gen_kwargs = self._gen_kwargs.copy()
+        if languages and gen_kwargs.get("language") is None:
+            gen_kwargs["language"] = list(languages)  # each sample in its own language
+        gen_kwargs.setdefault("language", self.language)
+        gen_kwargs.setdefault("task", self.task)
+        if "labels" in inputs and not self.generation_max_length:
+            gen_kwargs.pop("max_new_tokens", None)
+            gen_kwargs["max_length"] = generation_limit(inputs["labels"].shape[-1])
+        return super().prediction_step(
+            model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs
+        )
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
-        gen_kwargs.setdefault("language", self.language)
         gen_kwargs.setdefault("task", self.task)
         metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
         if eval_dataset is not None or metric_key_prefix != "eval" or self.guard_dataset is None:
@@ -73,6 +132,17 @@ class WhisperTrainer(Seq2SeqTrainer):
             )
             self.log({key: metrics[key]})
         return metrics
+
+
+def generation_limit(label_length: int) -> int:
+    """The ``max_length`` to generate for a batch whose labels are ``label_length`` long.
+
+    Labels hold everything after ``<|startoftranscript|>`` (language, task, timestamps
+    flag, text, end), so the reference fits in ``label_length + 1`` tokens; twice that
+    leaves room for a wrong, longer hypothesis (scored as insertions) without letting a
+    repetition loop run to 448 tokens on every clip. Whisper's context caps it at 448.
+    """
+    return min(448, max(32, 2 * (label_length + 1)))
 
 
 def compute_metrics(tokenizer, metric: str):
@@ -123,6 +193,7 @@ def training_arguments(cfg: FinetuneConfig, has_eval: bool, world_size: int):
         metric_for_best_model=selection,
         greater_is_better=False if selection else None,
         predict_with_generate=True,
+        # None: derived from each batch's labels (WhisperTrainer.prediction_step)
         generation_max_length=cfg.generation_max_length,
         generation_num_beams=1,
         fp16=cfg.precision == "fp16",

@@ -47,12 +47,16 @@ class PackConfig:
     seed: int = field(default=0, metadata={"help": "seed for the shuffle"})
     keep_single: float = field(
         default=0.0,
-        metadata={"help": "share of utterances also kept unpacked (0..1), for short-clip inference"},
+        metadata={
+            "help": "share of utterances also kept unpacked (0..1), for short-clip inference"
+        },
     )
 
     def __post_init__(self) -> None:
         if not 0 < self.max_duration <= WINDOW_SECONDS:
-            raise ValueError(f"max_duration must be in (0, {WINDOW_SECONDS}], got {self.max_duration}")
+            raise ValueError(
+                f"max_duration must be in (0, {WINDOW_SECONDS}], got {self.max_duration}"
+            )
         if self.gap < 0:
             raise ValueError(f"gap must be >= 0, got {self.gap}")
         if not 0 <= self.keep_single <= 1:
@@ -71,7 +75,14 @@ class PackResult:
 
 def _join(left: str, right: str) -> str:
     """Concatenate texts; a space only between two Latin letters or digits."""
-    if left and right and left[-1].isascii() and left[-1].isalnum() and right[0].isascii() and right[0].isalnum():
+    if (
+        left
+        and right
+        and left[-1].isascii()
+        and left[-1].isalnum()
+        and right[0].isascii()
+        and right[0].isalnum()
+    ):
         return f"{left} {right}"
     return left + right
 
@@ -136,13 +147,20 @@ def pack_manifest(config: PackConfig) -> PackResult:
                 pieces.append(gap)
                 t += len(gap) / SAMPLE_RATE
             duration = len(samples) / SAMPLE_RATE
-            sentences += [TimedText(round(s.start + t, 3), round(s.end + t, 3), s.text) for s in _timed(record, duration)]
+            sentences += [
+                TimedText(round(s.start + t, 3), round(s.end + t, 3), s.text)
+                for s in _timed(record, duration)
+            ]
             text = _join(text, record.sentence)
             pieces.append(samples)
             t += duration
         path = audio_dir / f"window-{n_windows:06d}.wav"
         write_wav(path, np.concatenate(pieces))
-        out.append(Record(str(path), text, round(t, 3), sentences=tuple(sentences), language=language or None))
+        out.append(
+            Record(
+                str(path), text, round(t, 3), sentences=tuple(sentences), language=language or None
+            )
+        )
         n_windows += 1
         total += t
 
@@ -171,8 +189,11 @@ def pack_manifest(config: PackConfig) -> PackResult:
     write_manifest(out, output)
     logger.info(
         "packed %d utterances into %d windows (%.1f min) + %d single + %d unpacked -> %s",
-        len(records), n_windows, total / 60, n_single, n_unpacked, output,
+        len(records),
+        n_windows,
+        total / 60,
+        n_single,
+        n_unpacked,
+        output,
     )
     return PackResult(output, len(records), n_windows, n_single, n_unpacked, total)
-
-

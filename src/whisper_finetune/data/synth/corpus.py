@@ -84,7 +84,6 @@ class _Job:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-
 def _valid_duration(path: Path) -> float | None:
     """The duration of a finished wav of ours, or None if it is missing or unusable."""
     import soundfile as sf

@@ -36,9 +36,6 @@ class HskSentence:
     pinyin: str  # numbered pinyin with clause breaks, ready for espeak-ng
 
 
-
-
-
 def clean_pinyin(pinyin_numbered: str) -> list[str]:
     """Normalise numbered pinyin into syllables espeak-ng's pinyin voice can say.
 
@@ -167,7 +164,6 @@ def select_sentences(
                     picked.append(queue.pop())
         chosen[split] = picked
     return chosen
-
 
 
 def stable_hash(key: str) -> int:

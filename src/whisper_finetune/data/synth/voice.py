@@ -21,8 +21,6 @@ _INSTALL_HINT = (
 )
 
 
-
-
 def check_espeak(
     espeak: str = "espeak-ng", voice: str = "cmn-latn-pinyin", variants: Sequence[str] = ()
 ) -> str:
