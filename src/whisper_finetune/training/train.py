@@ -257,6 +257,7 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
     from whisper_finetune.data.dataset import LabelBuilder
     from whisper_finetune.models.resolve import resolve_model
     from whisper_finetune.training.adapters import build_model
+    from whisper_finetune.training.anchor import Anchor
     from whisper_finetune.training.callbacks import (
         WEIGHT_DIGEST_ENV,
         AdaLoraCallback,
@@ -324,6 +325,9 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
         task=cfg.task,
         metric=cfg.metric,
         guard_dataset=data["guard"],
+        anchor=Anchor(cfg.anchor, cfg.anchor_weight, cfg.anchor_temperature)
+        if cfg.anchor != "none"
+        else None,
     )
     baseline = None
     if data["guard"] is not None:

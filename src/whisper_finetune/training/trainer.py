@@ -51,11 +51,34 @@ class GuardPolicy:
 class WhisperTrainer(Seq2SeqTrainer):
     """``Seq2SeqTrainer`` that generates in the run's language and watches a guard set."""
 
-    def __init__(self, *args, language: str, task: str, metric: str, guard_dataset=None, **kwargs):
+    def __init__(self, *args, language: str, task: str, metric: str, guard_dataset=None, anchor=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.language, self.task, self.metric = language, task, metric
         self.guard_dataset = guard_dataset
         self.guard_policy: GuardPolicy | None = None
+        self.anchor = anchor  # an anchor.Anchor, or None
+        self._anchor_sum, self._anchor_n = 0.0, 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's loss, plus the extra training-only terms (the ``--anchor``)."""
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        if self.anchor is not None and model.training:
+            extra = self.anchor.loss(self.accelerator.unwrap_model(model), inputs, outputs)
+            if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
+                # the Trainer does not divide such losses by the accumulation steps; do it here
+                extra = extra / self.current_gradient_accumulation_steps
+            self._anchor_sum += float(extra.detach())
+            self._anchor_n += 1
+            loss = loss + extra
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs, *args, **kwargs):
+        if self.anchor is not None and self._anchor_n and "loss" in logs:
+            logs["anchor_loss"] = self._anchor_sum / self._anchor_n
+            self._anchor_sum, self._anchor_n = 0.0, 0
+        super().log(logs, *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
         gen_kwargs.setdefault("language", self.language)
