@@ -26,14 +26,44 @@ def test_tiny_model_converts_with_the_files_faster_whisper_needs(tiny_model_dir,
 
 
 def test_non_empty_output_is_refused_unless_forced(tiny_model_dir, tmp_path):
+    from whisper_finetune.staging import UnsafeOutputError
+
     out = tmp_path / "ct2"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    convert_to_ct2(tiny_model_dir, out, quantization="float32")
     with pytest.raises(FileExistsError, match="--force"):
-        convert_to_ct2(tiny_model_dir, out, quantization="float32")
-    assert (out / "keep.txt").read_text() == "mine"
-    convert_to_ct2(tiny_model_dir, out, quantization="float32", force=True)
-    assert (out / "model.bin").is_file() and not (out / "keep.txt").exists()
+        convert_to_ct2(tiny_model_dir, out, quantization="int8")
+    convert_to_ct2(tiny_model_dir, out, quantization="int8", force=True)  # our own: replaced
+    assert json.loads((out / PROVENANCE_FILE).read_text())["quantization"] == "int8"
+    # a folder with anything else in it is never replaced, --force or not
+    (out / "keep.txt").write_text("mine")
+    for force in (False, True):
+        with pytest.raises(UnsafeOutputError, match=r"holds keep\.txt"):
+            convert_to_ct2(tiny_model_dir, out, quantization="float32", force=force)
+    assert (out / "keep.txt").read_text() == "mine" and (out / "model.bin").is_file()
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("target", ["source", "parent", "grandparent"])
+def test_convert_force_never_deletes_the_source(tiny_model_dir, tmp_path, capsys, target):
+    """Issue 10.1: --output_dir equal to --model_path, or above it, with --force."""
+    from whisper_finetune.cli import main
+
+    root = tmp_path / "work"
+    src = root / "models" / "whisper"
+    shutil.copytree(tiny_model_dir, src)
+    (root / "notes.txt").write_text("a month of notes")
+    (root / "models" / "other-model.bin").write_bytes(b"weights")
+    before = _tree(root)
+    out = {"source": src, "parent": src.parent, "grandparent": root}[target]
+    argv = ["convert", f"--model_path={src}", f"--output_dir={out}", "--force"]
+    assert main([*argv, "--quantization=int8"]) == 1
+    err = capsys.readouterr().err
+    assert "would delete the input" in err and str(src) in err
+    assert _tree(root) == before  # every file kept, byte for byte
+    assert not [p for p in root.rglob(".*")]  # no staging folder left behind
 
 
 def test_bad_quantization_is_an_error(tiny_model_dir, tmp_path):

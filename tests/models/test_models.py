@@ -59,3 +59,32 @@ def test_import_ct2_round_trip_on_the_embedded_model(tmp_path, capsys):
     # a second import into the same folder needs --overwrite
     assert main(["models", "import-ct2", str(embedded_ct2()), str(dst)]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+def _fake_ct2(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name in ("model.bin", "tokenizer.json", "config.json"):
+        (folder / name).write_bytes(b"{}")
+    return folder
+
+
+@pytest.mark.parametrize("target", ["source", "parent"])
+def test_import_ct2_overwrite_never_deletes_the_source(tmp_path, capsys, target):
+    src = _fake_ct2(tmp_path / "models" / "faster-whisper-small")
+    (tmp_path / "models" / "readme.txt").write_text("mine")
+    dst = src if target == "source" else src.parent
+    assert main(["models", "import-ct2", str(src), str(dst), "--overwrite"]) == 1
+    assert "would delete the input" in capsys.readouterr().err
+    assert (src / "model.bin").read_bytes() == b"{}"
+    assert (tmp_path / "models" / "readme.txt").read_text() == "mine"
+
+
+def test_import_ct2_overwrite_refuses_a_folder_of_other_files(tmp_path, capsys):
+    src = _fake_ct2(tmp_path / "ct2")
+    dst = tmp_path / "project"
+    dst.mkdir()
+    (dst / "train.py").write_text("print('mine')")
+    assert main(["models", "import-ct2", str(src), str(dst), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "holds train.py" in err and "refusing to replace it" in err
+    assert (dst / "train.py").read_text() == "print('mine')"

@@ -106,12 +106,17 @@ def test_scale_interpolates_between_base_and_adapted(tiny_model_dir, lora_adapte
 def test_output_is_atomic_and_never_clobbered(tiny_model_dir, lora_adapter, tmp_path):
     out = tmp_path / "merged"
     out.mkdir()
-    (out / "keep.txt").write_text("precious")
+    merge_adapter(lora_adapter, out)
     with pytest.raises(ValueError, match="not empty.*--overwrite"):
-        merge_adapter(lora_adapter, out)
+        merge_adapter(lora_adapter, out, scale=0.5)
+    merge_adapter(lora_adapter, out, scale=0.5, overwrite=True)  # an earlier merge: replaced
+    assert json.loads((out / "whisper_finetune.json").read_text())["scale"] == 0.5
+    (out / "keep.txt").write_text("precious")
+    for overwrite in (False, True):  # anything else in it: never replaced
+        with pytest.raises(ValueError, match=r"holds keep\.txt.*nothing was changed"):
+            merge_adapter(lora_adapter, out, overwrite=overwrite)
     assert (out / "keep.txt").read_text() == "precious"
-    merge_adapter(lora_adapter, out, overwrite=True)
-    assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
+    assert (out / "model.safetensors").is_file()
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -127,6 +132,16 @@ def test_output_is_atomic_and_never_clobbered(tiny_model_dir, lora_adapter, tmp_
         merge_adapter(tiny_model_dir, tmp_path / "x")
     with pytest.raises(ValueError, match="overwrite the adapter"):
         merge_adapter(lora_adapter, lora_adapter, overwrite=True)
+
+
+def test_merge_never_replaces_the_folder_holding_its_base_model(lora_adapter, tmp_path):
+    """The adapter names its base model; an --output_dir above it would delete it."""
+    base = Path(json.loads((lora_adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
+    before = sorted(p.name for p in base.parent.iterdir())
+    with pytest.raises(ValueError, match="would delete the input"):
+        merge_adapter(lora_adapter, base.parent, overwrite=True)
+    assert sorted(p.name for p in base.parent.iterdir()) == before
+    assert (base / "model.safetensors").is_file()
 
 
 def test_adalora_adapter_merges(tiny_model_dir, tmp_path, features):

@@ -6,25 +6,33 @@ off). The summary is printed as JSON; with ``--output_dir`` it is also written t
 ``summary.json`` next to ``utterances.jsonl`` (one line per utterance: audio,
 reference, hypothesis, both normalized, errors, reference units).
 
+Every record's audio is checked first (exists, header decodes, slice inside the file,
+as ``prepare validate`` checks it), before the model loads; the command stops with the
+whole list unless ``--skip_bad_samples`` scores the rest and lists the skipped records
+in the summary. ``--output_dir`` is checked before any work too. Per-utterance results
+are written as they are produced, so a late failure keeps them and says where.
+
+Under ``torchrun --nproc_per_node=N`` (``--nnodes`` for several machines) the records
+are shared out by rank and rank 0 writes one report, equal to a single process's.
+
 Examples::
 
     whisper-finetune evaluate --test_data=dataset/test.json --metric=cer
     whisper-finetune evaluate --model_path=models/merged --test_data=dataset/test.json \\
         --backend=ct2 --compute_type=int8 --batch_size=8 --output_dir=eval/ct2-int8
+    torchrun --nproc_per_node=4 -m whisper_finetune evaluate --test_data=test.jsonl \\
+        --output_dir=eval/4gpu
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 from dataclasses import dataclass, field
 
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
 from whisper_finetune.cli.infer import RuntimeOptions, quiet_libraries, runtime_kwargs
 from whisper_finetune.inference.transcript import DecodeOptions
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,18 @@ class EvaluateOptions:
         default=None, metadata={"help": "write summary.json and utterances.jsonl here"}
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar on stderr"})
+    skip_bad_samples: bool = field(
+        default=False,
+        metadata={
+            "help": "score the records whose audio passes the checks and list the others in "
+            "the summary, instead of stopping"
+        },
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from whisper_finetune.data.manifest import read_manifest
-    from whisper_finetune.evaluation.evaluate import EvalConfig, evaluate, write_report
+    from whisper_finetune.evaluation.evaluate import EvalConfig
+    from whisper_finetune.evaluation.run import EvalJob, run_evaluation
     from whisper_finetune.inference.loader import load_transcriber
 
     opts = dataclass_from_args(EvaluateOptions, args)
@@ -69,18 +84,22 @@ def _run(args: argparse.Namespace) -> int:
         decode=dataclass_from_args(DecodeOptions, args, language=opts.language),
         progress=opts.progress,
     )
-    records = read_manifest(opts.test_data)
-    logger.info("%d utterances in %s", len(records), opts.test_data)
-    quiet_libraries(args)
-    transcriber = load_transcriber(**runtime_kwargs(runtime, opts.batch_size))
-    report = evaluate(transcriber, records, config)
     meta = {"model": runtime.model_path, "backend": runtime.backend, "test_data": opts.test_data}
     if runtime.backend == "ct2" or runtime.compute_type != "default":
         meta["compute_type"] = runtime.compute_type
-    if opts.output_dir:
-        summary, utterances = write_report(report, opts.output_dir, **meta)
-        logger.info("wrote %s and %s", summary, utterances)
-    print(json.dumps(report.summary(**meta), ensure_ascii=False, indent=2))
+    quiet_libraries(args)
+    job = EvalJob(
+        test_data=opts.test_data,
+        config=config,
+        load=runtime_kwargs(runtime, opts.batch_size),
+        output_dir=opts.output_dir,
+        skip_bad_samples=opts.skip_bad_samples,
+        meta=meta,
+    )
+    result = run_evaluation(job, load_transcriber)
+    if result is not None:  # rank 0
+        report, extra = result
+        print(json.dumps(report.summary(**extra), ensure_ascii=False, indent=2))
     return 0
 
 

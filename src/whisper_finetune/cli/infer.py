@@ -1,8 +1,15 @@
-"""``whisper-finetune infer``: transcribe one audio file with either backend.
+"""``whisper-finetune infer``: transcribe one audio file (or many) with either backend.
 
 Replaces the original ``infer.py`` and ``infer_ct2.py``. The result goes to stdout (or
 ``--output_file``) as JSON ``{"language", "duration", "results": [{"start", "end",
-"text"}], "text"}``, plain text, SRT or WebVTT. Logs go to stderr.
+"text"}], "text"}``, plain text, SRT or WebVTT. Logs go to stderr. ``--output_file`` is
+checked before the model loads.
+
+``--audio_path`` may also be a manifest (``.json``/``.jsonl``: its slices and languages
+are used) or a folder (every audio file under it): the output is then JSON Lines, one
+object per audio with its ``audio`` path (or ``audio<TAB>text`` lines with
+``--output_format=txt``), in input order. Under ``torchrun --nproc_per_node=N`` the
+inputs are shared out by rank and rank 0 writes the whole output.
 
 Examples::
 
@@ -10,6 +17,9 @@ Examples::
     whisper-finetune infer --audio_path=test.wav --model_path=models/merged --language=zh
     whisper-finetune infer --audio_path=long.mp3 --backend=ct2 --compute_type=int8 \\
         --vad_filter --output_format=srt --output_file=long.srt
+    whisper-finetune infer --audio_path=recordings/ --output_file=recordings.jsonl
+    torchrun --nproc_per_node=2 -m whisper_finetune infer --audio_path=test.jsonl \\
+        --backend=ct2 --compute_type=int8 --output_file=test-transcripts.jsonl
 """
 
 from __future__ import annotations
@@ -64,7 +74,11 @@ class InferOptions:
     """What to transcribe and how to print it."""
 
     audio_path: str = field(
-        default="", metadata={"help": "the audio file (wav, mp3, m4a, flac, ...)"}
+        default="",
+        metadata={
+            "help": "the audio file (wav, mp3, m4a, flac, ...); or a manifest or a folder: "
+            "one JSON line per audio"
+        },
     )
     batch_size: int = field(
         default=1,
@@ -115,8 +129,16 @@ def _run(args: argparse.Namespace) -> int:
     decode = dataclass_from_args(DecodeOptions, args)
     if not opts.audio_path:
         raise ValueError("--audio_path is required")
-    if not Path(opts.audio_path).is_file():
+    source = Path(opts.audio_path)
+    if source.is_dir() or source.suffix.lower() in (".json", ".jsonl"):
+        return _run_many(opts, runtime, decode, args)
+    if not source.is_file():
         raise FileNotFoundError(f"audio file not found: {opts.audio_path}")
+    if opts.output_file:
+        from whisper_finetune.staging import check_output_file
+
+        # before the model loads, not after the work
+        check_output_file(opts.output_file, sources=(opts.audio_path,))
     quiet_libraries(args)
     transcriber = load_transcriber(**runtime_kwargs(runtime, opts.batch_size))
     transcript = transcriber.transcribe(opts.audio_path, decode)
@@ -128,6 +150,28 @@ def _run(args: argparse.Namespace) -> int:
         out.write_text(text, encoding="utf-8")
         logger.info("wrote %s", out)
     else:
+        print(text, end="")
+    return 0
+
+
+def _run_many(opts: InferOptions, runtime: RuntimeOptions, decode, args) -> int:
+    from whisper_finetune.evaluation.run import TranscribeJob, run_transcription
+    from whisper_finetune.inference.loader import load_transcriber
+
+    if not Path(opts.audio_path).exists():
+        raise FileNotFoundError(f"not found: {opts.audio_path}")
+    quiet_libraries(args)
+    job = TranscribeJob(
+        inputs=opts.audio_path,
+        decode=decode,
+        load=runtime_kwargs(runtime, opts.batch_size),
+        output_file=opts.output_file,
+        output_format=opts.output_format,
+        remove_pun=opts.remove_pun,
+        to_simple=opts.to_simple,
+    )
+    text = run_transcription(job, load_transcriber)
+    if text:  # rank 0, without --output_file
         print(text, end="")
     return 0
 

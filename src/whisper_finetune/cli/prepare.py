@@ -1,6 +1,6 @@
 """``whisper-finetune prepare``: build and check training manifests.
 
-Sub-commands: ``aishell``, ``wenetspeech``, ``folder``, ``pack``, ``validate`` (and
+Sub-commands: ``aishell``, ``wenetspeech``, ``lhotse``, ``folder``, ``pack``, ``validate`` (and
 ``synth-mandarin`` where :mod:`whisper_finetune.cli._prepare_synth` is installed).
 """
 
@@ -11,6 +11,7 @@ import argparse
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
 from whisper_finetune.data.recipes.aishell import AishellConfig
 from whisper_finetune.data.recipes.folder import FolderConfig
+from whisper_finetune.data.recipes.lhotse import LhotseConfig
 from whisper_finetune.data.recipes.pack import PackConfig
 from whisper_finetune.data.recipes.validate import ValidateConfig
 from whisper_finetune.data.recipes.wenetspeech import WenetSpeechConfig
@@ -61,6 +62,18 @@ def _run_folder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_lhotse(args: argparse.Namespace) -> int:
+    from whisper_finetune.data.recipes.lhotse import prepare_lhotse
+
+    r = prepare_lhotse(dataclass_from_args(LhotseConfig, args))
+    left_out = ", ".join(f"{k}: {v}" for k, v in r.skipped.items()) or "none"
+    print(
+        f"{r.cuts} cuts -> {r.records} records -> {r.manifest} "
+        f"({r.split} cuts split into several records; left out: {left_out})"
+    )
+    return 0
+
+
 def _run_validate(args: argparse.Namespace) -> int:
     from whisper_finetune.data.recipes.validate import validate_manifest
 
@@ -89,6 +102,12 @@ _RECIPES = (
         WenetSpeechConfig,
         _run_wenetspeech,
         "WenetSpeech: pack segments of long recordings into <=30 s timestamped samples",
+    ),
+    (
+        "lhotse",
+        LhotseConfig,
+        _run_lhotse,
+        "a Lhotse CutSet (or recordings + supervisions) from any of Lhotse's corpus recipes",
     ),
     (
         "folder",

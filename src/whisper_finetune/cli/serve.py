@@ -1,4 +1,4 @@
-"""``whisper-finetune serve``: an HTTP API over one loaded model (the original infer_server.py)."""
+"""``whisper-finetune serve``: an OpenAI-compatible HTTP API and a web page over one loaded model."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "serve",
-        help="serve a model over HTTP (POST /v1/transcribe)",
-        description="Load a model once and serve POST /v1/transcribe and GET /health.",
+        help="serve a model over HTTP: OpenAI's audio API and a web page",
+        description="Check the port, load a model once and serve it: GET / (a web page), "
+        "POST /v1/audio/transcriptions and /v1/audio/translations (OpenAI's API), "
+        "GET /v1/models, POST /v1/transcribe, POST /recognition and GET /health.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_dataclass_args(parser, ServeConfig)

@@ -3,7 +3,9 @@
 Decoding goes through PyAV, whose wheels bundle FFmpeg (wav, flac, mp3, m4a/aac,
 ogg/opus/vorbis, webm and more; no system FFmpeg is needed). WAV and FLAC files are
 read with soundfile first, which is faster and seeks exactly to ``start``; PyAV is the
-fallback when soundfile cannot read them.
+fallback when soundfile cannot read them. A slice of a compressed file (a WenetSpeech
+segment of an hour-long opus) seeks too and decodes only the slice. A WAV file shorter
+than its header says is read as far as it goes, with a warning naming both lengths.
 
 Multi-channel audio is resampled per channel and then averaged to mono. The mean is
 taken here rather than by FFmpeg's rematrixing because, for float output, FFmpeg mixes
@@ -18,30 +20,33 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from whisper_finetune.data.codec import (
+    SAMPLE_RATE,
+    AudioError,
+    cut,
+    decode_slice,
+    reason,
+    resample,
+    resample_frames,
+    valid_frames,
+)
 
-SAMPLE_RATE = 16000  # Hz, the rate Whisper's feature extractor expects
+__all__ = ["SAMPLE_RATE", "AudioError", "audio_duration", "load_audio", "resample", "write_wav"]
+
+logger = logging.getLogger(__name__)
 
 AudioSource = str | os.PathLike | IO[bytes]
 
 # Suffixes tried with soundfile (libsndfile) before PyAV. libsndfile also reads mp3,
 # but trusts a truncated file's Xing header for its length, so mp3 goes to PyAV.
 _SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac"})
-# Samples per frame when a NumPy array is pushed through PyAV's resampler.
-_RESAMPLE_CHUNK = 1 << 20
-
-
-class AudioError(ValueError):
-    """An audio file is empty, corrupt, not audio, or a requested slice is invalid.
-
-    The message always names the file.
-    """
+# Audio read either side of a WAV/FLAC slice, for the resampler's filter.
+_CONTEXT_S = 0.05
 
 
 def _source_name(source: AudioSource) -> str:
@@ -77,57 +82,6 @@ def _check_range(start: float | None, end: float | None, name: str) -> tuple[flo
     return start, end
 
 
-def _reason(exc: Exception) -> str:
-    """FFmpeg's description of an error, without the errno and file name PyAV adds."""
-    return getattr(exc, "strerror", None) or str(exc)
-
-
-def _downmix(frame) -> np.ndarray:
-    """Average the channels of a planar float frame into one float32 vector."""
-    data = frame.to_ndarray()  # shape (channels, samples) for planar formats
-    if data.shape[0] == 1:
-        return data[0]
-    return data.mean(axis=0, dtype=np.float32)
-
-
-def _valid_frames(frames: Iterator, name: str) -> Iterator:
-    """Yield decoded frames, skipping the ones FFmpeg reports as invalid data."""
-    import av
-
-    skipped = 0
-    while True:
-        try:
-            frame = next(frames)
-        except StopIteration:
-            break
-        except av.error.InvalidDataError:
-            skipped += 1
-            continue
-        yield frame
-    if skipped:
-        logger.warning("%s: skipped %d undecodable audio frame(s)", name, skipped)
-
-
-def _resample_frames(frames: Iterable, sample_rate: int) -> Iterator[np.ndarray]:
-    """Resample decoded frames to planar float at ``sample_rate`` and downmix each."""
-    import av
-
-    resampler = None
-    setup = None
-    for frame in frames:
-        # A stream may change layout or rate midway (e.g. broadcast AAC); PyAV's
-        # resampler refuses frames that differ from its first one, so start a new one.
-        frame_setup = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if frame_setup != setup:
-            if resampler is not None:
-                yield from (_downmix(f) for f in resampler.resample(None))
-            resampler = av.AudioResampler(format="fltp", rate=sample_rate)
-            setup = frame_setup
-        yield from (_downmix(f) for f in resampler.resample(frame))
-    if resampler is not None:
-        yield from (_downmix(f) for f in resampler.resample(None))
-
-
 def _decode_pyav(source: AudioSource, name: str, sample_rate: int) -> np.ndarray:
     """Decode the first audio stream of a file with PyAV to mono float32."""
     import av
@@ -137,25 +91,25 @@ def _decode_pyav(source: AudioSource, name: str, sample_rate: int) -> np.ndarray
         with av.open(opened, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioError(f"no audio stream in {name}")
-            frames = _valid_frames(container.decode(container.streams.audio[0]), name)
-            chunks = list(_resample_frames(frames, sample_rate))
+            frames = valid_frames(container.decode(container.streams.audio[0]), name)
+            chunks = list(resample_frames(frames, sample_rate))
     except av.error.FFmpegError as exc:
         if isinstance(exc, OSError):  # e.g. permission denied: keep the OS error type
             raise
-        raise AudioError(f"cannot decode audio file {name}: {_reason(exc)}") from exc
+        raise AudioError(f"cannot decode audio file {name}: {reason(exc)}") from exc
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
 def _read_soundfile(
-    path: str | os.PathLike, name: str, start: float, end: float | None
-) -> tuple[np.ndarray, int] | None:
-    """Read ``[start, end)`` of a WAV/FLAC file with soundfile, at its own rate.
+    path: str | os.PathLike, name: str, start: float, end: float | None, sample_rate: int
+) -> np.ndarray | None:
+    """Read ``[start, end)`` of a WAV/FLAC file with soundfile, seeking, and resample it.
 
-    Returns:
-        ``(mono float32 samples, sample rate)``, or ``None`` when soundfile cannot
-        read the file and PyAV should try.
+    A little audio either side of the slice goes through the resampler too, from a
+    sample where both rates' grids meet, so the slice equals a cut of the whole file's
+    decode. Returns ``None`` when soundfile cannot read the file and PyAV should try.
     """
     import soundfile as sf
 
@@ -167,40 +121,25 @@ def _read_soundfile(
                 raise AudioError(
                     f"{name}: start ({start}s) is beyond the end of the audio ({total / rate:.3f}s)"
                 )
-            last = total if end is None else min(round(end * rate), total)
-            f.seek(min(first, total))
-            data = f.read(max(last - first, 0), dtype="float32", always_2d=True)
+            step = rate // math.gcd(rate, sample_rate)  # source samples per shared grid point
+            lo = int(max(start - _CONTEXT_S, 0.0) * rate) // step * step
+            hi = total if end is None else min(round((end + _CONTEXT_S) * rate), total)
+            f.seek(min(lo, total))
+            data = f.read(max(hi - lo, 0), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
         logger.debug("soundfile cannot read %s (%s); trying PyAV", name, exc)
         return None
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
-    return np.ascontiguousarray(mono), rate
-
-
-def resample(samples: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample mono float32 audio with FFmpeg's resampler (through PyAV).
-
-    Args:
-        samples: 1-D float array.
-        orig_rate: its sample rate in Hz.
-        target_rate: the wanted sample rate in Hz.
-
-    Returns:
-        The resampled 1-D float32 array (``samples`` itself when the rates match).
-    """
-    samples = np.asarray(samples, dtype=np.float32)
-    if orig_rate == target_rate or samples.size == 0:
-        return samples
-    import av
-
-    def frames() -> Iterator:
-        for i in range(0, samples.size, _RESAMPLE_CHUNK):
-            chunk = np.ascontiguousarray(samples[None, i : i + _RESAMPLE_CHUNK])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            frame.sample_rate = orig_rate
-            yield frame
-
-    return np.concatenate(list(_resample_frames(frames(), target_rate)))
+    if mono.size == 0:
+        raise AudioError(f"audio file has no samples: {name}")
+    return cut(
+        resample(np.ascontiguousarray(mono), rate, sample_rate),
+        lo * sample_rate // rate,
+        start,
+        end,
+        sample_rate,
+        lo > 0 or hi < total,
+    )
 
 
 def load_audio(
@@ -237,14 +176,20 @@ def load_audio(
     start, end = _check_range(start, end, name)
     _check_file(path, name)
 
-    read = None
-    if isinstance(path, (str, os.PathLike)) and Path(path).suffix.lower() in _SOUNDFILE_SUFFIXES:
-        read = _read_soundfile(path, name, start, end)
-    if read is not None:
-        samples, rate = read
-        if samples.size == 0:
-            raise AudioError(f"audio file has no samples: {name}")
-        return resample(samples, rate, sample_rate)
+    is_path = isinstance(path, (str, os.PathLike))
+    if is_path and Path(path).suffix.lower() in _SOUNDFILE_SUFFIXES:
+        _warn_if_truncated(path, name)
+        samples = _read_soundfile(path, name, start, end, sample_rate)
+        if samples is not None:
+            return samples
+    if is_path and (start > 0 or end is not None):
+        try:
+            samples = decode_slice(path, name, start, end, sample_rate)
+        except av_errors() as exc:
+            logger.debug("%s: seeking failed (%s); decoding the whole file", name, exc)
+            samples = None
+        if samples is not None:
+            return samples
 
     samples = _decode_pyav(path, name, sample_rate)
     if samples.size == 0:
@@ -255,10 +200,33 @@ def load_audio(
             f"{name}: start ({start}s) is beyond the end of the audio "
             f"({samples.size / sample_rate:.3f}s)"
         )
-    last = samples.size if end is None else min(round(end * sample_rate), samples.size)
-    if first == 0 and last == samples.size:
-        return samples
-    return samples[first:last].copy()
+    return cut(samples, 0, start, end, sample_rate, False)
+
+
+def av_errors() -> tuple[type[Exception], ...]:
+    import av
+
+    return (av.error.FFmpegError,)
+
+
+_truncation_warned: set[str] = set()
+
+
+def _warn_if_truncated(path: str | os.PathLike, name: str) -> None:
+    """Log once per file when a WAV holds less audio than its header promises."""
+    from whisper_finetune.data.wavheader import wav_truncation
+
+    if name in _truncation_warned:
+        return
+    found = wav_truncation(path)
+    if found:
+        _truncation_warned.add(name)
+        logger.warning(
+            "%s is truncated: its header promises %.2f s but the file holds %.2f s; "
+            "only the audio present is used",
+            name,
+            *found,
+        )
 
 
 def audio_duration(path: str | os.PathLike) -> float:
@@ -283,6 +251,7 @@ def audio_duration(path: str | os.PathLike) -> float:
     if Path(path).suffix.lower() in _SOUNDFILE_SUFFIXES:
         import soundfile as sf
 
+        _warn_if_truncated(path, name)
         try:
             info = sf.info(os.fspath(path))
             return info.frames / info.samplerate
@@ -300,12 +269,12 @@ def audio_duration(path: str | os.PathLike) -> float:
                 return float(stream.duration * stream.time_base)
             if container.duration is not None:
                 return container.duration / av.time_base
-            samples = sum(f.samples for f in _valid_frames(container.decode(stream), name))
+            samples = sum(f.samples for f in valid_frames(container.decode(stream), name))
             return samples / stream.rate if stream.rate else 0.0
     except av.error.FFmpegError as exc:
         if isinstance(exc, OSError):
             raise
-        raise AudioError(f"cannot read audio file {name}: {_reason(exc)}") from exc
+        raise AudioError(f"cannot read audio file {name}: {reason(exc)}") from exc
 
 
 def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from whisper_finetune.data.audio import SAMPLE_RATE, AudioError, load_audio
-from whisper_finetune.data.manifest import ManifestError, Record
+from whisper_finetune.data.checkcache import cache_for
+from whisper_finetune.data.manifest import Manifest, ManifestError, Record
 
 logger = logging.getLogger(__name__)
 
@@ -274,11 +275,14 @@ def prepare_records(
     report = DataReport(name=name, total=len(records))
     kept = []
     decoded: dict[str, float] = {}  # seconds per fully decoded file
-    for record in records:
+    cache = cache_for(records) if verify_audio else None  # what `prepare validate` found
+    for i, record in enumerate(records):
         where = record.origin or record.audio_path
         try:
             n_labels = labels.max_length(record)
-            duration = _record_duration(record, verify_audio, decoded)
+            duration = cache.seconds(record) if cache is not None else None
+            if duration is None:
+                duration = _record_duration(record, verify_audio, decoded)
         except (AudioError, FileNotFoundError, ValueError) as exc:
             reason = (
                 "bad_audio" if isinstance(exc, (AudioError, FileNotFoundError)) else "bad_record"
@@ -299,9 +303,11 @@ def prepare_records(
         if reason:
             report.skipped.append(Skipped(where, record.audio_path, reason, detail))
             continue
-        kept.append(record)
+        kept.append(i)
         report.no_speech += labels.is_no_speech(record)
         report.with_sentences += bool(record.sentences)
+    # a lazy manifest stays lazy: a view of the kept lines, not a list of records
+    kept = records.select(kept) if isinstance(records, Manifest) else [records[i] for i in kept]
     report.kept = len(kept)
     level = logging.WARNING if report.skipped else logging.INFO
     logger.log(level, "%s", report.summary())
@@ -339,7 +345,7 @@ class WhisperDataset:
     ):
         if not 0.0 <= timestamp_ratio <= 1.0:
             raise ValueError(f"timestamp_ratio must be in [0, 1], got {timestamp_ratio}")
-        self.records = list(records)
+        self.records = records if isinstance(records, Manifest) else list(records)
         self.feature_extractor = feature_extractor
         self.labels = labels
         self.timestamp_ratio = timestamp_ratio

@@ -7,9 +7,12 @@ One record per utterance::
      "sentences": [{"start": 0.0, "end": 2.5, "text": "你好"}]}
 
 Both a JSON list (the original ``.json`` files) and JSON Lines are read; the format is
-detected from the content, not the extension. Relative audio paths resolve against the
-manifest's own folder. A bad record raises :class:`ManifestError` naming the file, the
-line and the field. This module imports nothing heavy.
+detected from the content, not the extension. JSON Lines are read lazily: an index of
+line offsets, records built on access (:class:`Manifest`), so a process holds a few
+bytes per record. A Lhotse CutSet file is accepted too (:mod:`whisper_finetune.data.cuts`).
+Relative audio paths resolve against the manifest's own folder. A bad record raises
+:class:`ManifestError` naming the file, the line and the field. This module imports
+nothing heavy.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from whisper_finetune.data.lineindex import BOM, LineIndex
 
 logger = logging.getLogger(__name__)
 
@@ -155,38 +162,215 @@ def parse_record(obj: Any, where: str, base_dir: str | os.PathLike = ".") -> Rec
     )
 
 
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {exc.start + 1}); "
+            "save the manifest as UTF-8"
+        ) from None
+
+
+def _load_json_list(path: Path, raw: bytes) -> list:
+    """The items of a manifest written as one JSON list."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ManifestError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the manifest as UTF-8"
+        ) from None
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    if not isinstance(items, list):
+        raise ManifestError(f"{path}: expected a JSON list or JSON Lines")
+    return items
+
+
+def _is_json_list(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4096).removeprefix(BOM).lstrip()
+        while not head:  # a long run of leading whitespace
+            more = f.read(4096)
+            if not more:
+                return False
+            head = more.lstrip()
+    return head.startswith(b"[")
+
+
+class Manifest(Sequence):
+    """The records of a manifest, built on access: a few bytes per record in memory.
+
+    JSON Lines files are indexed (line offsets, see :class:`LineIndex`) and each record
+    is parsed when it is read; a JSON list (the original format) is parsed at once.
+    Indexing with a slice, or :meth:`select` with positions, gives a view that shares
+    the file. It compares equal to a list of the same records, ``+`` makes a list, and it
+    pickles small (DataLoader workers reopen the file).
+
+    Args:
+        path: the manifest.
+        check: parse every record once now, so that a bad line fails here rather than
+            mid-training (the records are not kept).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ManifestError: no records (empty, or only blank lines), text that is not UTF-8,
+            invalid JSON or a bad field; the message names the file and line.
+    """
+
+    def __init__(self, path: str | os.PathLike, check: bool = True):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"manifest not found: {self.path}")
+        self.base_dir = self.path.parent
+        self._items: list | None = None
+        self._positions: list[int] | None = None  # for views of a JSON list
+        self._index: LineIndex | None = None
+        if _is_json_list(self.path):
+            self._items = _load_json_list(self.path, self.path.read_bytes())
+        else:
+            self._index = LineIndex(self.path)
+        if len(self) == 0:
+            raise ManifestError(
+                f"{self.path}: the manifest holds no records (it is empty or only blank lines)"
+            )
+        if check and not self._checked_before():
+            for _ in self:
+                pass
+
+    def _checked_before(self) -> bool:
+        """Whether ``prepare validate`` parsed this very file and found every record
+        well-formed (its cache says so), so that opening it need not parse it again."""
+        from whisper_finetune.data.checkcache import CheckCache
+
+        cache = CheckCache.load(self.path)
+        return cache is not None and cache.malformed == 0 and len(cache) == len(self)
+
+    def __len__(self) -> int:
+        if self._index is not None:
+            return len(self._index)
+        return len(self._positions if self._positions is not None else self._items)
+
+    def _where(self, i: int) -> str:
+        if self._index is not None:
+            return f"{self.path}:{self._index.line_number(i)}"
+        n = self._positions[i] if self._positions is not None else i
+        return f"{self.path}: item {n + 1}"
+
+    def raw(self, i: int) -> tuple[str, Any]:
+        """``(location, decoded JSON value)`` of the ``i``-th record, unvalidated."""
+        where = self._where(i)
+        if self._index is None:
+            return where, self._items[self._positions[i] if self._positions is not None else i]
+        try:
+            return where, json.loads(_decode(self._index.read(i), where))
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{where}: invalid JSON: {exc.msg}") from exc
+
+    def iter_raw(self) -> Iterator[tuple[str, int, Any]]:
+        """``(location, line, decoded JSON or the ManifestError)`` for every record, read
+        sequentially; a bad line does not stop the iteration (for ``prepare validate``)."""
+        if self._index is None:
+            for i in range(len(self)):
+                where, obj = self.raw(i)
+                yield where, int(where.rsplit(" ", 1)[1]), obj
+            return
+        for line, data in self._index.iter_lines():
+            where = f"{self.path}:{line}"
+            try:
+                yield where, line, json.loads(_decode(data, where))
+            except json.JSONDecodeError as exc:
+                yield where, line, ManifestError(f"{where}: invalid JSON: {exc.msg}")
+            except ManifestError as exc:
+                yield where, line, exc
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.select(range(len(self))[i])
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"record {i} of {len(self)}")
+        where, obj = self.raw(i % len(self))
+        return parse_record(obj, where, self.base_dir)
+
+    def __iter__(self) -> Iterator[Record]:
+        for where, _line, obj in self.iter_raw():
+            if isinstance(obj, ManifestError):
+                raise obj
+            yield parse_record(obj, where, self.base_dir)
+
+    def select(self, positions) -> Manifest:
+        """A view of the records at ``positions`` (a range, list or integer array)."""
+        view = Manifest.__new__(Manifest)
+        view.path, view.base_dir, view._items = self.path, self.base_dir, self._items
+        view._index, view._positions = None, None
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if self._index is not None:
+            view._index = self._index.select(positions)
+        else:
+            own = self._positions if self._positions is not None else range(len(self._items))
+            view._positions = [own[int(p)] for p in positions]
+        return view
+
+    def nbytes(self) -> int:
+        """Memory of the index, in bytes (a JSON list: 0, its items are counted elsewhere)."""
+        return self._index.nbytes() if self._index is not None else 0
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, (Sequence)) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None
+
+    def __add__(self, other) -> list[Record]:
+        return list(self) + list(other)
+
+    def __radd__(self, other) -> list[Record]:
+        return list(other) + list(self)
+
+    def __repr__(self) -> str:
+        return f"Manifest({str(self.path)!r}, {len(self)} records)"
+
+
+def open_manifest(path: str | os.PathLike, check: bool = True) -> Sequence[Record]:
+    """The records of a manifest, lazily (see :class:`Manifest`); a Lhotse CutSet file
+    (``.jsonl.gz`` of cuts) is converted to records in memory."""
+    from whisper_finetune.data import cuts
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    if cuts.is_cutset(path):
+        try:
+            found = cuts.convert_cuts(path)
+        except (ValueError, UnicodeDecodeError, EOFError, OSError) as exc:
+            raise ManifestError(f"{path}: cannot read the CutSet: {exc}") from exc
+        if found.skipped:
+            logger.warning("%s: left out cuts: %s", path, dict(found.skipped))
+        base = Path(path).parent
+        records = [parse_record(obj, where, base) for where, obj in found.records]
+        if not records:
+            raise ManifestError(f"{path}: the CutSet holds no usable cuts ({dict(found.skipped)})")
+        return records
+    if cuts.is_gzip(path):
+        raise ManifestError(f"{path}: a gzip file that is not a Lhotse CutSet; decompress it")
+    return Manifest(path, check=check)
+
+
 def iter_manifest(path: str | os.PathLike) -> Iterator[Record]:
     """Yield the records of a manifest (JSON list or JSON Lines), validating each."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    base_dir = path.parent
-    text = path.read_text(encoding="utf-8-sig")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-        # line numbers of a JSON list are the items' positions (1-based)
-        for i, obj in enumerate(items, start=1):
-            yield parse_record(obj, f"{path}: item {i}", base_dir)
-        return
-    # split on "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085,
-    # which json.dumps(ensure_ascii=False) leaves unescaped inside strings
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
-        yield parse_record(obj, f"{path}:{lineno}", base_dir)
+    yield from Manifest(path, check=False)
 
 
-def read_manifest(path: str | os.PathLike) -> list[Record]:
-    """All records of a manifest; see :func:`iter_manifest`."""
-    return list(iter_manifest(path))
+def read_manifest(path: str | os.PathLike) -> Sequence[Record]:
+    """All records of a manifest, every one checked now and built again on access.
+
+    The result is a lazy :class:`Manifest` (a sequence that compares equal to the list of
+    its records); see :func:`open_manifest`.
+    """
+    return open_manifest(path, check=True)
 
 
 def write_manifest(records: Iterable[Record], path: str | os.PathLike) -> int:

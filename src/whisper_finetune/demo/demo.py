@@ -96,6 +96,7 @@ def run_demo(cfg: DemoConfig) -> Report:
     """Run the whole road; see the module docstring. Returns the report (also written)."""
     from whisper_finetune.demo.report import summary_text, write_report
     from whisper_finetune.models.convert import convert_to_ct2
+    from whisper_finetune.staging import check_replaceable, write_marker
     from whisper_finetune.training.callbacks import TrainClock
     from whisper_finetune.training.merge import merge_adapter
     from whisper_finetune.training.train import finetune
@@ -104,8 +105,11 @@ def run_demo(cfg: DemoConfig) -> Report:
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
             raise FileExistsError(f"{out} is not empty; pass --overwrite or another --output_dir")
+        inputs = (cfg.base_model, cfg.train_data, cfg.test_data, cfg.guard_data)
+        check_replaceable(out, kind="demo", sources=inputs, what="--output_dir")
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    write_marker(out, "demo")  # a later --overwrite recognises the folder as a demo's
     stages = Stages()
     report = Report(title="whisper-finetune demo")
     train_data, test_data = build_data(cfg, out, stages)

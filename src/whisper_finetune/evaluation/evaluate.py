@@ -8,7 +8,12 @@ traditional converted to simplified by default), and the score is total errors o
 total reference units, not a mean of per-utterance rates.
 
 A record whose audio cannot be read stops the evaluation with an error naming its
-manifest line: a silently skipped utterance would make the score incomparable.
+manifest line: a silently skipped utterance would make the score incomparable. The
+command line checks every record's audio first (:func:`check_audio`, the checks of
+``prepare validate``), before the model loads, and stops with the whole list, or, with
+``--skip_bad_samples``, scores the rest and lists the skipped records in the summary.
+Per-utterance results are written as they are produced (:class:`UtteranceLog`), so a
+failure late in a long run keeps them, and its error says where they are.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +39,66 @@ UTTERANCES_FILE = "utterances.jsonl"
 
 class EvalDataError(ValueError):
     """A manifest record cannot be evaluated; the message names the manifest line."""
+
+
+class EvalInterrupted(RuntimeError):
+    """The evaluation failed part-way; the message says where the results so far are."""
+
+
+# what `prepare validate` checks of a record's audio (its other checks are about training)
+AUDIO_FIELDS = ("record", "audio.path", "audio.start_time", "audio.end_time")
+
+
+def check_audio(manifest: str | os.PathLike, *, decode: bool = False) -> dict[int, list[str]]:
+    """Every record's audio problems, by manifest location (``file:line``), before any model.
+
+    The checks are ``prepare validate``'s (:func:`whisper_finetune.data.recipes.validate.validate_manifest`):
+    the file exists, its header (or, with ``decode``, all of it) decodes, and the
+    ``start_time``/``end_time`` slice lies inside the file. Validation's training-only
+    checks (manifest duration, 30 s limit, label length) are left out.
+
+    Returns:
+        ``{line: [problem, ...]}``, empty when every record is fine: the manifest line
+        (the item's position in a JSON list), as :func:`record_line` gives it.
+    """
+    from whisper_finetune.data.recipes.validate import ValidateConfig, validate_manifest
+
+    config = ValidateConfig(
+        manifest=str(manifest), max_duration=math.inf, max_tokens=2**62, decode=decode,
+        workers=1, cache=False,  # a header check is quick; leave no cache beside a test set
+    )
+    found: dict[str, list[str]] = {}
+    for p in validate_manifest(config).problems:
+        if p.field in AUDIO_FIELDS:
+            found.setdefault(p.line, []).append(f"{p.field}: {p.message}")
+    return found
+
+
+def record_line(record: Record) -> int | None:
+    """The manifest line (or JSON list position) a record came from, from its origin."""
+    match = re.search(r"(?::| item )(\d+)$", record.origin)
+    return int(match.group(1)) if match else None
+
+
+class UtteranceLog:
+    """Per-utterance results appended to a JSON Lines file as they are produced."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.count = 0
+
+    def write(self, result: UtteranceResult) -> None:
+        self._file.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
+        self._file.flush()  # on disk now: a crash later loses nothing already scored
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def where(self) -> str:
+        return f"the {self.count} utterance(s) scored before it are in {self.path}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +202,10 @@ def _load(record: Record):
 
 
 def evaluate(
-    transcriber, records: Sequence[Record], config: EvalConfig = EvalConfig()
+    transcriber,
+    records: Sequence[Record],
+    config: EvalConfig = EvalConfig(),
+    log: UtteranceLog | None = None,
 ) -> EvalReport:
     """Transcribe every record and score the transcripts against the references.
 
@@ -144,15 +213,47 @@ def evaluate(
         transcriber: any :class:`~whisper_finetune.inference.base.Transcriber`.
         records: manifest records (see :func:`whisper_finetune.data.manifest.read_manifest`).
         config: metric, batching, normalization and decoding options.
+        log: where each utterance's result is written as soon as it is scored.
 
     Returns:
         An :class:`EvalReport` with the corpus score and every utterance.
 
     Raises:
-        EvalDataError: when a record's audio cannot be read (names the manifest line).
+        EvalDataError: when a record's audio cannot be read (names the manifest line,
+            and, with ``log``, where the results so far are).
+        EvalInterrupted: when anything else fails part-way, with ``log``: says where
+            the results so far are.
     """
     from tqdm.auto import tqdm
 
+    records = list(records)
+    results: list[UtteranceResult] = []
+    elapsed = [0.0]
+    bar = tqdm(total=len(records), unit="utt", disable=not config.progress, desc=config.metric)
+    try:
+        for first in range(0, len(records), config.batch_size):
+            batch = records[first : first + config.batch_size]
+            for result in _score_batch(transcriber, batch, config, elapsed):
+                results.append(result)
+                if log is not None:
+                    log.write(result)
+            bar.update(len(batch))
+            errors_so_far = sum(r.errors for r in results)
+            units_so_far = sum(r.ref_units for r in results)
+            if units_so_far:
+                bar.set_postfix({config.metric: f"{errors_so_far / units_so_far:.4f}"})
+    except EvalDataError as exc:
+        raise EvalDataError(f"{exc}; {log.where()}" if log else str(exc)) from exc
+    except Exception as exc:
+        if log is None:
+            raise
+        raise EvalInterrupted(f"{type(exc).__name__}: {exc}; {log.where()}") from exc
+    finally:
+        bar.close()
+    return _report(config.metric, results, elapsed[0])
+
+
+def _score_batch(transcriber, batch: list[Record], config: EvalConfig, elapsed: list[float]):
     from whisper_finetune.data.audio import SAMPLE_RATE
     from whisper_finetune.evaluation.metrics import error_counts
     from whisper_finetune.text import normalize_text
@@ -160,52 +261,35 @@ def evaluate(
     def norm(text: str) -> str:
         return normalize_text(text, config.remove_punctuation, config.to_simplified)
 
-    records = list(records)
-    results: list[UtteranceResult] = []
-    elapsed = 0.0
-    bar = tqdm(total=len(records), unit="utt", disable=not config.progress, desc=config.metric)
-    try:
-        for first in range(0, len(records), config.batch_size):
-            batch = records[first : first + config.batch_size]
-            clips = [_load(r) for r in batch]
-            hyps: list[str] = [""] * len(batch)
-            # a record's own language wins; clips of one language share a batch call
-            languages = [r.language or config.decode.language for r in batch]
-            for language in dict.fromkeys(languages):
-                idx = [i for i, lang in enumerate(languages) if lang == language]
-                options = replace(config.decode, language=language)
-                start = time.perf_counter()
-                transcripts = transcriber.transcribe_batch([clips[i] for i in idx], options)
-                elapsed += time.perf_counter() - start
-                for i, t in zip(idx, transcripts, strict=True):
-                    hyps[i] = t.text
-            for record, clip, hyp, language in zip(batch, clips, hyps, languages, strict=True):
-                ref_n, hyp_n = norm(record.sentence), norm(hyp)
-                errors, units = error_counts(ref_n, hyp_n, config.metric)
-                results.append(
-                    UtteranceResult(
-                        audio=record.audio_path,
-                        reference=record.sentence,
-                        hypothesis=hyp,
-                        reference_normalized=ref_n,
-                        hypothesis_normalized=hyp_n,
-                        errors=errors,
-                        ref_units=units,
-                        duration=clip.size / SAMPLE_RATE,
-                        start_time=record.start_time,
-                        end_time=record.end_time,
-                        language=language,
-                        origin=record.origin,
-                    )
-                )
-            bar.update(len(batch))
-            errors_so_far = sum(r.errors for r in results)
-            units_so_far = sum(r.ref_units for r in results)
-            if units_so_far:
-                bar.set_postfix({config.metric: f"{errors_so_far / units_so_far:.4f}"})
-    finally:
-        bar.close()
-    return _report(config.metric, results, elapsed)
+    clips = [_load(r) for r in batch]
+    hyps: list[str] = [""] * len(batch)
+    # a record's own language wins; clips of one language share a batch call
+    languages = [r.language or config.decode.language for r in batch]
+    for language in dict.fromkeys(languages):
+        idx = [i for i, lang in enumerate(languages) if lang == language]
+        options = replace(config.decode, language=language)
+        start = time.perf_counter()
+        transcripts = transcriber.transcribe_batch([clips[i] for i in idx], options)
+        elapsed[0] += time.perf_counter() - start
+        for i, t in zip(idx, transcripts, strict=True):
+            hyps[i] = t.text
+    for record, clip, hyp, language in zip(batch, clips, hyps, languages, strict=True):
+        ref_n, hyp_n = norm(record.sentence), norm(hyp)
+        errors, units = error_counts(ref_n, hyp_n, config.metric)
+        yield UtteranceResult(
+            audio=record.audio_path,
+            reference=record.sentence,
+            hypothesis=hyp,
+            reference_normalized=ref_n,
+            hypothesis_normalized=hyp_n,
+            errors=errors,
+            ref_units=units,
+            duration=clip.size / SAMPLE_RATE,
+            start_time=record.start_time,
+            end_time=record.end_time,
+            language=language,
+            origin=record.origin,
+        )
 
 
 def _report(metric: str, results: list[UtteranceResult], elapsed: float) -> EvalReport:

@@ -129,6 +129,17 @@ class CT2Transcriber:
         decoded = [self._segment(s) for s in segments]
         return Transcript.from_segments(clamp_segments(decoded, duration), info.language, duration)
 
+    def stream(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS):
+        """Decode lazily: ``(info, segments)``, faster-whisper's own segment generator.
+
+        Each segment (with ``id``, ``seek``, ``tokens``, ``avg_logprob``, ...) is decoded
+        when the generator reaches it, so a caller can pass it on at once or stop early
+        (the server streams them). The sequential decoder is used whatever
+        ``batch_size`` is; times are not clamped to the audio's length.
+        """
+        samples = as_samples(audio)
+        return self.model.transcribe(samples, **self._kwargs(options))
+
     def transcribe_batch(
         self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
     ) -> list[Transcript]:

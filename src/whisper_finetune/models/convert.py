@@ -21,7 +21,7 @@ import logging
 import os
 from pathlib import Path
 
-from whisper_finetune.staging import staged_dir
+from whisper_finetune.staging import MARKER_FILE, check_replaceable, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ QUANTIZATIONS = (
     "int16",
 )
 COPY_FILES = ("tokenizer.json", "preprocessor_config.json")
-PROVENANCE_FILE = "whisper_finetune.json"
+PROVENANCE_FILE = MARKER_FILE
 
 
 def ensure_preprocessor_config(model_dir: str | os.PathLike) -> Path:
@@ -74,6 +74,7 @@ def _provenance(source: str, quantization: str) -> dict:
     from whisper_finetune.version import __version__
 
     return {
+        "kind": "model",
         "format": "ctranslate2",
         "source_model": source,
         "quantization": quantization,
@@ -99,7 +100,9 @@ def convert_to_ct2(
         quantization: weight type, one of :data:`QUANTIZATIONS`. ``float16`` halves
             the size and is what GPUs run; CPUs run it as float32. ``int8`` is the
             fastest on CPU. Use ``float32`` to compare with the source exactly.
-        force: replace a non-empty ``output_dir``.
+        force: replace a non-empty ``output_dir``, which must hold only an earlier
+            conversion (or other model folder) of this package, and must not contain
+            the source (see :func:`whisper_finetune.staging.check_replaceable`).
         verify: load the converted model with CTranslate2 before publishing it.
 
     Returns:
@@ -108,6 +111,8 @@ def convert_to_ct2(
     Raises:
         ValueError: for an unknown quantization.
         FileExistsError: if ``output_dir`` is not empty and ``force`` is false.
+        whisper_finetune.staging.UnsafeOutputError: if ``output_dir`` is or contains the
+            source, or holds anything but a model folder this package wrote.
         FileNotFoundError: if the source is not a local transformers Whisper folder or
             lacks ``tokenizer.json``.
     """
@@ -128,6 +133,7 @@ def convert_to_ct2(
             f"Save the tokenizer with WhisperTokenizerFast.save_pretrained({str(src)!r})"
         )
     dst = Path(output_dir).expanduser()
+    check_replaceable(dst, kind="model", sources=(src,), what="--output_dir")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not force:
         raise FileExistsError(f"{dst} exists and is not empty (use --force to replace it)")
     copy_files = list(COPY_FILES)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_finetune.staging import staged_dir
+from whisper_finetune.staging import check_replaceable, staged_dir, write_marker
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,8 @@ def ct2_to_transformers(src: str | os.PathLike, dst: str | os.PathLike, *, overw
     Args:
         src: folder with ``model.bin``, ``config.json`` and ``tokenizer.json``.
         dst: output folder; must not exist or be empty unless ``overwrite``.
-        overwrite: replace a non-empty ``dst``.
+        overwrite: replace a non-empty ``dst`` holding an earlier model of this package
+            (never one with other files, nor one containing ``src``).
 
     Returns:
         ``dst`` as a Path.
@@ -247,6 +248,7 @@ def ct2_to_transformers(src: str | os.PathLike, dst: str | os.PathLike, *, overw
     for name in ("model.bin", "tokenizer.json"):
         if not (src / name).is_file():
             raise FileNotFoundError(f"{src} is not a CTranslate2 Whisper folder: {name} is missing")
+    check_replaceable(dst, kind="model", sources=(src,), what="DST")
     if dst.exists() and any(dst.iterdir()) and not overwrite:
         raise FileExistsError(f"{dst} exists and is not empty (pass overwrite to replace it)")
     ct2_config = json.loads((src / "config.json").read_text()) if (src / "config.json").is_file() else {}
@@ -292,5 +294,6 @@ def ct2_to_transformers(src: str | os.PathLike, dst: str | os.PathLike, *, overw
         # transformers 5 writes processor_config.json; faster-whisper and
         # ct2-transformers-converter --copy_files need preprocessor_config.json
         extractor.to_json_file(str(tmp / "preprocessor_config.json"))
+        write_marker(tmp, "model", format="transformers", source_model=str(src.resolve()))
     logger.info("wrote transformers Whisper (%d+%d layers, d_model %d) to %s", n_enc, n_dec, d_model, dst)
     return dst

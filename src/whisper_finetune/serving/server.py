@@ -1,33 +1,41 @@
-"""An HTTP API over a loaded :class:`~whisper_finetune.inference.base.Transcriber`.
+"""An HTTP server over one loaded :class:`~whisper_finetune.inference.base.Transcriber`.
 
 ``create_app`` receives an already-loaded transcriber (never a module-level global) and
 default :class:`~whisper_finetune.inference.transcript.DecodeOptions`; each request may vary
-language, task, beam size, timestamps and output format without touching shared
-state (``dataclasses.replace``). Endpoints are plain ``def`` functions, so FastAPI runs
-the blocking model call in its thread pool instead of stalling the event loop; a lock
-serialises calls into one model.
+them without touching shared state (``dataclasses.replace``). Inference runs in a
+bounded worker pool (:mod:`.queue`), never on the event loop, so ``/health`` and the
+page answer at once while the model is busy.
 
-Endpoints:
+Routes:
 
-- ``GET /health``: ``{"status": "ok", "model": ..., "backend": ...}``
-- ``POST /v1/transcribe`` (multipart ``audio`` file, optional form fields ``language``,
-  ``task``, ``beam_size``, ``without_timestamps``, ``to_simple``, ``remove_pun``,
-  ``output_format``): the transcript JSON
-  ``{"language","duration","results":[{"start","end","text"}],"text"}``, or txt/srt/vtt.
-- ``POST /recognition``: the same, under the original ``infer_server.py`` path.
+- ``GET /``: the web page (upload or record, streamed transcript, copy, SRT download).
+- ``GET /health``: ``{"status": "ok", "model", "backend", "queue": {...}}``.
+- ``GET /v1/models``, ``POST /v1/audio/transcriptions``, ``POST /v1/audio/translations``:
+  OpenAI's audio API (:mod:`.openai_api`).
+- ``POST /v1/transcribe`` and ``POST /recognition``: the earlier endpoints (:mod:`.legacy`).
+
+``serve`` checks its settings and binds the port before it loads the model, so a bad or
+taken port fails in a second with a clear message.
 """
 
-# no "from __future__ import annotations": FastAPI resolves the endpoint's parameter
-# annotations at runtime, and they name classes imported inside create_app
+from __future__ import annotations
+
 import dataclasses
-import io
 import logging
-import threading
+import os
+import socket
 from dataclasses import dataclass
+
+from whisper_finetune.serving import legacy, openai_api, page
+from whisper_finetune.serving.errors import install_handlers
+from whisper_finetune.serving.guard import Guard
+from whisper_finetune.serving.queue import WorkQueue
+from whisper_finetune.serving.runner import ServerState, whisper_languages
 
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # 100 MiB: about 50 min of 16-bit 16 kHz wav
+API_KEY_ENV = "WHISPER_FINETUNE_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -35,101 +43,195 @@ class ServeConfig:
     """Where and how to serve."""
 
     model_path: str = dataclasses.field(
-        default="embedded:whisper-base", metadata={"help": "model folder, hub id or embedded:whisper-base"}
+        default="embedded:whisper-base",
+        metadata={"help": "model folder, hub id or embedded:whisper-base"},
     )
     backend: str = dataclasses.field(
         default="ct2", metadata={"help": "transformers or ct2", "choices": ["transformers", "ct2"]}
     )
     compute_type: str = dataclasses.field(
-        default="default", metadata={"help": "ct2: int8, float32, float16, ...; transformers: float32, float16"}
+        default="default",
+        metadata={"help": "ct2: int8, float32, float16, ...; transformers: float32, float16"},
     )
     host: str = dataclasses.field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = dataclasses.field(default=5000, metadata={"help": "port to listen on"})
-    max_upload_mb: int = dataclasses.field(default=100, metadata={"help": "largest accepted upload, MiB"})
+    port: int = dataclasses.field(
+        default=5000, metadata={"help": "port to listen on (0: any free port)"}
+    )
+    max_upload_mb: int = dataclasses.field(
+        default=100, metadata={"help": "largest accepted upload, MiB"}
+    )
+    api_key: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": f"require 'Authorization: Bearer KEY' on /v1 and /recognition (or set {API_KEY_ENV})"
+        },
+    )
+    max_queue: int = dataclasses.field(
+        default=8, metadata={"help": "requests that may wait for a worker; more get HTTP 429"}
+    )
+    workers: int = dataclasses.field(
+        default=1, metadata={"help": "transcriptions run in parallel (ct2 workers on one model)"}
+    )
+    cpu_threads: int = dataclasses.field(
+        default=0, metadata={"help": "CPU threads per worker; 0 = the library's default"}
+    )
+
+    def check(self) -> None:
+        """Raise ValueError for settings that cannot work, before anything is loaded."""
+        if not 0 <= self.port <= 65535:
+            raise ValueError(
+                f"--port must be between 1 and 65535 (or 0 for any free port), got {self.port}"
+            )
+        if self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.max_queue < 0:
+            raise ValueError(f"--max_queue must be >= 0, got {self.max_queue}")
+        if self.max_upload_mb < 1:
+            raise ValueError(f"--max_upload_mb must be >= 1, got {self.max_upload_mb}")
+        if self.cpu_threads < 0:
+            raise ValueError(f"--cpu_threads must be >= 0, got {self.cpu_threads}")
 
 
-def create_app(transcriber, defaults=None, *, model_name: str = "", backend: str = "", max_upload_bytes: int = MAX_UPLOAD_BYTES):
-    """Build the FastAPI application around a loaded transcriber.
+def create_app(
+    transcriber,
+    defaults=None,
+    *,
+    model_name: str = "",
+    backend: str = "",
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    api_key: str | None = None,
+    max_queue: int = 8,
+    workers: int = 1,
+):
+    """Build the ASGI application around a loaded transcriber.
 
     Args:
-        transcriber: any object with ``transcribe(audio, options) -> Transcript``.
+        transcriber: any object with ``transcribe(audio, options) -> Transcript``; a ct2
+            transcriber's ``stream`` is used to hand segments on as they are decoded.
         defaults: the :class:`DecodeOptions` that requests start from.
-        model_name: shown by ``/health``.
+        model_name: the model id ``/health`` and ``/v1/models`` show.
         backend: shown by ``/health``.
         max_upload_bytes: larger uploads get HTTP 413.
+        api_key: when set, ``/v1/...`` and ``/recognition`` need ``Authorization: Bearer``.
+        max_queue: requests that may wait for a worker; more get HTTP 429.
+        workers: requests transcribed at the same time.
 
     Returns:
-        a ``fastapi.FastAPI`` instance.
+        the ASGI application (the FastAPI app behind the :class:`Guard` middleware).
     """
-    from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi import FastAPI
 
-    from whisper_finetune.data.audio import AudioError, load_audio
-    from whisper_finetune.inference.transcript import DecodeOptions, format_transcript
+    from whisper_finetune.inference.transcript import DecodeOptions
 
-    defaults = defaults or DecodeOptions()
-    lock = threading.Lock()
-    app = FastAPI(title="whisper-finetune", version="1")
+    queue = WorkQueue(workers, max_queue)
+    state = ServerState(
+        transcriber=transcriber,
+        defaults=defaults or DecodeOptions(),
+        queue=queue,
+        model_name=model_name,
+        backend=backend or getattr(transcriber, "backend", ""),
+        max_upload_bytes=max_upload_bytes,
+        languages=whisper_languages(),
+    )
+    # no /docs: Swagger UI loads its scripts from a CDN, and the server must work offline
+    app = FastAPI(title="whisper-finetune", version="1", docs_url=None, redoc_url=None)
+    app.state.server = state
+    install_handlers(app)
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "model": model_name, "backend": backend}
-
-    def transcribe(
-        audio: UploadFile = File(...),
-        language: str | None = Form(None),
-        task: str | None = Form(None),
-        beam_size: int | None = Form(None),
-        without_timestamps: bool | None = Form(None),
-        to_simple: bool = Form(True),
-        remove_pun: bool = Form(False),
-        output_format: str = Form("json"),
-    ):
-        data = audio.file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
-        name = audio.filename or "upload"
-        try:
-            samples = load_audio(io.BytesIO(data))
-        except AudioError as exc:
-            raise HTTPException(400, f"{name}: {exc}") from exc
-        changes = {
-            k: v
-            for k, v in {"language": language, "task": task, "beam_size": beam_size, "without_timestamps": without_timestamps}.items()
-            if v is not None and v != ""
+    async def health() -> dict:
+        return {
+            "status": "ok",
+            "model": model_name,
+            "backend": state.backend,
+            "queue": queue.stats(),
         }
-        try:
-            options = dataclasses.replace(defaults, **changes)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        with lock:
-            result = transcriber.transcribe(samples, options)
-        result = result.normalized(remove_punctuation=remove_pun, to_simplified=to_simple)
-        if output_format == "json":
-            return JSONResponse(result.to_dict())
-        try:
-            return PlainTextResponse(format_transcript(result, output_format))
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
 
-    app.post("/v1/transcribe")(transcribe)
-    app.post("/recognition")(transcribe)
+    page.register(app, state)
+    openai_api.register(app, state)
+    legacy.register(app, state)
+    app.add_middleware(Guard, api_key=api_key, max_upload_bytes=max_upload_bytes, queue=queue)
     return app
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; a clear OSError when that is impossible."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "the port is already in use" if exc.errno in (98, 48, 10048) else exc.strerror
+        raise OSError(f"cannot listen on {host}:{port}: {reason}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(config: ServeConfig, defaults=None) -> None:
-    """Load the model once and serve it with uvicorn until interrupted."""
+    """Check the settings, bind the port, load the model once, serve until interrupted."""
     import uvicorn
 
     from whisper_finetune.inference.loader import load_transcriber
 
-    transcriber = load_transcriber(config.model_path, config.backend, compute_type=config.compute_type)
-    app = create_app(
-        transcriber,
-        defaults,
-        model_name=config.model_path,
-        backend=config.backend,
-        max_upload_bytes=config.max_upload_mb * 1024 * 1024,
-    )
-    logger.info("serving %s (%s) on http://%s:%d", config.model_path, config.backend, config.host, config.port)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    config.check()
+    languages = whisper_languages()
+    if (
+        defaults is not None
+        and defaults.language
+        and languages
+        and defaults.language not in languages
+    ):
+        raise ValueError(
+            f"--language {defaults.language!r} is not a language Whisper knows; use a code such as zh or en"
+        )
+    api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
+    sock = bind(config.host, config.port)
+    app = None
+    try:
+        host, port = sock.getsockname()[:2]
+        transcriber = load_transcriber(
+            config.model_path,
+            config.backend,
+            compute_type=config.compute_type,
+            cpu_threads=config.cpu_threads,
+            num_workers=config.workers,
+        )
+        app = create_app(
+            transcriber,
+            defaults,
+            model_name=config.model_path,
+            backend=config.backend,
+            max_upload_bytes=config.max_upload_mb * 1024 * 1024,
+            api_key=api_key,
+            max_queue=config.max_queue,
+            workers=config.workers,
+        )
+        shown = f"[{host}]" if ":" in host else host
+        logger.info(
+            "serving %s (%s, %d worker(s), queue %d%s) on http://%s:%d",
+            config.model_path,
+            config.backend,
+            config.workers,
+            config.max_queue,
+            ", API key required" if api_key else "",
+            shown,
+            port,
+        )
+        # one log line per request (ours): faster-whisper's per-call lines stay out
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        )
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        if app is not None:
+            app.state.server.queue.shutdown()

@@ -123,7 +123,11 @@ class FinetuneConfig:
     device: str = _f(
         "auto", "auto (CUDA when available), cpu or cuda", choices=("auto", "cpu", "cuda")
     )
-    num_workers: int | None = _f(None, "dataloader workers (default: 0 on CPU, 4 on CUDA)")
+    num_workers: int | None = _f(
+        None,
+        "dataloader workers (default: 0 on CPU; on CUDA what the model needs to keep the GPU "
+        "busy, capped by the cores per GPU: see whisper_finetune.data.workers)",
+    )
     num_threads: int | None = _f(None, "torch CPU threads per process (default: torch's choice)")
     seed: int = _f(42, "random seed (data order, dropout, augmentation)")
     # ---- logging, evaluation, checkpoints ----
@@ -223,12 +227,14 @@ class FinetuneConfig:
             )
         if self.use_8bit and self.method == "full":
             raise ValueError("--use_8bit works with --method=lora or adalora only")
+        from whisper_finetune.data.workers import default_num_workers
+
         values: dict[str, Any] = {
             "precision": precision,
             "device": "cuda" if on_cuda else "cpu",
             "num_workers": self.num_workers
             if self.num_workers is not None
-            else (4 if on_cuda else 0),
+            else default_num_workers(self.base_model, on_cuda),
             "learning_rate": self.learning_rate or (1e-5 if self.method == "full" else 1e-3),
             "eval_steps": self.eval_steps or self.save_steps,
         }

@@ -57,11 +57,17 @@ def read_adapter_config(adapter_dir: str | os.PathLike) -> dict:
     return config
 
 
-def _check_destination(output_dir: Path, adapter_dir: Path, overwrite: bool) -> None:
+def _check_destination(
+    output_dir: Path, adapter_dir: Path, overwrite: bool, base_path: str | None = None
+) -> None:
+    from whisper_finetune.staging import check_replaceable
+
     if output_dir.resolve() == adapter_dir.resolve() or adapter_dir.resolve().is_relative_to(
         output_dir.resolve()
     ):
         raise ValueError(f"--output_dir {output_dir} would overwrite the adapter itself")
+    # the base model too, and never a folder holding anything but an earlier merge
+    check_replaceable(output_dir, kind="model", sources=(base_path,), what="--output_dir")
     if output_dir.exists():
         if not output_dir.is_dir():
             raise ValueError(f"--output_dir {output_dir} exists and is not a folder")
@@ -110,7 +116,9 @@ def merge_adapter(
         lora_model: the adapter folder (``final/`` or a ``checkpoint-N/`` of a run).
         output_dir: destination folder; must be missing or empty unless ``overwrite``.
         scale: adapter weight in [0, 1]: ``W = W_base + scale * delta``.
-        overwrite: replace a non-empty ``output_dir``.
+        overwrite: replace a non-empty ``output_dir`` that holds an earlier merge (a
+            folder with foreign files, or one containing the adapter or the base model,
+            is refused: see :func:`whisper_finetune.staging.check_replaceable`).
 
     Returns:
         The output folder.
@@ -130,9 +138,9 @@ def merge_adapter(
     if not 0.0 <= float(scale) <= 1.0:
         raise ValueError(f"--scale must be in [0, 1], got {scale}")
     config = read_adapter_config(adapter_dir)
-    _check_destination(output_dir, adapter_dir, overwrite)
     base_name = config["base_model_name_or_path"]
     base_path = resolve_model(base_name)
+    _check_destination(output_dir, adapter_dir, overwrite, base_path)
     logger.info(
         "merging %s (%s) into %s, scale %g", adapter_dir, config.get("peft_type"), base_name, scale
     )
@@ -150,6 +158,7 @@ def merge_adapter(
             adapter_dir if has_features else base_path
         ).save_pretrained(tmp)
         provenance = {
+            "kind": "model",
             "base_model": base_name,
             "adapter": str(adapter_dir.resolve()),
             "peft_type": config.get("peft_type"),

@@ -82,6 +82,19 @@ def _timed(record: Record, duration: float) -> list[TimedText]:
     return [TimedText(0.0, round(duration, 3), record.sentence)]
 
 
+def _check_outputs(manifest: str, output: Path, audio_dir: Path) -> None:
+    """Before any work: never write over the input, never into a folder of other files."""
+    from whisper_finetune.staging import UnsafeOutputError, check_output_file, check_replaceable
+
+    if output.expanduser().resolve() == Path(manifest).expanduser().resolve():
+        raise UnsafeOutputError(
+            f"--output {output} is the input manifest: packing would replace it; "
+            "choose another file"
+        )
+    check_output_file(output, "--output")
+    check_replaceable(audio_dir, kind="pack", sources=(manifest,), what="--audio_dir")
+
+
 def pack_manifest(config: PackConfig) -> PackResult:
     """Pack ``config.manifest`` into windows; see the module docstring.
 
@@ -90,17 +103,20 @@ def pack_manifest(config: PackConfig) -> PackResult:
 
     Raises:
         whisper_finetune.data.audio.AudioError: an utterance's audio does not decode (names it).
+        whisper_finetune.staging.UnsafeOutputError: ``output`` is the input manifest, or
+            the wav folder holds anything but earlier windows (``window-NNNNNN.wav``).
     """
     from tqdm import tqdm
 
     from whisper_finetune.data.audio import SAMPLE_RATE, load_audio, write_wav
 
+    output = Path(config.output)
+    audio_dir = Path(config.audio_dir) if config.audio_dir else output.with_suffix("")
+    _check_outputs(config.manifest, output, audio_dir)
     records = read_manifest(config.manifest)
     order = list(range(len(records)))
     if config.shuffle:
         random.Random(config.seed).shuffle(order)
-    output = Path(config.output)
-    audio_dir = Path(config.audio_dir) if config.audio_dir else output.with_suffix("")
     gap = np.zeros(int(config.gap * SAMPLE_RATE), dtype=np.float32)
     rng = random.Random(config.seed + 1)
 

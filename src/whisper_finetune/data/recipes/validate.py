@@ -14,11 +14,17 @@ Every record is checked for:
   count, since Whisper's byte-level BPE never makes more tokens than bytes (3 per CJK
   character).
 
+Files are measured once each, in parallel processes (``--workers``); a WAV file shorter
+than its header says is reported as truncated. The per-record results are cached beside
+the manifest for ``finetune`` (:mod:`whisper_finetune.data.checkcache`). An empty
+manifest, or a tokenizer that cannot be loaded, is an error, not a pass.
+
 Problems are reported as ``file:line: field: problem``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,8 +34,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from whisper_finetune.data.manifest import ManifestError, Record, parse_record
+from whisper_finetune.data.checkcache import CheckCache, fingerprint, record_key, write_cache
+from whisper_finetune.data.cuts import is_cutset
+from whisper_finetune.data.manifest import Manifest, ManifestError, Record, parse_record
 from whisper_finetune.data.recipes import audio_duration_s, decoded_duration_s
+from whisper_finetune.data.wavheader import wav_truncation
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,8 @@ WHISPER_MAX_TOKENS = 448
 _SPECIAL_NO_TIMESTAMPS = 5
 # <|startoftranscript|> <|zh|> <|transcribe|> ... <|endoftext|>, plus 2 per sentence
 _SPECIAL_TIMESTAMPS = 4
+# files per worker below which a process pool costs more than it saves
+_MIN_FILES_PER_WORKER = 16
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,17 @@ class ValidateConfig:
         metadata={"help": "decode every file (false: read only the headers, faster)"},
     )
     report: str | None = field(default=None, metadata={"help": "also write the report as JSON"})
+    workers: int = field(
+        default=0,
+        metadata={"help": "processes that decode the audio (0: one per CPU core)"},
+    )
+    cache: bool = field(
+        default=True,
+        metadata={
+            "help": "write <manifest>.checked.json beside the manifest; finetune reuses it "
+            "instead of decoding the corpus again while the manifest is unchanged"
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -123,7 +145,8 @@ def load_token_counter(spec: str | None) -> tuple[Callable[[str], int], str]:
         ``(count, description)``.
 
     Raises:
-        FileNotFoundError: the tokenizer cannot be found or loaded.
+        FileNotFoundError: the tokenizer cannot be found or loaded, or what loads is not
+            a Whisper tokenizer.
     """
     if not spec:
         return (lambda text: len(text.encode("utf-8"))), "estimate (UTF-8 bytes)"
@@ -149,8 +172,17 @@ def load_token_counter(spec: str | None) -> tuple[Callable[[str], int], str]:
             tok = WhisperTokenizerFast(tokenizer_file=source)
         else:
             tok = WhisperTokenizerFast.from_pretrained(source)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         raise FileNotFoundError(f"cannot load the tokenizer {spec!r}: {exc}") from exc
+    # from_pretrained on a folder without tokenizer files gives an empty tokenizer that
+    # counts every label as 0 tokens; a Whisper tokenizer knows its special tokens
+    if "<|startoftranscript|>" not in tok.get_vocab() or not tok.encode(
+        "你好 hello", add_special_tokens=False
+    ):
+        raise FileNotFoundError(
+            f"cannot load the tokenizer {spec!r}: no Whisper tokenizer there "
+            "(expected tokenizer.json, or vocab.json and merges.txt)"
+        )
     return (lambda text: len(tok.encode(text, add_special_tokens=False))), f"tokenizer:{spec}"
 
 
@@ -163,57 +195,70 @@ def label_tokens(record: Record, count: Callable[[str], int]) -> int:
     return max(plain, timed)
 
 
-def _iter_raw(path: Path) -> Iterator[tuple[str, int, object]]:
-    """(location, line, decoded JSON or the error message) for each record."""
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield f"{path}:{exc.lineno}", exc.lineno, ManifestError(f"invalid JSON: {exc.msg}")
-            return
-        for i, obj in enumerate(items, start=1):
-            yield f"{path}: item {i}", i, obj
-        return
-    # split on "\n" only, as manifest.iter_manifest does: str.splitlines() also breaks
-    # at U+2028/U+2029/U+0085, which json.dumps(ensure_ascii=False) leaves in strings
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}:{lineno}", lineno, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield f"{path}:{lineno}", lineno, ManifestError(f"invalid JSON: {exc.msg}")
+def _measure(job: tuple[str, bool]) -> tuple[str, float | str, tuple[float, float] | None]:
+    """``(path, seconds or the error, truncation)`` of one audio file (in a worker)."""
+    path, decode = job
+    if not os.path.isfile(path):
+        return path, f"file not found: {path}", None
+    measure = decoded_duration_s if decode else audio_duration_s
+    try:
+        seconds: float | str = measure(path)
+    except (ValueError, OSError, RuntimeError) as exc:
+        return path, f"does not decode: {str(exc) or type(exc).__name__}", None
+    return path, seconds, wav_truncation(path)
+
+
+def _measure_all(paths: list[str], decode: bool, workers: int) -> dict:
+    """Measure every file once, in ``workers`` processes when there are enough files."""
+    jobs = [(p, decode) for p in paths]
+    bar = dict(total=len(jobs), desc="decoding" if decode else "reading headers", unit="file")
+    if workers <= 1 or len(jobs) < _MIN_FILES_PER_WORKER * 2:
+        return {p: (v, t) for p, v, t in tqdm(map(_measure, jobs), **bar)}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(workers, len(jobs) // _MIN_FILES_PER_WORKER)
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        chunk = max(1, min(64, len(jobs) // (workers * 8)))
+        done = pool.map(_measure, jobs, chunksize=chunk)
+        return {p: (v, t) for p, v, t in tqdm(done, **bar)}
 
 
 class _Checker:
-    def __init__(self, config: ValidateConfig, count: Callable[[str], int]):
+    def __init__(self, config: ValidateConfig, count: Callable[[str], int], files: dict):
         self.config = config
         self.count = count
-        self.durations: dict[str, float | str] = {}  # path -> seconds, or the decode error
+        self.files = files  # path -> (seconds or the error, truncation or None)
 
-    def file_duration(self, path: str) -> float | str:
-        if path not in self.durations:
-            measure = decoded_duration_s if self.config.decode else audio_duration_s
-            try:
-                self.durations[path] = measure(path)
-            except (ValueError, OSError, RuntimeError) as exc:
-                self.durations[path] = str(exc) or type(exc).__name__
-        return self.durations[path]
+    def audio_seconds(self, r: Record) -> float | str:
+        """What the cache keeps for a record: its seconds of audio (the slice, its end
+        clipped to the file, as training reads it), or why there is none."""
+        total, _ = self.files[r.audio_path]
+        if isinstance(total, str):
+            return total
+        start = r.start_time or 0.0
+        if start >= total:
+            return f"{r.audio_path}: start ({start}s) is beyond the end of the audio ({total:.3f}s)"
+        end = total if r.end_time is None else min(r.end_time, total)
+        return end - start
 
     def check(self, r: Record) -> Iterator[tuple[str, str]]:
         """(field, message) for each fault of one well-formed record."""
         c = self.config
         tol = c.duration_tolerance
         actual = None
-        if not os.path.isfile(r.audio_path):
-            yield "audio.path", f"file not found: {r.audio_path}"
+        total, truncated = self.files[r.audio_path]
+        if isinstance(total, str):
+            yield "audio.path", total
         else:
-            total = self.file_duration(r.audio_path)
-            if isinstance(total, str):
-                yield "audio.path", f"does not decode: {total}"
-            else:
-                actual = yield from self._check_span(r, total, tol)
+            if truncated:
+                yield (
+                    "audio.path",
+                    f"truncated: the header promises {truncated[0]:.2f} s but the file "
+                    f"holds {truncated[1]:.2f} s",
+                )
+            actual = yield from self._check_span(r, total, tol)
         if r.duration is None:
             yield "duration", "missing (training filters samples by it)"
         elif actual is not None and abs(r.duration - actual) > tol:
@@ -266,7 +311,11 @@ class _Checker:
 
 
 def validate_manifest(config: ValidateConfig) -> ValidationResult:
-    """Check every record of a manifest; write a JSON report if asked.
+    """Check every record of a manifest; write a JSON report if asked, and the cache.
+
+    Files are measured once each, in ``config.workers`` processes; then the records are
+    checked in order. With ``config.cache`` the per-record audio checks are written
+    beside the manifest (:mod:`whisper_finetune.data.checkcache`) for ``finetune``.
 
     Args:
         config: the manifest and the limits to check against.
@@ -275,18 +324,35 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
         the problems found (none means the manifest is ready for training).
 
     Raises:
-        FileNotFoundError: the manifest or the tokenizer is missing.
+        FileNotFoundError: the manifest or the tokenizer is missing, or the tokenizer
+            cannot be loaded.
+        ManifestError: the manifest holds no records, or is a JSON list that does not
+            parse.
     """
     if not config.manifest:
         raise ValueError("a manifest to validate is required")
     path = Path(config.manifest).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
+    if is_cutset(path):
+        raise ValueError(
+            f"{path} is a Lhotse CutSet: write its manifest with `whisper-finetune prepare "
+            f"lhotse --cuts={path}` and validate that"
+        )
     count, counter = load_token_counter(config.tokenizer)
-    checker = _Checker(config, count)
+    print_ = fingerprint(path) if config.cache else None
+    manifest = Manifest(path, check=False)  # raises on an empty manifest
+    paths: dict[str, None] = {}
+    for where, _line, obj in manifest.iter_raw():
+        with contextlib.suppress(ManifestError):
+            if not isinstance(obj, ManifestError):
+                paths.setdefault(parse_record(obj, where, path.parent).audio_path)
+    workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
+    checker = _Checker(config, count, _measure_all(list(paths), config.decode, workers))
     problems: list[Problem] = []
-    records = 0
-    for where, line, obj in tqdm(_iter_raw(path), desc="validating", unit="rec"):
+    audio: dict[str, float | str] = {}
+    records = malformed = 0
+    for where, line, obj in tqdm(manifest.iter_raw(), desc="checking", unit="rec"):
         records += 1
         try:
             if isinstance(obj, ManifestError):
@@ -295,9 +361,19 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
         except ManifestError as exc:
             message = str(exc).removeprefix(f"{where}: ")
             problems.append(Problem(where, line, "record", message))
+            malformed += 1
             continue
+        audio[record_key(where, path)] = checker.audio_seconds(record)
         problems.extend(Problem(where, line, f, m) for f, m in checker.check(record))
     result = ValidationResult(str(path), records, tuple(problems), counter)
+    # a header-only check never replaces the results of a full decode of the same file
+    keep = not config.decode and getattr(CheckCache.load(path), "decoded", False)
+    if config.cache and not keep:
+        try:
+            written = write_cache(path, print_, audio, decoded=config.decode, malformed=malformed)
+            logger.info("Wrote the audio checks to %s (finetune reuses them)", written)
+        except OSError as exc:  # a read-only corpus folder: the check itself still counts
+            logger.warning("could not write the check cache beside %s: %s", path, exc)
     if config.report:
         report = Path(config.report).expanduser()
         report.parent.mkdir(parents=True, exist_ok=True)

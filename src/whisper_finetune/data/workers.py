@@ -1,0 +1,121 @@
+"""How many dataloader workers keep a GPU busy: the default of ``--num_workers``.
+
+The figures come from ``benchmarks/data_scale.py`` (section "data pipeline vs GPU"):
+
+- **What a GPU consumes.** Training FLOPs per sample of LoRA (r=32 on q, k, v, out,
+  fc1, fc2) fine-tuning, counted with ``torch.utils.flop_counter`` on each model built
+  on the meta device (forward and backward, 30 s of log-mels, 64 label tokens), against
+  one H100/H200's dense bf16 peak (989 TFLOP/s) at 40 % utilisation.
+- **What one worker produces.** Samples per CPU-second of :class:`WhisperDataset` in one
+  process (decode, speed and volume augmentation, log-mel), measured on the development
+  machine's EPYC cores: about 100 for 5 s wav clips and 30 for 10 s slices of an hour-long
+  opus file (WenetSpeech-like). The default takes the slower figure, so that compressed
+  long-file corpora keep the GPU fed too; the cap below keeps it from oversubscribing.
+
+Workers needed = GPU samples/s / worker samples/s, rounded up, and never more than the
+cores a GPU's process can have (cores per local GPU, less one for the training loop).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+# samples/s of LoRA training at batch 16 on one H100/H200 (989 TFLOP/s bf16, 40 % MFU);
+# from benchmarks/data_scale.py (TFLOP per sample: fwd+bwd, counted)
+GPU_SAMPLES_PER_S = {
+    "tiny": 3577.0,  # 0.111 TFLOP per sample
+    "base": 1570.0,  # 0.252
+    "small": 416.0,  # 0.952
+    "medium": 128.7,  # 3.074
+    "large": 65.5,  # 6.037 (large-v3; turbo's encoder, the bulk of the cost, is the same)
+}
+# (d_model, encoder/decoder layers, heads, ffn, mel bins, vocabulary) of OpenAI's checkpoints
+WHISPER_DIMS = {
+    "tiny": (384, 4, 6, 1536, 80, 51865),
+    "base": (512, 6, 8, 2048, 80, 51865),
+    "small": (768, 12, 12, 3072, 80, 51865),
+    "medium": (1024, 24, 16, 4096, 80, 51865),
+    "large": (1280, 32, 20, 5120, 128, 51866),  # large-v3
+}
+GPU_BF16_PEAK_TFLOPS = 989.0  # H100/H200 SXM, dense
+UTILISATION = 0.40
+LABEL_TOKENS = 64
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+# samples per CPU-second one dataloader worker produces (decode, augmentation, log-mel) for
+# the slowest input measured: 10 s slices of a 60 min opus file (5 s wavs: about 100)
+WORKER_SAMPLES_PER_S = 30.0
+_SIZES = ("tiny", "base", "small", "medium", "large")
+
+
+def lora_training_flops(size: str, label_tokens: int = LABEL_TOKENS, rank: int = 32) -> float:
+    """FLOPs of one LoRA training sample (forward and backward), counted by torch on a
+    model built on the meta device (no weights, no compute)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    d, layers, heads, ffn, mels, vocab = WHISPER_DIMS[size]
+    config = WhisperConfig(
+        d_model=d,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
+        num_mel_bins=mels,
+        vocab_size=vocab,
+    )
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(config)
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(LORA_TARGETS))
+    model = get_peft_model(model, lora)
+    model.train()
+    features = torch.zeros(1, mels, 3000, device="meta")
+    labels = torch.zeros(1, label_tokens, dtype=torch.long, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(input_features=features, labels=labels).loss.backward()
+    return float(counter.get_total_flops())
+
+
+def gpu_samples_per_s(
+    flops_per_sample: float,
+    peak_tflops: float = GPU_BF16_PEAK_TFLOPS,
+    utilisation: float = UTILISATION,
+) -> float:
+    """Samples a second a GPU trains at ``utilisation`` of its peak."""
+    return peak_tflops * 1e12 * utilisation / flops_per_sample
+
+
+def model_size(name: str) -> str:
+    """``openai/whisper-large-v3`` -> ``large``; unknown names count as ``small``."""
+    found = re.findall(r"(?<![a-z])(tiny|base|small|medium|large|turbo)", str(name).lower())
+    size = found[-1] if found else "small"
+    return "large" if size == "turbo" else size
+
+
+def workers_needed(model: str, gpu_samples_per_s: float | None = None) -> int:
+    """Dataloader workers that keep one GPU fed when fine-tuning ``model`` with LoRA."""
+    rate = gpu_samples_per_s or GPU_SAMPLES_PER_S[model_size(model)]
+    return max(1, math.ceil(rate / WORKER_SAMPLES_PER_S))
+
+
+def default_num_workers(model: str, on_cuda: bool) -> int:
+    """The ``--num_workers`` default: 0 on CPU (workers would compete with training for
+    the same cores); on a GPU, the workers it needs, capped by the cores per local GPU."""
+    if not on_cuda:
+        return 0
+    gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
+    if gpus <= 0:
+        try:
+            import torch
+
+            gpus = max(1, torch.cuda.device_count())
+        except (ImportError, RuntimeError):
+            gpus = 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(workers_needed(model), (cores or 1) // gpus - 1))
