@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,14 +19,17 @@ pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs
 def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, tmp_path, capsys):
     cfg = DemoConfig(
         base_model=str(tiny_model_dir),
-        real_data=str(test_wav.parent / "test.json"),
+        guard_data=str(test_wav.parent / "test.json"),
         output_dir=str(tmp_path / "demo"),
         num_train=8,
         num_test=2,
         max_steps=2,
+        eval_steps=2,
+        eval_samples=2,
         per_device_train_batch_size=2,
         merge_scales=(1.0, 0.5),
         max_new_tokens=8,
+        precision="fp32",
     )
     report = run_demo(cfg)
     out = tmp_path / "demo"
@@ -40,10 +45,26 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
     assert (out / "ct2-int8" / "preprocessor_config.json").is_file()
     for name in ("report.md", "loss.png", "cer.png", "rtf.png"):
         assert (out / "report" / name).is_file(), name
-    utterances = (out / "eval" / "fine-tuned-test split-ct2" / "utterances.jsonl").read_text().splitlines()
+    utterances = (out / "eval" / "fine-tuned-synthetic-test-ct2" / "utterances.jsonl").read_text().splitlines()
     assert len(utterances) == 2 and "hypothesis" in json.loads(utterances[0])
+    # no folder the demo writes has a space in its name
+    assert not [p for p in out.rglob("*") if " " in p.name]
     assert report.log_history and any("loss" in h for h in report.log_history)
-    assert "merge scale chosen by the real-speech guard" in " ".join(report.notes)
+    notes = " ".join(report.notes)
+    assert "merge scale chosen by the guard" in notes and "guard set: <whisper_finetune>/assets/real_speech/test.json" in notes
+    # the guard set is reported per clip, per model and backend
+    clips = {(stage, backend, clip) for stage, backend, clip, *_ in report.per_clip}
+    assert clips == {(st, b, "test.wav") for st in ("base", "fine-tuned") for b in ("transformers fp32", "ct2 int8")}
+    # the CER-against-training-time curve: one point per evaluation, time growing
+    evals = [p for p in report.curve if "eval_cer" in p]
+    assert [p["step"] for p in evals] == [2] and evals[0]["train_seconds"] > 0 and "eval_guard_cer" in evals[0]
+    md = (out / "report" / "report.md").read_text()
+    assert "Real speech (guard set) per clip" in md and "Time to CER 0.10" in md
+    assert (out / "report" / "time-to-cer.png").is_file()
+    # where the figures come from: relative paths, seed, versions, CPU
+    assert report.settings["seed"] == 0 and "transformers" in report.settings["versions"]
+    assert report.settings["cpu"] and report.settings["test_data"] == "corpus/test.jsonl"
+    assert str(tmp_path) not in md
     assert "total time" in capsys.readouterr().out
 
 
@@ -60,3 +81,24 @@ def test_public_api_is_lazy_and_complete():
         "[getattr(w, n) for n in w.__all__]; print('ok')"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "ok"
+
+
+def test_guard_set_ships_with_the_package_and_needs_no_shared_folder(tmp_path):
+    """From a copy of the package with no ``../shared`` anywhere near, the demo finds the
+    real-speech guard set (seven real-dev clips plus test.wav) inside the package."""
+    src = Path(__file__).resolve().parents[2] / "src" / "whisper_finetune"
+    copy = tmp_path / "clone" / "src"
+    shutil.copytree(src, copy / "whisper_finetune", ignore=shutil.ignore_patterns("__pycache__"))
+    code = (
+        "import json; from whisper_finetune.demo.recipe import DemoConfig; "
+        "from whisper_finetune.data.manifest import read_manifest; from whisper_finetune.data.audio import load_audio; "
+        "p = DemoConfig().guard_data; rs = read_manifest(p); "
+        "print(json.dumps([p, len(rs), [load_audio(r.audio_path).size for r in rs]]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    path, n, sizes = json.loads(out.stdout)
+    assert Path(path).is_relative_to(copy) and not (tmp_path / "shared").exists()
+    assert n == 8 and all(size > 16000 for size in sizes)
+    notice = (copy / "whisper_finetune" / "assets" / "real_speech" / "NOTICE.md").read_text()
+    assert "Apache-2.0" in notice and "MIT" in notice

@@ -3,6 +3,7 @@
 Plots are drawn with matplotlib's Agg backend (no display needed):
 
 - ``loss.png``: training loss (and eval loss / CER when logged) against optimizer steps;
+- ``time-to-cer.png``: the test subset's and the guard set's CER against training seconds;
 - ``cer.png``: CER before and after fine-tuning, per backend and test set;
 - ``rtf.png``: real-time factor per model and backend.
 """
@@ -40,6 +41,10 @@ class Report:
     log_history: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     settings: dict[str, object] = field(default_factory=dict)
+    # (stage, backend, clip, CER, hypothesis) for every clip of the guard set
+    per_clip: list[tuple[str, str, str, float, str]] = field(default_factory=list)
+    # {"step", "train_seconds", eval metrics or "loss"} points (training.callbacks.TrainClock)
+    curve: list[dict] = field(default_factory=list)
 
     def find(self, stage: str, backend: str, dataset: str) -> Measurement | None:
         for m in self.measurements:
@@ -77,6 +82,55 @@ def cer_table(report: Report) -> str:
         ["test set", "backend", f"base {metric}", f"fine-tuned {metric}", "change", "utterances"],
         rows,
     )
+
+
+def per_clip_table(report: Report) -> str:
+    """Markdown: the guard set's CER per clip, per model and backend."""
+    columns = list(dict.fromkeys((stage, backend) for stage, backend, *_ in report.per_clip))
+    clips = list(dict.fromkeys(clip for _, _, clip, *_ in report.per_clip))
+    value = {(stage, backend, clip): cer for stage, backend, clip, cer, _ in report.per_clip}
+    rows = [
+        [clip, *(f"{value[(s, b, clip)]:.3f}" if (s, b, clip) in value else "-" for s, b in columns)]
+        for clip in clips
+    ]
+    return _table(["clip", *(f"{s} {b}" for s, b in columns)], rows)
+
+
+def time_to_target(curve: list[dict], key: str = "eval_cer", target: float = 0.10) -> float | None:
+    """Training seconds at the first evaluation whose ``key`` is at most ``target``."""
+    for point in curve:
+        if key in point and point[key] <= target:
+            return point["train_seconds"]
+    return None
+
+
+def plot_curve(curve: list[dict], path: Path, target: float = 0.10) -> Path | None:
+    """CER of the test subset (and the guard set) against training seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = [p for p in curve if "eval_cer" in p]
+    if not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([p["train_seconds"] for p in evals], [p["eval_cer"] for p in evals], "o-", label="test subset CER")
+    guard = [p for p in evals if "eval_guard_cer" in p]
+    if guard:
+        ax.plot([p["train_seconds"] for p in guard], [p["eval_guard_cer"] for p in guard], "s--", label="guard CER (real speech)")
+    ax.axhline(target, color="grey", linestyle=":", label=f"CER {target}")
+    reached = time_to_target(curve, target=target)
+    if reached is not None:
+        ax.axvline(reached, color="tab:green", linestyle=":", label=f"reached at {reached:.0f} s")
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_ylabel("CER")
+    ax.set_title("Time to CER")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def rtf_table(report: Report) -> str:
@@ -160,32 +214,18 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {
         "loss": plot_loss(report.log_history, out_dir / "loss.png"),
-        "cer": _grouped_bars(
-            report,
-            out_dir / "cer.png",
-            lambda m: m.value,
-            "CER",
-            "CER before and after fine-tuning",
-        ),
-        "rtf": _grouped_bars(
-            report,
-            out_dir / "rtf.png",
-            lambda m: m.rtf,
-            "real-time factor",
-            "Speed (lower is faster)",
-        ),
+        "time-to-cer": plot_curve(report.curve, out_dir / "time-to-cer.png"),
+        "cer": _grouped_bars(report, out_dir / "cer.png", lambda m: m.value, "CER", "CER before and after fine-tuning"),
+        "rtf": _grouped_bars(report, out_dir / "rtf.png", lambda m: m.rtf, "real-time factor", "Speed (lower is faster)"),
     }
     parts = [f"# {report.title}", "", "## Error rates", "", cer_table(report), ""]
-    parts += [
-        "## Speed",
-        "",
-        rtf_table(report),
-        "",
-        "## Time per stage",
-        "",
-        stage_table(report),
-        "",
-    ]
+    if report.per_clip:
+        parts += ["## Real speech (guard set) per clip", "", per_clip_table(report), ""]
+    reached = time_to_target(report.curve)
+    if report.curve:
+        when = f"{reached:.0f} training seconds" if reached is not None else "not reached"
+        parts += ["## Time to CER 0.10 (test subset, during training)", "", when, ""]
+    parts += ["## Speed", "", rtf_table(report), "", "## Time per stage", "", stage_table(report), ""]
     if report.settings:
         parts += [
             "## Settings",

@@ -145,3 +145,39 @@ class WeightDigestCallback(TrainerCallback):
             **weight_digest(getattr(model, "module", model)),
         }
         (self.folder / f"rank{rank}.json").write_text(json.dumps(digest), encoding="utf-8")
+
+
+class TrainClock(TrainerCallback):
+    """Training seconds (evaluation and saving excluded) at every log and evaluation.
+
+    ``points`` lists ``{"step", "train_seconds", **metrics}`` dicts: one per evaluation
+    (with its ``eval_*`` metrics) and one per training log (with ``loss``), so a curve of
+    error rate against training time can be drawn.
+    """
+
+    def __init__(self):
+        import time
+
+        self._now = time.perf_counter
+        self.seconds = 0.0
+        self._start: float | None = None
+        self.points: list[dict] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = self._now()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.seconds += self._now() - self._start
+            self._start = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        last = self.points[-1] if self.points else None
+        if last is not None and last["step"] == state.global_step and "loss" not in last:
+            last.update(metrics or {})  # the guard set's evaluation at the same step
+        else:
+            self.points.append({"step": state.global_step, "train_seconds": self.seconds, **(metrics or {})})
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.points.append({"step": state.global_step, "train_seconds": self.seconds, "loss": logs["loss"]})

@@ -171,6 +171,14 @@ class FinetuneConfig:
     guard_max_increase: float | None = _f(
         None, "prefer checkpoints whose guard error rate stays within base + this"
     )
+    anchor: str = _f(
+        "none",
+        "keep the model near the base while training: kd (distil toward the base model's "
+        "predictions, +1 forward pass a step), l2 (penalise the adapter's weight change), or none",
+        choices=("none", "kd", "l2"),
+    )
+    anchor_weight: float = _f(1.0, "weight of the --anchor term in the loss")
+    anchor_temperature: float = _f(1.0, "softmax temperature of --anchor=kd")
 
     def __post_init__(self):
         if self.use_adalora:
@@ -301,6 +309,10 @@ class FinetuneConfig:
             raise ValueError(
                 "--guard_data needs --test_data (it is watched at the same evaluations)"
             )
+        if self.anchor != "none" and not self.uses_peft:
+            raise ValueError(f"--anchor={self.anchor} needs --method=lora or adalora (the base is the adapter-free model)")
+        if self.anchor != "none" and (self.anchor_weight <= 0 or self.anchor_temperature <= 0):
+            raise ValueError("--anchor_weight and --anchor_temperature must be > 0")
         if self.guard_max_increase is not None and (
             not self.guard_data or self.guard_max_increase < 0
         ):

@@ -193,6 +193,7 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
     from whisper_finetune.data.dataset import LabelBuilder
     from whisper_finetune.models.resolve import resolve_model
     from whisper_finetune.training.adapters import build_model
+    from whisper_finetune.training.anchor import Anchor
     from whisper_finetune.training.callbacks import (
         WEIGHT_DIGEST_ENV,
         AdaLoraCallback,
@@ -264,6 +265,9 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
         loss_terms=[adalora_orth_reg] if cfg.method == "adalora" else [],
         max_nonfinite_steps=cfg.max_nonfinite_steps,
         generation_max_length=cfg.generation_max_length,
+        anchor=Anchor(cfg.anchor, cfg.anchor_weight, cfg.anchor_temperature)
+        if cfg.anchor != "none"
+        else None,
     )
     baseline = None
     if data["guard"] is not None:

@@ -70,6 +70,7 @@ class WhisperTrainer(Seq2SeqTrainer):
         metric: str,
         guard_dataset=None,
         loss_terms=(),
+        anchor=None,
         max_nonfinite_steps: int = 10,
         generation_max_length: int | None = None,
         **kwargs,
@@ -84,6 +85,8 @@ class WhisperTrainer(Seq2SeqTrainer):
         self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
         self.add_callback(self.nonfinite)
         self.generation_max_length = generation_max_length
+        self.anchor = anchor  # an anchor.Anchor (keep near the base model), or None
+        self._anchor_sum, self._anchor_n = 0.0, 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The model's loss, plus the extra terms; a non-finite loss is neutralised."""
@@ -96,6 +99,14 @@ class WhisperTrainer(Seq2SeqTrainer):
         if model.training:
             for term in self.loss_terms:  # the one place where extra loss terms are added
                 loss = loss + term(model)
+            if self.anchor is not None:
+                extra = self.anchor.loss(self.accelerator.unwrap_model(model), inputs, outputs)
+                if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
+                    # the Trainer does not divide such losses by the accumulation steps
+                    extra = extra / self.current_gradient_accumulation_steps
+                self._anchor_sum += float(extra.detach())
+                self._anchor_n += 1
+                loss = loss + extra
             loss = self.nonfinite.check(loss, model, origins, self.state.global_step)
         return (loss, outputs) if return_outputs else loss
 
@@ -116,6 +127,12 @@ class WhisperTrainer(Seq2SeqTrainer):
         return super().prediction_step(
             model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs
         )
+
+    def log(self, logs, *args, **kwargs):
+        if self.anchor is not None and self._anchor_n and "loss" in logs:
+            logs["anchor_loss"] = self._anchor_sum / self._anchor_n
+            self._anchor_sum, self._anchor_n = 0.0, 0
+        super().log(logs, *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
         gen_kwargs.setdefault("task", self.task)

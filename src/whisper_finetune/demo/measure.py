@@ -1,0 +1,109 @@
+"""The demo's measurements: a model on its test sets, per backend, and the guarded merge."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from whisper_finetune.demo.recipe import DemoConfig
+from whisper_finetune.demo.report import Measurement, Report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way of running a model: ``backend`` and ``compute_type`` for the loader, a label."""
+
+    name: str
+    compute_type: str
+    label: str
+
+
+def backends(cfg: DemoConfig) -> tuple[Backend, Backend]:
+    return (
+        Backend("transformers", "default", "transformers fp32"),
+        Backend("ct2", cfg.quantization, f"ct2 {cfg.quantization}"),
+    )
+
+
+def evaluate_model(model: str, backend: Backend, manifests: dict[Path, str], cfg: DemoConfig):
+    """Load ``model`` once and evaluate it on each manifest (output folder -> manifest)."""
+    from whisper_finetune.data.manifest import read_manifest
+    from whisper_finetune.evaluation.evaluate import EvalConfig, evaluate, write_report
+    from whisper_finetune.inference.loader import load_transcriber
+    from whisper_finetune.inference.transcript import DecodeOptions
+
+    transcriber = load_transcriber(
+        model, backend.name, compute_type=backend.compute_type, cpu_threads=2, batch_size=cfg.batch_size
+    )
+    options = DecodeOptions(language=cfg.language, without_timestamps=True, max_new_tokens=cfg.max_new_tokens)
+    reports = []
+    for out_dir, manifest in manifests.items():
+        report = evaluate(transcriber, read_manifest(manifest), EvalConfig(batch_size=cfg.batch_size, decode=options))
+        write_report(report, out_dir, model=str(model), backend=backend.name, compute_type=backend.compute_type)
+        reports.append(report)
+    return reports
+
+
+def measure(report: Report, stage: str, model: str, datasets: dict[str, tuple[str, str]], out: Path,
+            cfg: DemoConfig, which: tuple[Backend, ...]) -> None:
+    """Evaluate ``model`` on every dataset (slug -> (display name, manifest)) with each backend.
+
+    Results go to ``out/<stage>-<slug>-<backend>/`` and into ``report`` (per set, and per
+    clip for the guard set).
+    """
+    for backend in which:
+        folders = {out / f"{stage}-{slug}-{backend.name}": manifest for slug, (_, manifest) in datasets.items()}
+        results = evaluate_model(model, backend, folders, cfg)
+        for (slug, (name, _)), r in zip(datasets.items(), results, strict=True):
+            report.measurements.append(Measurement(stage, backend.label, name, r.metric, r.value, r.n_utts, r.rtf))
+            logger.info("%s %s on %s: %s %.3f (RTF %.3f)", stage, backend.label, name, r.metric.upper(), r.value, r.rtf)
+            if slug == "real-speech":
+                for u in r.utterances:
+                    report.per_clip.append(
+                        (stage, backend.label, Path(u.audio).name, u.errors / max(u.ref_units, 1), u.hypothesis)
+                    )
+
+
+def choose_merge_scale(adapter: str, guard_manifest: str, baselines: dict[str, float], cfg: DemoConfig, work: Path):
+    """The largest scale in ``cfg.merge_scales`` whose merge keeps the guard on every backend.
+
+    A scale passes when the merged model's CER on the guard set stays within
+    ``cfg.guard_max_increase`` of the base model's with transformers fp32 *and* after
+    conversion to CTranslate2 (``cfg.quantization``): quantization can tip a merge that
+    transformers tolerates (seen here: 0.121 with transformers, 0.152 with ct2 int8).
+
+    Args:
+        baselines: the base model's guard CER per backend name, ``"transformers"`` and ``"ct2"``.
+
+    Returns:
+        ``(scale, [(scale, {backend: guard CER}), ...])``; the smallest scale tried when
+        none keeps the guard (with a warning).
+    """
+    from whisper_finetune.models.convert import convert_to_ct2
+    from whisper_finetune.training.merge import merge_adapter
+
+    hf, ct2 = backends(cfg)
+    limit = {k: v + cfg.guard_max_increase + 1e-9 for k, v in baselines.items()}
+    tried = []
+    for scale in cfg.merge_scales:
+        folder = work / f"scale-{scale:.2f}"
+        merged = merge_adapter(adapter, folder / "merged", scale=scale, overwrite=True)
+        values = {}
+        [r] = evaluate_model(str(merged), hf, {folder / "eval-transformers": guard_manifest}, cfg)
+        values["transformers"] = r.value
+        if r.value <= limit["transformers"]:
+            converted = convert_to_ct2(merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False)
+            [r] = evaluate_model(str(converted), ct2, {folder / "eval-ct2": guard_manifest}, cfg)
+            values["ct2"] = r.value
+            shutil.rmtree(converted, ignore_errors=True)
+        shutil.rmtree(merged, ignore_errors=True)
+        tried.append((scale, values))
+        logger.info("merge scale %.2f: guard CER %s (base %s)", scale, values, baselines)
+        if all(values.get(k, float("inf")) <= limit[k] for k in limit):
+            return scale, tried
+    logger.warning("no merge scale kept the guard; using the smallest, %.2f", cfg.merge_scales[-1])
+    return cfg.merge_scales[-1], tried

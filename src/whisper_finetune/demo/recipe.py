@@ -1,0 +1,193 @@
+"""The demo's recipe: its options, its data, and the fine-tuning config it trains with.
+
+The defaults are the recipe tuned for 2 CPU cores (see the comments on each field, and
+``benchmarks/forgetting.py`` for the comparison that chose the anchor).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from whisper_finetune.assets import real_speech_manifest
+
+logger = logging.getLogger(__name__)
+
+
+def _default_guard_data() -> str:
+    """The real recordings shipped in the package: ``real-dev`` plus ``test.wav``."""
+    return str(real_speech_manifest())
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the demo; the defaults are the recipe tuned for 2 CPU cores."""
+
+    base_model: str = field(default="embedded:whisper-base", metadata={"help": "model to fine-tune"})
+    train_data: str | None = field(
+        default=None, metadata={"help": "training manifest (default: build the synthetic corpus)"}
+    )
+    test_data: str | None = field(
+        default=None, metadata={"help": "test manifest (default: the synthetic test split)"}
+    )
+    guard_data: str | None = field(
+        default_factory=_default_guard_data,
+        metadata={
+            "help": "real-speech manifest guarding checkpoints and the merge, measured before and "
+            "after (default: the package's real-dev clips plus test.wav; 'none' for no guard)",
+            "aliases": ["real_data"],
+        },
+    )
+    output_dir: str = field(default="runs/demo", metadata={"help": "where everything goes"})
+    language: str = field(default="zh", metadata={"help": "language of the data"})
+    num_train: int = field(default=640, metadata={"help": "synthetic training utterances"})
+    num_test: int = field(default=60, metadata={"help": "synthetic test utterances"})
+    # no-speech clips (silence, noise; empty sentence) teach <|nocaptions|>; each costs a
+    # full 30 s encoder pass, as much as a packed window of ~7 utterances
+    noise_share: float = field(default=0.02, metadata={"help": "no-speech clips, as a share of num_train"})
+    pack: bool = field(default=True, metadata={"help": "pack training utterances into <=30 s windows"})
+    method: str = field(default="lora", metadata={"help": "lora, adalora or full"})
+    lora_r: int = field(default=32, metadata={"help": "LoRA rank"})
+    # encoder-only adapters learn the new acoustics and leave Whisper's language model as
+    # it was (adapting the decoder too was seen to raise test.wav's CER from 0.12 to 0.15-0.18)
+    lora_layers: str = field(default="encoder", metadata={"help": "all, encoder, decoder or a regex"})
+    anchor: str = field(
+        default="kd",
+        metadata={"help": "keep the model near the base while training: kd, l2 or none (see finetune --help)"},
+    )
+    anchor_weight: float = field(default=1.0, metadata={"help": "weight of the anchor term"})
+    max_steps: int = field(default=120, metadata={"help": "optimizer steps (<= 0: use num_train_epochs)"})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "epochs, when max_steps <= 0"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "batch size"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    warmup_steps: int = field(default=5, metadata={"help": "warm-up steps"})
+    # bf16 autocast halves a CPU step where the CPU has bf16 instructions (0.97 vs 1.85 s a
+    # sample here); fp32 elsewhere
+    precision: str = field(
+        default="auto", metadata={"help": "auto (bf16 where the CPU has it, else fp32), bf16 or fp32"}
+    )
+    eval_steps: int = field(
+        default=30, metadata={"help": "evaluate (test subset and guard) and checkpoint every N steps"}
+    )
+    eval_samples: int = field(
+        default=40, metadata={"help": "test utterances scored at each evaluation during training"}
+    )
+    guard_max_increase: float = field(
+        default=0.01, metadata={"help": "largest CER increase on the guard set a checkpoint or merge may cause"}
+    )
+    merge_scales: tuple[float, ...] = field(
+        default=(1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3), metadata={"help": "merge scales tried, largest first"}
+    )
+    quantization: str = field(default="int8", metadata={"help": "CTranslate2 quantization"})
+    batch_size: int = field(default=8, metadata={"help": "evaluation batch size"})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "cap on generated tokens per clip in evaluations (none: model limit)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed for corpus, packing and training"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output_dir"})
+
+    def __post_init__(self):
+        if isinstance(self.guard_data, str) and self.guard_data.strip().lower() in ("", "none"):
+            object.__setattr__(self, "guard_data", None)
+
+
+@dataclass
+class Stages:
+    """Wall-clock seconds per named stage (``with stages("finetune"): ...``)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str):
+        logger.info("=== %s ===", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            logger.info("=== %s done in %.0f s ===", name, self.seconds[name])
+
+
+def cpu_precision(requested: str) -> str:
+    """``auto`` -> bf16 where this CPU runs bf16 natively, else fp32; others unchanged."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
+def build_data(cfg: DemoConfig, out: Path, stages: Stages) -> tuple[str, str]:
+    """The training and test manifests: the user's, or the synthetic corpus (packed)."""
+    train_data, test_data = cfg.train_data, cfg.test_data
+    if train_data is None:
+        from whisper_finetune.data.synth import SynthConfig, build_corpus
+
+        with stages("corpus"):
+            corpus = build_corpus(
+                SynthConfig(
+                    target_dir=str(out / "corpus"),
+                    num_train=cfg.num_train,
+                    num_test=cfg.num_test,
+                    noise_share=cfg.noise_share,
+                    seed=cfg.seed,
+                )
+            )
+        train_data, test_data = str(corpus.train_manifest), test_data or str(corpus.test_manifest)
+    if test_data is None:
+        raise ValueError("--test_data is needed with --train_data")
+    if cfg.pack:
+        from whisper_finetune.data.recipes.pack import PackConfig, pack_manifest
+
+        with stages("pack"):
+            packed = pack_manifest(PackConfig(train_data, str(out / "packed" / "train.jsonl"), seed=cfg.seed))
+            train_data = str(packed.output)
+    return train_data, test_data
+
+
+def training_config(cfg: DemoConfig, output_dir: Path, train_data: str, test_data: str, **overrides):
+    """The :class:`~whisper_finetune.training.config.FinetuneConfig` the demo trains with.
+
+    The test split's first ``eval_samples`` utterances and the guard set are scored every
+    ``eval_steps``; with a guard, checkpoints that keep it win the best-checkpoint choice.
+    """
+    from whisper_finetune.training.config import FinetuneConfig
+
+    values = dict(
+        base_model=cfg.base_model,
+        train_data=train_data,
+        test_data=test_data if cfg.eval_steps > 0 else None,
+        output_dir=str(output_dir),
+        language=cfg.language,
+        method=cfg.method,
+        lora_r=cfg.lora_r,
+        lora_alpha=2 * cfg.lora_r,
+        lora_layers=cfg.lora_layers,
+        anchor=cfg.anchor if cfg.method != "full" else "none",
+        anchor_weight=cfg.anchor_weight,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        precision=cpu_precision(cfg.precision),
+        logging_steps=2,
+        eval_steps=cfg.eval_steps if cfg.eval_steps > 0 else None,
+        save_steps=cfg.eval_steps if cfg.eval_steps > 0 else 10_000,
+        max_eval_samples=cfg.eval_samples,
+        guard_data=cfg.guard_data if cfg.eval_steps > 0 else None,
+        guard_max_increase=cfg.guard_max_increase if cfg.guard_data and cfg.eval_steps > 0 else None,
+        report_to=("tensorboard",),
+        cache_features=True,
+        seed=cfg.seed,
+        num_threads=2,
+    )
+    values.update(overrides)
+    return FinetuneConfig(**values)
