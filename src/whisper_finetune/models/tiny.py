@@ -10,12 +10,20 @@ from whisper_finetune.models.embedded import embedded_transformers
 from whisper_finetune.staging import staged_dir
 
 
-def build_tiny_whisper(dst: str | os.PathLike, *, seed: int = 0, d_model: int = 64, layers: int = 2) -> Path:
+def build_tiny_whisper(
+    dst: str | os.PathLike,
+    *,
+    seed: int = 0,
+    d_model: int = 64,
+    layers: int = 2,
+    ffn_dim: int | None = None,
+) -> Path:
     """A tiny, randomly initialised Whisper with the real multilingual tokenizer.
 
     It has whisper-base's vocabulary, special tokens, generation config and mel settings,
     so every code path (language tokens, timestamps, CTranslate2 conversion) behaves as
     with a real model, in a fraction of the time. Used by the tests and for smoke runs.
+    ``ffn_dim`` defaults to ``2 * d_model``; whisper.cpp needs Whisper's ``4 * d_model``.
     """
     import torch
     from transformers import (
@@ -35,8 +43,8 @@ def build_tiny_whisper(dst: str | os.PathLike, *, seed: int = 0, d_model: int = 
         decoder_layers=layers,
         encoder_attention_heads=2,
         decoder_attention_heads=2,
-        encoder_ffn_dim=d_model * 2,
-        decoder_ffn_dim=d_model * 2,
+        encoder_ffn_dim=ffn_dim or d_model * 2,
+        decoder_ffn_dim=ffn_dim or d_model * 2,
         max_source_positions=1500,
         max_target_positions=448,
         decoder_start_token_id=base_config.decoder_start_token_id,
