@@ -25,8 +25,8 @@ GGML_MAGIC = 0x67676D6C
 EXTRA = "whispercpp"
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency of this package is not installed."""
+class MissingExtraError(ImportError, RuntimeError):
+    """An optional dependency is not installed (a RuntimeError too, so the CLI reports it plainly)."""
 
 
 def require_extra(module: str, purpose: str, extra: str = EXTRA):

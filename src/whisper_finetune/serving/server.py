@@ -25,6 +25,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from whisper_finetune.inference.base import BACKENDS
+
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # 100 MiB: about 50 min of 16-bit 16 kHz wav
@@ -38,7 +40,7 @@ class ServeConfig:
         default="embedded:whisper-base", metadata={"help": "model folder, hub id or embedded:whisper-base"}
     )
     backend: str = dataclasses.field(
-        default="ct2", metadata={"help": "transformers or ct2", "choices": ["transformers", "ct2"]}
+        default="ct2", metadata={"help": "one of " + ", ".join(BACKENDS), "choices": list(BACKENDS)}
     )
     compute_type: str = dataclasses.field(
         default="default", metadata={"help": "ct2: int8, float32, float16, ...; transformers: float32, float16"}
