@@ -29,7 +29,12 @@ from whisper_finetune.inference.transcript import (
     Segment,
     Transcript,
 )
-from whisper_finetune.models.ggml_check import find_ggml_file, load_whisper_cpp, require_extra
+from whisper_finetune.models.ggml_check import (
+    find_ggml_file,
+    load_whisper_cpp,
+    read_ggml_header,
+    require_extra,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ class WhisperCppTranscriber:
     Raises:
         whisper_finetune.models.ggml_check.MissingExtraError: without ``pywhispercpp``.
         FileNotFoundError: when ``model_path`` holds no whisper.cpp model file.
+        ValueError: for an f32 file, which this whisper.cpp build cannot run on a CPU.
     """
 
     backend = "whispercpp"
@@ -63,6 +69,12 @@ class WhisperCppTranscriber:
             raise FileNotFoundError(
                 f"{model_path} is not a whisper.cpp model file nor a folder holding one "
                 "ggml-*.bin (make one with: whisper-finetune convert --format=ggml)"
+            )
+        if read_ggml_header(path)["ftype"] == 0:
+            raise ValueError(
+                f"{path} is an f32 model: whisper.cpp's CPU convolution takes f16 kernels only "
+                "and aborts the process on it (ggml-org/whisper.cpp#2557); convert with "
+                "--quantization=f16 (or q8_0, ...) instead"
             )
         self._ctx = load_whisper_cpp(path, use_gpu=device.startswith("cuda"))
         import _pywhispercpp as pw  # loaded by load_whisper_cpp

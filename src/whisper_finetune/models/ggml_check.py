@@ -75,12 +75,14 @@ class GGMLInfo:
         mel_filters: the filter bank, ``(n_mels, 201)``.
         tokens: the vocabulary's raw bytes, in id order.
         tensors: name -> (type name such as ``f16``/``q8_0``, shape outermost first).
+        offsets: name -> where the tensor's data starts in the file, in bytes.
     """
 
     hparams: dict[str, int]
     mel_filters: np.ndarray
     tokens: list[bytes]
     tensors: dict[str, tuple[str, tuple[int, ...]]]
+    offsets: dict[str, int]
 
 
 _HPARAMS = (
@@ -131,7 +133,7 @@ def read_ggml(path: str | os.PathLike) -> GGMLInfo:
         (length,) = take("<i")
         tokens.append(data[pos : pos + length])
         pos += length
-    tensors = {}
+    tensors, offsets = {}, {}
     while pos < len(data):
         ndim, name_len, type_id = take("<3i")
         shape = tuple(reversed(take(f"<{ndim}i")))
@@ -141,8 +143,9 @@ def read_ggml(path: str | os.PathLike) -> GGMLInfo:
         if pos + nbytes > len(data):
             raise ValueError(f"{path}: truncated inside tensor {name}")
         tensors[name] = (kind, shape)
+        offsets[name] = pos
         pos += nbytes
-    return GGMLInfo(hparams, filters, tokens, tensors)
+    return GGMLInfo(hparams, filters, tokens, tensors, offsets)
 
 
 def _type_size(type_id: int, shape: tuple[int, ...]) -> tuple[str, int]:
