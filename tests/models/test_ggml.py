@@ -185,3 +185,34 @@ def test_a_missing_extra_names_the_pip_install(tiny_cpp_dir, tmp_path, monkeypat
     argv = ["infer", f"--audio_path={wav}", f"--model_path={tmp_path / 'f16'}"]
     assert main([*argv, "--backend=whispercpp"]) == 1
     assert "pip install whisper-finetune[whispercpp]" in capsys.readouterr().err
+
+
+def test_convert_sample_fails_on_an_f16_mismatch_and_reports_quantized(
+    tiny_cpp_dir, test_wav, tmp_path, monkeypatch, capsys
+):
+    """A conversion that breaks the model (here: a zeroed token embedding) fails the command."""
+    import whisper_finetune.models.ggml as ggml
+    from whisper_finetune.cli import main
+
+    real = ggml._encode
+    shape = (51865, 64)  # decoder.token_embedding.weight
+
+    def zero_embedding(data, kind):
+        return real(np.zeros_like(data) if data.shape == shape else data, kind)
+
+    monkeypatch.setattr(ggml, "_encode", zero_embedding)
+    argv = ["convert", "--format=ggml", f"--model_path={tiny_cpp_dir}", f"--sample={test_wav}"]
+    argv += ["--language=zh", "--device=cpu"]
+    assert main([*argv, f"--output_dir={tmp_path / 'f16'}"]) == 1
+    captured = capsys.readouterr()
+    assert "(DIFFERENT)" in captured.out
+    assert "the f16 conversion does not give the source's greedy text" in captured.err
+    assert (tmp_path / "f16" / "ggml-model.bin").is_file()  # kept, for inspection
+
+    # a quantized type reports the difference and succeeds
+    assert main([*argv, f"--output_dir={tmp_path / 'q8'}", "--quantization=q8_0"]) == 0
+    out = capsys.readouterr().out
+    assert "CER ggml vs transformers:" in out and "(DIFFERENT)" in out
+    # a type of the other format is refused before any work
+    assert main([*argv, f"--output_dir={tmp_path / 'x'}", "--quantization=int8"]) == 1
+    assert "--format=ggml takes --quantization in" in capsys.readouterr().err
