@@ -200,8 +200,11 @@ def test_convert_sample_fails_on_an_f16_mismatch_and_reports_quantized(
     def zero_embedding(data, kind):
         return real(np.zeros_like(data) if data.shape == shape else data, kind)
 
+    from whisper_finetune.data.audio import load_audio, write_wav
+
+    sample = write_wav(tmp_path / "sample.wav", load_audio(test_wav)[:32000])  # 2 s: quicker
     monkeypatch.setattr(ggml, "_encode", zero_embedding)
-    argv = ["convert", "--format=ggml", f"--model_path={tiny_cpp_dir}", f"--sample={test_wav}"]
+    argv = ["convert", "--format=ggml", f"--model_path={tiny_cpp_dir}", f"--sample={sample}"]
     argv += ["--language=zh", "--device=cpu"]
     assert main([*argv, f"--output_dir={tmp_path / 'f16'}"]) == 1
     captured = capsys.readouterr()
