@@ -127,6 +127,7 @@ def worker(label: str, sets: list[str], args) -> dict:
     from whisper_finetune.text import normalize_text
 
     _, backend, compute_type, beam, batch = next(c for c in CONFIGS if c[0] == label)
+    extra = {"long_audio_batch": batch} if backend == "ct2" else {}  # "greedy" = sequential
     model = load_transcriber(
         "embedded:whisper-base",
         backend,
@@ -134,6 +135,7 @@ def worker(label: str, sets: list[str], args) -> dict:
         compute_type=compute_type,
         cpu_threads=THREADS,
         batch_size=batch,
+        **extra,
     )
     options = DecodeOptions(language="zh", beam_size=beam)
     data = {name: clip_set(name, args) for name in sets}

@@ -32,6 +32,13 @@ from whisper_finetune.inference.transcript import (
 
 logger = logging.getLogger(__name__)
 
+# On a CPU, one audio at least this long is cut at pauses (Silero VAD) and its chunks are
+# decoded in batches of LONG_AUDIO_BATCH, unless a batch size was chosen: on the 5-minute
+# benchmark clip that was the fastest CPU setting at the sequential decoder's CER
+# (README, "Long audio on a CPU").
+LONG_AUDIO_SECONDS = 60.0
+LONG_AUDIO_BATCH = 8
+
 
 class CT2Transcriber:
     """Whisper through CTranslate2 (faster-whisper).
@@ -48,6 +55,10 @@ class CT2Transcriber:
         batch_size: above 1, faster-whisper's ``BatchedInferencePipeline`` decodes in
             batches: :meth:`transcribe` cuts the audio at pauses (Silero VAD) into
             chunks, and :meth:`transcribe_batch` treats each clip as one chunk.
+        long_audio_batch: at 1 (the default ``batch_size``), the batch size used for one
+            audio of :data:`LONG_AUDIO_SECONDS` or more; ``None`` means
+            :data:`LONG_AUDIO_BATCH` on a CPU and 1 (sequential decoding) on a GPU. Audio
+            decoded while conditioning on the previous text always goes sequentially.
     """
 
     backend = "ct2"
@@ -60,6 +71,7 @@ class CT2Transcriber:
         cpu_threads: int = 0,
         num_workers: int = 1,
         batch_size: int = 1,
+        long_audio_batch: int | None = None,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -75,6 +87,9 @@ class CT2Transcriber:
             num_workers=num_workers,
             local_files_only=True,
         )
+        if long_audio_batch is None:
+            long_audio_batch = LONG_AUDIO_BATCH if self.model.model.device == "cpu" else 1
+        self.long_audio_batch = long_audio_batch
 
     @staticmethod
     def _kwargs(options: DecodeOptions) -> dict:
@@ -109,9 +124,23 @@ class CT2Transcriber:
     def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
         """Transcribe one audio of any length; see :class:`Transcriber`."""
         samples = as_samples(audio)
-        return self._transcribe(samples, options, batched=self.batch_size > 1)
+        batch_size = self.batch_size
+        if (
+            batch_size == 1
+            and self.long_audio_batch > 1
+            and samples.size >= LONG_AUDIO_SECONDS * SAMPLE_RATE
+            and not options.condition_on_previous_text
+        ):
+            batch_size = self.long_audio_batch
+        return self._transcribe(samples, options, batch_size > 1, batch_size)
 
-    def _transcribe(self, samples: np.ndarray, options: DecodeOptions, batched: bool) -> Transcript:
+    def _transcribe(
+        self,
+        samples: np.ndarray,
+        options: DecodeOptions,
+        batched: bool,
+        batch_size: int | None = None,
+    ) -> Transcript:
         duration = samples.size / SAMPLE_RATE
         if samples.size == 0:
             return Transcript("", options.language, 0.0)
@@ -122,7 +151,8 @@ class CT2Transcriber:
             # the batched pipeline needs VAD chunks for audio of 30 s or more
             kwargs["vad_filter"] = options.vad_filter or duration >= CHUNK_SECONDS
             pipeline = BatchedInferencePipeline(self.model)
-            segments, info = pipeline.transcribe(samples, batch_size=self.batch_size, **kwargs)
+            batch_size = batch_size or self.batch_size
+            segments, info = pipeline.transcribe(samples, batch_size=batch_size, **kwargs)
         else:
             segments, info = self.model.transcribe(samples, **kwargs)
         # faster-whisper decodes lazily, while the generator is iterated: do it here

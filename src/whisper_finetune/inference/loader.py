@@ -23,6 +23,7 @@ def load_transcriber(
     cpu_threads: int = 0,
     num_workers: int = 1,
     batch_size: int = 1,
+    long_audio_batch: int | None = None,
 ) -> Transcriber:
     """Load a model for one backend.
 
@@ -43,6 +44,9 @@ def load_transcriber(
         num_workers: ct2 only: parallel workers for multi-threaded callers.
         batch_size: ct2 only: see :class:`CT2Transcriber`. (The transformers backend
             batches whatever :meth:`~Transcriber.transcribe_batch` is given.)
+        long_audio_batch: ct2 only: the batch size for one long audio when ``batch_size``
+            is 1 (default: batched on a CPU; 1 keeps sequential decoding); see
+            :class:`CT2Transcriber`.
 
     Returns:
         A :class:`Transcriber`.
@@ -61,7 +65,9 @@ def load_transcriber(
     path = resolve_model(model, backend)
     logger.info("loading %s model %s on %s", backend, path, device)
     if backend == "ct2":
-        return CT2Transcriber(path, device, compute_type, cpu_threads, num_workers, batch_size)
+        return CT2Transcriber(
+            path, device, compute_type, cpu_threads, num_workers, batch_size, long_audio_batch
+        )
     if cpu_threads > 0:
         import torch
 
