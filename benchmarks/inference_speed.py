@@ -1,20 +1,32 @@
-"""Inference speed of whisper-base: transformers vs CTranslate2, side by side in one run.
+"""Inference speed of whisper-base: transformers, CTranslate2 and whisper.cpp in one run.
 
-For each configuration (backend, compute type, beam size, batching) and each clip (the
-real 8.4 s ``test.wav`` and a long clip of at least 60 s made of it), this prints the
-real-time factor (processing seconds / audio seconds; lower is faster), the speed-up
-over transformers at the same beam size, the CER against the reference, and the peak
-resident memory of the process. Every configuration runs in a fresh subprocess, so peak
-memory is its own; each is warmed up once on a 1 s clip, then timed on the clip.
+For each configuration (backend, weight type, beam size, batching) and each clip set this
+prints the real-time factor (processing seconds / audio seconds; lower is faster), the
+speed-up over transformers greedy (at the same beam size where transformers was run),
+the CER against the reference, the peak resident memory of the process and the size of
+the model file it loaded. The clip sets:
 
-    python benchmarks/inference_speed.py                 # the full table (~10 min on 2 cores)
-    python benchmarks/inference_speed.py --quick         # test.wav only, skips beam 5 on transformers
+* ``test.wav``: 8.4 s of real Mandarin;
+* ``long``: the eight shipped real recordings (``test.wav`` and ``real-dev``) laid end
+  to end with 0.5 s pauses, repeated to at least ``--long_seconds`` (default 300 s);
+* ``synth``: the demo's synthetic test split (60 clips, espeak-ng), one call per clip
+  (``transcribe_batch`` in batches for the batched configurations).
+
+Every configuration runs in a fresh subprocess with 2 threads, so peak memory is its own;
+each is warmed up once on a 1 s clip before timing. ``--profile`` instead splits the long
+clip's time into feature extraction, VAD, encoder and decoder for CTranslate2 int8 and
+whisper.cpp, and times the long-audio settings (see ``benchmarks/long_audio.py``).
+
+    python benchmarks/inference_speed.py                        # the full table
+    python benchmarks/inference_speed.py --sets test.wav        # quick
+    python benchmarks/inference_speed.py --configs "whisper.cpp q8_0 greedy"
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -25,6 +37,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / "src" / "whisper_finetune" / "assets" / "real_speech"
+THREADS = 2
 
 # (label, backend, compute_type, beam_size, batch_size)
 CONFIGS = [
@@ -32,90 +45,181 @@ CONFIGS = [
     ("transformers fp32 beam 5", "transformers", "float32", 5, 1),
     ("ct2 float32 greedy", "ct2", "float32", 1, 1),
     ("ct2 float32 beam 5", "ct2", "float32", 5, 1),
+    ("ct2 float32 greedy batched (8, decodes VAD chunks)", "ct2", "float32", 1, 8),
     ("ct2 int8 greedy", "ct2", "int8", 1, 1),
     ("ct2 int8 beam 5", "ct2", "int8", 5, 1),
     ("ct2 int8 greedy batched (8, decodes VAD chunks)", "ct2", "int8", 1, 8),
+    ("whisper.cpp f16 greedy", "whispercpp", "f16", 1, 1),
+    ("whisper.cpp f16 beam 5", "whispercpp", "f16", 5, 1),
+    ("whisper.cpp q8_0 greedy", "whispercpp", "q8_0", 1, 1),
+    ("whisper.cpp q8_0 beam 5", "whispercpp", "q8_0", 5, 1),
+    ("whisper.cpp q5_0 greedy", "whispercpp", "q5_0", 1, 1),
+    ("whisper.cpp q5_0 beam 5", "whispercpp", "q5_0", 5, 1),
 ]
+SETS = ("test.wav", "long", "synth")
 
 
-def _clips(long_repeats: int) -> dict[str, tuple[np.ndarray, str]]:
+def long_clip(min_seconds: float) -> tuple[np.ndarray, str]:
+    """The shipped real recordings end to end (0.5 s pauses), repeated to ``min_seconds``."""
+    from whisper_finetune.assets import real_speech_manifest
     from whisper_finetune.data.audio import SAMPLE_RATE, load_audio
+    from whisper_finetune.data.manifest import read_manifest
 
-    reference = json.loads((SHARED / "test.json").read_text(encoding="utf-8"))[0]["sentence"]
-    audio = load_audio(SHARED / "test.wav")
+    records = read_manifest(real_speech_manifest())
     pause = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
-    long = np.concatenate([np.concatenate([audio, pause])] * long_repeats)
-    return {"test.wav": (audio, reference), f"long ({len(long) / SAMPLE_RATE:.0f} s)": (long, reference * long_repeats)}
+    pieces, texts, total = [], [], 0
+    while total < min_seconds * SAMPLE_RATE:
+        for r in records:
+            audio = load_audio(r.audio_path)
+            pieces += [audio, pause]
+            texts.append(r.sentence)
+            total += audio.size + pause.size
+    return np.concatenate(pieces), "".join(texts)
 
 
-def worker(label: str, clip_names: list[str], long_repeats: int) -> dict:
-    """Run one configuration on the clips; returns timings, CER and peak memory."""
-    import torch
+def synth_split(folder: Path) -> list[tuple[np.ndarray, str]]:
+    """The demo's synthetic test split (60 clips, seed 0), built once into ``folder``."""
+    from whisper_finetune.data.audio import load_audio
+    from whisper_finetune.data.manifest import read_manifest
+    from whisper_finetune.data.synth import SynthConfig, build_corpus
 
+    manifest = folder / "test.jsonl"
+    if not manifest.is_file():
+        cfg = SynthConfig(target_dir=str(folder), num_train=0, num_test=60, noise_share=0.02)
+        manifest = build_corpus(cfg).test_manifest
+    return [(load_audio(r.audio_path), r.sentence) for r in read_manifest(manifest)]
+
+
+def clip_set(name: str, args) -> list[tuple[np.ndarray, str]]:
+    from whisper_finetune.data.audio import load_audio
+
+    if name == "test.wav":
+        reference = json.loads((SHARED / "test.json").read_text(encoding="utf-8"))[0]["sentence"]
+        return [(load_audio(SHARED / "test.wav"), reference)]
+    if name == "long":
+        return [long_clip(args.long_seconds)]
+    return synth_split(Path(args.synth_dir))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def model_file(transcriber) -> Path:
+    path = Path(transcriber.model_path)
+    if path.is_file():
+        return path
+    for name in ("model.bin", "model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(path)
+
+
+def worker(label: str, sets: list[str], args) -> dict:
+    """Run one configuration on the clip sets; timings, CER, peak memory, model size."""
     from whisper_finetune.evaluation.metrics import score
     from whisper_finetune.inference.loader import load_transcriber
     from whisper_finetune.inference.transcript import DecodeOptions
     from whisper_finetune.text import normalize_text
 
     _, backend, compute_type, beam, batch = next(c for c in CONFIGS if c[0] == label)
-    if torch.cuda.is_available() and compute_type in ("float32", "int8"):
-        # like for like on GPU: both backends in float16 (int8 rows: ct2's int8_float16)
-        compute_type = "float16" if compute_type == "float32" else "int8_float16"
-    model = load_transcriber("embedded:whisper-base", backend, compute_type=compute_type, cpu_threads=2, batch_size=batch)
+    extra = {"long_audio_batch": batch} if backend == "ct2" else {}  # "greedy" = sequential
+    model = load_transcriber(
+        "embedded:whisper-base",
+        backend,
+        device="cpu",
+        compute_type=compute_type,
+        cpu_threads=THREADS,
+        batch_size=batch,
+        **extra,
+    )
     options = DecodeOptions.plain(language="zh", beam_size=beam)  # one pass: like for like
-    clips = _clips(long_repeats)
-    model.transcribe(clips["test.wav"][0][:16000], options)  # warm-up
-    out = {}
-    for name in clip_names:
-        audio, reference = next(v for k, v in clips.items() if k.startswith(name))
+    data = {name: clip_set(name, args) for name in sets}
+    model.transcribe(np.asarray(data[sets[0]][0][0][:16000]), options)  # warm-up
+    out: dict = {}
+    for name, clips in data.items():
+        audio_seconds = sum(a.size for a, _ in clips) / 16000
         start = time.perf_counter()
-        result = model.transcribe(audio, options)
+        if batch > 1 and len(clips) > 1:
+            texts = [t.text for t in model.transcribe_batch([a for a, _ in clips], options)]
+        else:
+            texts = [model.transcribe(a, options).text for a, _ in clips]
         elapsed = time.perf_counter() - start
-        cer = score([normalize_text(reference)], [normalize_text(result.text)], "cer")
-        out[name] = {"rtf": elapsed / (len(audio) / 16000), "seconds": elapsed, "cer": cer, "text": result.text[:60]}
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cer = score([normalize_text(r) for _, r in clips], [normalize_text(t) for t in texts], "cer")
+        out[name] = {"rtf": elapsed / audio_seconds, "seconds": elapsed, "audio": audio_seconds,
+                     "cer": cer, "text": texts[0][:40]}  # fmt: skip
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["model_mb"] = model_file(model).stat().st_size / 1e6
     return out
+
+
+def _prepare_models() -> None:
+    """Convert the whisper.cpp models once (into the cache), outside any timing."""
+    from whisper_finetune.models.resolve import resolve_ggml
+
+    for quantization in sorted({c[2] for c in CONFIGS if c[1] == "whispercpp"}):
+        resolve_ggml("embedded:whisper-base", quantization)
+
+
+def print_table(rows: dict, sets: list[str], args) -> None:
+    print(f"\nwhisper-base, {THREADS} CPU threads; RTF = processing s / audio s (lower is faster)\n")
+    header = "| configuration |"
+    for name in sets:
+        header += f" {name} RTF | speed-up | CER |"
+    print(header + " peak RSS (MB) | model file (MB) |")
+    print("|---" * (1 + 3 * len(sets) + 2) + "|")
+    for label, row in rows.items():
+        if "error" in row:
+            print(f"| {label} | failed: {row['error'][:80]} |")
+            continue
+        beam = 5 if "beam 5" in label else 1
+        line = f"| {label} |"
+        for name in sets:
+            r = row.get(name)
+            if r is None:
+                line += " - | - | - |"
+                continue
+            ref = next((rows[k].get(name) for k in (
+                "transformers fp32 beam 5" if beam == 5 else "transformers fp32 greedy",
+                "transformers fp32 greedy") if k in rows and name in rows[k]), None)  # fmt: skip
+            speedup = f"{ref['rtf'] / r['rtf']:.1f}x" if ref else "-"
+            line += f" {r['rtf']:.3f} | {speedup} | {r['cer']:.3f} |"
+        print(line + f" {row['peak_rss_mb']:.0f} | {row['model_mb']:.0f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="test.wav only; no transformers beam 5")
-    parser.add_argument("--long_repeats", type=int, default=7, help="copies of test.wav in the long clip")
+    parser.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
+    parser.add_argument("--configs", nargs="*", default=None, help="labels to run (default: all)")
+    parser.add_argument("--skip", nargs="*", default=[], help="LABEL:SET pairs to leave out")
+    parser.add_argument("--long_seconds", type=float, default=300.0)
+    parser.add_argument("--synth_dir", default=str(REPO / "data" / "bench-synth"))
+    parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--clips", nargs="*", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.worker:
-        print("RESULT " + json.dumps(worker(args.worker, args.clips, args.long_repeats)))
+        print("RESULT " + json.dumps(worker(args.worker, args.sets, args)))
         return
-    clip_names = ["test.wav"] if args.quick else ["test.wav", "long"]
+    _prepare_models()
+    labels = args.configs or [c[0] for c in CONFIGS]
     rows = {}
-    for label, *_ in CONFIGS:
-        if args.quick and label == "transformers fp32 beam 5":
-            continue
-        cmd = [sys.executable, __file__, "--worker", label, "--long_repeats", str(args.long_repeats), "--clips", *clip_names]
-        print(f"running {label} ...", file=sys.stderr, flush=True)
+    for label in labels:
+        sets = [s for s in args.sets if f"{label}:{s}" not in args.skip]
+        cmd = [sys.executable, __file__, "--worker", label, "--sets", *sets,
+               "--long_seconds", str(args.long_seconds), "--synth_dir", args.synth_dir]  # fmt: skip
+        print(f"running {label} on {sets} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            raise SystemExit(f"{label} failed:\n{proc.stderr[-3000:]}")
-        rows[label] = json.loads(line[len("RESULT "):])
-    long_name = next((k for k in _clips(args.long_repeats) if k.startswith("long")), "long")
-    print(f"\nwhisper-base, 2 CPU threads; RTF = processing s / audio s (lower is faster); long clip = {long_name}\n")
-    header = "| configuration |"
-    for name in clip_names:
-        header += f" {name} RTF | speed-up | CER |"
-    print(header + " peak RSS (MB) |")
-    print("|---" * (1 + 3 * len(clip_names) + 1) + "|")
-    for label, row in rows.items():
-        beam = 5 if "beam 5" in label else 1
-        ref_label = "transformers fp32 beam 5" if beam == 5 else "transformers fp32 greedy"
-        line = f"| {label} |"
-        for name in clip_names:
-            r = row[name]
-            ref = rows.get(ref_label, {}).get(name)
-            speedup = f"{ref['rtf'] / r['rtf']:.1f}x" if ref else "-"
-            line += f" {r['rtf']:.3f} | {speedup} | {r['cer']:.3f} |"
-        print(line + f" {row['peak_rss_mb']:.0f} |")
+        rows[label] = json.loads(line[7:]) if line else {"error": proc.stderr[-300:]}
+        print(f"  {json.dumps(rows[label])[:300]}", file=sys.stderr, flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1, ensure_ascii=False))
+    print_table(rows, args.sets, args)
 
 
 if __name__ == "__main__":

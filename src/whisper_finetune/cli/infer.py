@@ -1,4 +1,4 @@
-"""``whisper-finetune infer``: transcribe one audio file (or many) with either backend.
+"""``whisper-finetune infer``: transcribe one audio file (or many) with any backend.
 
 Replaces the original ``infer.py`` and ``infer_ct2.py``. The result goes to stdout (or
 ``--output_file``) as JSON ``{"language", "duration", "results": [{"start", "end",
@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
+from whisper_finetune.inference.base import BACKENDS
 from whisper_finetune.inference.transcript import OUTPUT_FORMATS, DecodeOptions
 
 logger = logging.getLogger(__name__)
 
-BACKEND_CHOICES = ("transformers", "ct2")
+BACKEND_CHOICES = BACKENDS
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class RuntimeOptions:
     backend: str = field(
         default="transformers",
         metadata={
-            "help": "transformers, or ct2 (faster-whisper; a transformers folder is converted once)",
+            "help": "transformers, ct2 (faster-whisper) or whispercpp (whisper.cpp; pip install "
+            "whisper-finetune[whispercpp]); a transformers folder is converted once for either",
             "choices": BACKEND_CHOICES,
         },
     )
@@ -60,7 +62,8 @@ class RuntimeOptions:
         default="default",
         metadata={
             "help": "ct2: default, int8, int8_float16, float16, float32, ...; "
-            "transformers: default, float32, float16, bfloat16"
+            "transformers: default, float32, float16, bfloat16; "
+            "whispercpp: default (f16), q8_0, q5_0, ... (the GGML type to convert to)"
         },
     )
     cpu_threads: int = field(default=0, metadata={"help": "CPU threads; 0 = the library default"})

@@ -1,6 +1,6 @@
 """What every backend shares: the transcriber protocol, audio input, segment clean-up.
 
-Each backend (``hf``, ``ct2``) is one module that takes a
+Each backend (``hf``, ``ct2``, ``whispercpp``) is one module that takes a
 :class:`~whisper_finetune.inference.transcript.DecodeOptions` and returns a
 :class:`~whisper_finetune.inference.transcript.Transcript`; :mod:`.loader` picks one.
 """
@@ -23,7 +23,7 @@ from whisper_finetune.inference.transcript import (
 
 CHUNK_SECONDS = 30  # Whisper's input window
 CHUNK_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480,000 samples
-BACKENDS = ("transformers", "ct2")
+BACKENDS = ("transformers", "ct2", "whispercpp")
 CT2_ONLY = ("hotwords", "vad_filter", "word_timestamps")
 
 AudioInput = str | os.PathLike | np.ndarray

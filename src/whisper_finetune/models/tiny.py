@@ -61,7 +61,13 @@ def _v3_generation(generation):
 
 
 def build_tiny_whisper(
-    dst: str | os.PathLike, *, seed: int = 0, d_model: int = 64, layers: int = 2, v3: bool = False
+    dst: str | os.PathLike,
+    *,
+    seed: int = 0,
+    d_model: int = 64,
+    layers: int = 2,
+    v3: bool = False,
+    ffn_dim: int | None = None,
 ) -> Path:
     """A tiny, randomly initialised Whisper with the real multilingual tokenizer.
 
@@ -69,6 +75,7 @@ def build_tiny_whisper(
     (with ``v3``: large-v3's, see the module docstring), so every code path (language
     tokens, timestamps, CTranslate2 conversion) behaves as with a real model, in a
     fraction of the time. Used by the tests and for smoke runs.
+    ``ffn_dim`` defaults to ``2 * d_model``; whisper.cpp needs Whisper's ``4 * d_model``.
     """
     import torch
     from transformers import (
@@ -93,8 +100,8 @@ def build_tiny_whisper(
         decoder_layers=layers,
         encoder_attention_heads=2,
         decoder_attention_heads=2,
-        encoder_ffn_dim=d_model * 2,
-        decoder_ffn_dim=d_model * 2,
+        encoder_ffn_dim=ffn_dim or d_model * 2,
+        decoder_ffn_dim=ffn_dim or d_model * 2,
         max_source_positions=1500,
         max_target_positions=448,
         decoder_start_token_id=base_config.decoder_start_token_id,

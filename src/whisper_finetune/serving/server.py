@@ -26,6 +26,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from whisper_finetune.inference.base import BACKENDS
 from whisper_finetune.serving import legacy, openai_api, page
 from whisper_finetune.serving.errors import install_handlers
 from whisper_finetune.serving.guard import Guard
@@ -47,7 +48,7 @@ class ServeConfig:
         metadata={"help": "model folder, hub id or embedded:whisper-base"},
     )
     backend: str = dataclasses.field(
-        default="ct2", metadata={"help": "transformers or ct2", "choices": ["transformers", "ct2"]}
+        default="ct2", metadata={"help": "one of " + ", ".join(BACKENDS), "choices": list(BACKENDS)}
     )
     compute_type: str = dataclasses.field(
         default="default",

@@ -1,0 +1,155 @@
+"""The whisper.cpp backend: a GGML model file through ``pywhispercpp``.
+
+``pip install whisper-finetune[whispercpp]`` brings ``pywhispercpp``, whose wheels carry
+whisper.cpp compiled in. Models are the files ``whisper-finetune convert --format=ggml``
+writes (or any whisper.cpp ``ggml-*.bin``).
+
+Decoding matches the other backends' defaults: one temperature (no fallback schedule),
+no log-prob or no-speech thresholds, non-speech tokens suppressed as transformers'
+generation config does, and no conditioning on the previous window unless asked. Every
+call builds its own ``whisper_full_params`` from its :class:`DecodeOptions`, so one
+loaded model serves calls with different options; whisper.cpp's context is not
+reentrant, so calls on one transcriber run one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from whisper_finetune.data.audio import SAMPLE_RATE
+from whisper_finetune.inference.base import CT2_ONLY, AudioInput, as_samples, clamp_segments
+from whisper_finetune.inference.transcript import (
+    DEFAULT_OPTIONS,
+    DecodeOptions,
+    Segment,
+    Transcript,
+)
+from whisper_finetune.models.ggml_check import (
+    find_ggml_file,
+    load_whisper_cpp,
+    read_ggml_header,
+    require_extra,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class WhisperCppTranscriber:
+    """Whisper through whisper.cpp (``pywhispercpp``).
+
+    Args:
+        model_path: a whisper.cpp model file, or a folder holding one ``ggml-*.bin``.
+        device: ``"auto"``/``"cpu"`` run on the CPU; ``"cuda"`` asks whisper.cpp for a GPU
+            (the PyPI wheels are CPU builds). The weights run in the file's own type
+            (see ``compute_type`` of :func:`~whisper_finetune.inference.loader.load_transcriber`).
+        cpu_threads: threads; 0 uses whisper.cpp's default (up to 4).
+
+    Raises:
+        whisper_finetune.models.ggml_check.MissingExtraError: without ``pywhispercpp``.
+        FileNotFoundError: when ``model_path`` holds no whisper.cpp model file.
+        ValueError: for an f32 file, which this whisper.cpp build cannot run on a CPU.
+    """
+
+    backend = "whispercpp"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        device: str = "auto",
+        cpu_threads: int = 0,
+    ) -> None:
+        require_extra("pywhispercpp", "the whisper.cpp backend (--backend=whispercpp)")
+        path = find_ggml_file(model_path)
+        if path is None:
+            raise FileNotFoundError(
+                f"{model_path} is not a whisper.cpp model file nor a folder holding one "
+                "ggml-*.bin (make one with: whisper-finetune convert --format=ggml)"
+            )
+        if read_ggml_header(path)["ftype"] == 0:
+            raise ValueError(
+                f"{path} is an f32 model: whisper.cpp's CPU convolution takes f16 kernels only "
+                "and aborts the process on it (ggml-org/whisper.cpp#2557); convert with "
+                "--quantization=f16 (or q8_0, ...) instead"
+            )
+        self._ctx = load_whisper_cpp(path, use_gpu=device.startswith("cuda"))
+        import _pywhispercpp as pw  # loaded by load_whisper_cpp
+
+        self._pw = pw
+        self.model_path = str(path)
+        self.cpu_threads = cpu_threads
+        self._lock = threading.Lock()
+
+    def __del__(self) -> None:
+        ctx, self._ctx = getattr(self, "_ctx", None), None
+        if ctx is not None:
+            self._pw.whisper_free(ctx)
+
+    def _params(self, options: DecodeOptions):
+        pw = self._pw
+        for name in CT2_ONLY:
+            if getattr(options, name):
+                raise ValueError(f"{name} is only supported by the ct2 backend (--backend=ct2)")
+        greedy = options.beam_size == 1
+        strategy = pw.whisper_sampling_strategy
+        params = pw.whisper_full_default_params(
+            strategy.WHISPER_SAMPLING_GREEDY if greedy else strategy.WHISPER_SAMPLING_BEAM_SEARCH
+        )
+        if self.cpu_threads > 0:
+            params.n_threads = self.cpu_threads
+        if greedy:
+            params.greedy = {"best_of": 1}
+        else:
+            params.beam_search = {"beam_size": options.beam_size, "patience": -1.0}
+        params.language = options.language or "auto"
+        params.translate = options.task == "translate"
+        params.no_timestamps = options.without_timestamps
+        params.no_context = not options.condition_on_previous_text
+        # one temperature, no fallback, no thresholds: the other backends' decoding
+        params.temperature = options.temperature
+        params.temperature_inc = 0.0
+        params.no_speech_thold = 1.0  # a probability never exceeds it: no window is skipped
+        params.suppress_nst = True  # transformers' generation config suppresses these too
+        if options.max_new_tokens is not None:
+            params.max_tokens = options.max_new_tokens
+        if options.initial_prompt:
+            params.initial_prompt = options.initial_prompt
+        params.print_progress = False
+        params.print_realtime = False
+        params.print_timestamps = False
+        return params
+
+    def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
+        """Transcribe one audio of any length; see :class:`~whisper_finetune.inference.base.Transcriber`."""
+        samples = np.ascontiguousarray(as_samples(audio), dtype=np.float32)
+        duration = samples.size / SAMPLE_RATE
+        params = self._params(options)
+        if samples.size == 0:
+            return Transcript("", options.language, 0.0)
+        pw = self._pw
+        with self._lock:
+            if pw.whisper_full(self._ctx, params, samples, samples.size) != 0:
+                raise RuntimeError(f"whisper.cpp failed to transcribe ({self.model_path})")
+            segments = [
+                Segment(
+                    # 10 ms units; without timestamps whisper.cpp leaves t0 undefined
+                    max(pw.whisper_full_get_segment_t0(self._ctx, i) / 100, 0.0),
+                    pw.whisper_full_get_segment_t1(self._ctx, i) / 100,
+                    pw.whisper_full_get_segment_text(self._ctx, i)
+                    .decode("utf-8", errors="replace")
+                    .strip(),
+                )
+                for i in range(pw.whisper_full_n_segments(self._ctx))
+            ]
+            language = options.language or pw.whisper_lang_str(pw.whisper_full_lang_id(self._ctx))
+        return Transcript.from_segments(clamp_segments(segments, duration), language, duration)
+
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
+    ) -> list[Transcript]:
+        """Transcribe clips one after another (whisper.cpp decodes one audio at a time)."""
+        return [self.transcribe(a, options) for a in audios]

@@ -1,0 +1,29 @@
+"""Long audio on a CPU: CTranslate2 batches one long file by default (VAD chunks)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from whisper_finetune.inference.transcript import DecodeOptions
+
+OPTIONS = DecodeOptions(language="zh", max_new_tokens=4)
+
+
+def test_a_long_file_on_cpu_goes_through_the_batched_pipeline(tiny_model_dir, tmp_path):
+    from whisper_finetune.inference.ct2 import LONG_AUDIO_BATCH, LONG_AUDIO_SECONDS, CT2Transcriber
+    from whisper_finetune.models.convert import convert_to_ct2
+
+    ct2_dir = str(convert_to_ct2(tiny_model_dir, tmp_path / "ct2", quantization="int8"))
+    default = CT2Transcriber(ct2_dir, device="cpu")
+    sequential = CT2Transcriber(ct2_dir, device="cpu", long_audio_batch=1)
+    assert (default.long_audio_batch, default.batch_size) == (LONG_AUDIO_BATCH, 1)
+    # silence: the batched pipeline's VAD finds no speech and decodes nothing, while the
+    # sequential decoder makes the random model babble in every 30 s window
+    silence = np.zeros(int(LONG_AUDIO_SECONDS * 16000) + 16000, np.float32)
+    assert default.transcribe(silence, OPTIONS).text == ""
+    assert sequential.transcribe(silence, OPTIONS).text != ""
+    # shorter audio, or conditioning on the previous text, stays sequential
+    short = silence[: 40 * 16000]
+    assert default.transcribe(short, OPTIONS).text == sequential.transcribe(short, OPTIONS).text
+    conditioned = DecodeOptions(language="zh", max_new_tokens=4, condition_on_previous_text=True)
+    assert default.transcribe(silence, conditioned).text != ""

@@ -1,0 +1,88 @@
+"""whisper.cpp backend on our own GGML export of whisper-base: accuracy, parity, options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from whisper_finetune.evaluation.metrics import score
+from whisper_finetune.inference.transcript import DecodeOptions
+from whisper_finetune.text import normalize_text
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def base_q8(tmp_path_factory):
+    from whisper_finetune.models.ggml import convert_to_ggml
+
+    return convert_to_ggml(
+        "embedded:whisper-base", tmp_path_factory.mktemp("ggml") / "q8", quantization="q8_0"
+    )
+
+
+def _cer(reference: str, text: str) -> float:
+    return score([normalize_text(reference)], [normalize_text(text)], "cer")
+
+
+def test_f16_export_gives_the_transformers_greedy_text(test_wav, test_reference, tmp_path, capsys):
+    """The acceptance check, through the CLI: convert, then both models transcribe the sample."""
+    from whisper_finetune.cli import main
+    from whisper_finetune.inference.loader import load_transcriber
+
+    out = tmp_path / "f16"
+    argv = ["convert", "--format=ggml", "--model_path=embedded:whisper-base"]
+    argv += [f"--output_dir={out}", f"--sample={test_wav}", "--language=zh", "--device=cpu"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    lines = dict(line.split(":", 1) for line in printed.splitlines() if ":" in line)
+    assert lines["transformers"].strip() == lines["ggml"].strip(), printed
+    assert "CER ggml vs transformers: 0.0000 (identical)" in printed
+    assert (out / "ggml-model.bin").stat().st_size > 140e6
+
+    whispercpp = load_transcriber(out, "whispercpp", cpu_threads=2)
+    result = whispercpp.transcribe(str(test_wav), DecodeOptions(language="zh"))
+    assert _cer(test_reference, result.text) <= 0.15, result.text
+    assert result.text == lines["ggml"].strip()
+
+
+def test_q8_0_export_transcribes_real_speech(base_q8, test_wav, test_reference):
+    from whisper_finetune.inference.loader import load_transcriber
+
+    assert base_q8.name == "ggml-model-q8_0.bin" and base_q8.stat().st_size < 90e6
+    transcriber = load_transcriber(base_q8.parent, "whispercpp", compute_type="q8_0", cpu_threads=2)
+    for options in (DecodeOptions(language="zh"), DecodeOptions(language="zh", beam_size=5)):
+        result = transcriber.transcribe(str(test_wav), options)
+        assert _cer(test_reference, result.text) <= 0.15, (options.beam_size, result.text)
+        assert result.language == "zh" and result.duration == pytest.approx(8.39, abs=0.01)
+        assert all(0 <= s.start <= s.end <= result.duration for s in result.segments)
+    with pytest.raises(ValueError, match="not a q5_0 model"):
+        load_transcriber(base_q8, "whispercpp", compute_type="q5_0")
+
+
+def test_options_reach_whisper_cpp(base_q8, test_wav, test_reference):
+    from whisper_finetune.data.audio import load_audio
+    from whisper_finetune.inference.loader import load_transcriber
+
+    transcriber = load_transcriber(base_q8, "whispercpp", cpu_threads=2)
+    audio = load_audio(test_wav)
+    detected = transcriber.transcribe(audio)  # no language: whisper.cpp detects it
+    assert detected.language == "zh"
+    # a simplified-Chinese prompt steers the script, as with the other backends
+    prompted = transcriber.transcribe(
+        audio, DecodeOptions(language="zh", initial_prompt="以下是普通话的句子。")
+    )
+    assert "几" in prompted.text and "幾" not in prompted.text, prompted.text
+    english = transcriber.transcribe(audio, DecodeOptions(language="zh", task="translate"))
+    assert sum(c.isascii() and c.isalpha() for c in english.text) > 10, english.text
+    plain = transcriber.transcribe(audio, DecodeOptions(language="zh", without_timestamps=True))
+    assert [(s.start, s.end) for s in plain.segments] == [(0.0, plain.duration)]
+    # long audio: whisper.cpp's own 30 s windows, and the batch API
+    long = np.concatenate([audio, np.zeros(8000, np.float32)] * 5)
+    result = transcriber.transcribe(long, DecodeOptions(language="zh"))
+    assert result.duration > 30 and result.segments[-1].end > 30
+    assert _cer(test_reference * 5, result.text) <= 0.15, result.text
+    batch = transcriber.transcribe_batch([audio[:32000], audio], DecodeOptions(language="zh"))
+    assert [t.duration for t in batch] == [2.0, pytest.approx(8.39, abs=0.01)]
+    with pytest.raises(ValueError, match="only supported by the ct2 backend"):
+        transcriber.transcribe(audio, DecodeOptions(language="zh", vad_filter=True))
