@@ -14,7 +14,7 @@ import pytest
 from finetune_data import tone
 
 from whisper_finetune.cli import main
-from whisper_finetune.data import dataset as dataset_module
+from whisper_finetune.data import records as records_module  # where prepare_records decodes
 from whisper_finetune.data.audio import SAMPLE_RATE, write_wav
 from whisper_finetune.data.checkcache import CheckCache, cache_path
 from whisper_finetune.data.dataset import LabelBuilder, prepare_records
@@ -107,7 +107,7 @@ def test_validate_writes_the_cache_and_training_reuses_it(corpus, labels, tmp_pa
     def no_decoding(*args, **kwargs):
         raise AssertionError("prepare_records decoded audio despite a valid cache")
 
-    monkeypatch.setattr(dataset_module, "load_audio", no_decoding)
+    monkeypatch.setattr(records_module, "load_audio", no_decoding)
     records = read_manifest(manifest)
     kept, report = prepare_records(records, labels, min_duration=1.1)
     # the same durations as decoding: the 0.70 s slices and the 1.00 s files are too short
@@ -136,8 +136,8 @@ def test_a_changed_manifest_does_not_use_the_cache(corpus, labels, tmp_path, mon
     manifest.write_text(text, encoding="utf-8")
     assert CheckCache.load(manifest) is None
     calls = []
-    real = dataset_module.load_audio
-    monkeypatch.setattr(dataset_module, "load_audio", lambda *a, **k: calls.append(a) or real(*a))
+    real = records_module.load_audio
+    monkeypatch.setattr(records_module, "load_audio", lambda *a, **k: calls.append(a) or real(*a))
     prepare_records(read_manifest(manifest), labels)
     assert calls  # decoded again
 
