@@ -54,8 +54,11 @@ class DemoConfig:
     # encoder-only adapters learn the new acoustics and leave Whisper's language model as
     # it was (adapting the decoder too was seen to raise test.wav's CER from 0.12 to 0.15-0.18)
     lora_layers: str = field(default="encoder", metadata={"help": "all, encoder, decoder or a regex"})
+    # measured in benchmarks/forgetting.py: distillation (kd, weight 1) kept no checkpoint
+    # within the guard and slowed learning, so the demo trains plainly and lets the
+    # guarded merge scale trade the two (see the README's forgetting table)
     anchor: str = field(
-        default="kd",
+        default="none",
         metadata={"help": "keep the model near the base while training: kd, l2 or none (see finetune --help)"},
     )
     anchor_weight: float = field(default=1.0, metadata={"help": "weight of the anchor term"})
@@ -76,7 +79,7 @@ class DemoConfig:
         default=40, metadata={"help": "test utterances scored at each evaluation during training"}
     )
     guard_max_increase: float = field(
-        default=0.01, metadata={"help": "largest CER increase on the guard set a checkpoint or merge may cause"}
+        default=0.01, metadata={"help": "largest CER increase on the guard set the merge may cause"}
     )
     merge_scales: tuple[float, ...] = field(
         default=(1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3), metadata={"help": "merge scales tried, largest first"}
@@ -155,7 +158,10 @@ def training_config(cfg: DemoConfig, output_dir: Path, train_data: str, test_dat
     """The :class:`~whisper_finetune.training.config.FinetuneConfig` the demo trains with.
 
     The test split's first ``eval_samples`` utterances and the guard set are scored every
-    ``eval_steps``; with a guard, checkpoints that keep it win the best-checkpoint choice.
+    ``eval_steps`` (the CER-against-time curve); the checkpoint is chosen by the test
+    subset's CER, and the guard then chooses the merge scale. (Letting the guard choose the
+    checkpoint too was measured: when every checkpoint breaks it, the least-forgetting one
+    is the earliest and undertrained, e.g. synthetic CER 0.55 at step 30 of 120.)
     """
     from whisper_finetune.training.config import FinetuneConfig
 
@@ -183,7 +189,7 @@ def training_config(cfg: DemoConfig, output_dir: Path, train_data: str, test_dat
         save_steps=cfg.eval_steps if cfg.eval_steps > 0 else 10_000,
         max_eval_samples=cfg.eval_samples,
         guard_data=cfg.guard_data if cfg.eval_steps > 0 else None,
-        guard_max_increase=cfg.guard_max_increase if cfg.guard_data and cfg.eval_steps > 0 else None,
+        guard_max_increase=None,
         report_to=("tensorboard",),
         cache_features=True,
         seed=cfg.seed,
