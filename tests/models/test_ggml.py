@@ -212,10 +212,13 @@ def test_convert_sample_fails_on_an_f16_mismatch_and_reports_quantized(
     assert "the f16 conversion does not give the source's greedy text" in captured.err
     assert (tmp_path / "f16" / "ggml-model.bin").is_file()  # kept, for inspection
 
-    # a quantized type reports the difference and succeeds
-    assert main([*argv, f"--output_dir={tmp_path / 'q8'}", "--quantization=q8_0"]) == 0
-    out = capsys.readouterr().out
-    assert "CER ggml vs transformers:" in out and "(DIFFERENT)" in out
+    # a quantized type reports the difference, and fails unless it is accepted
+    assert main([*argv, f"--output_dir={tmp_path / 'q8'}", "--quantization=q8_0"]) == 1
+    captured = capsys.readouterr()
+    assert "CER ggml vs transformers:" in captured.out and "(DIFFERENT)" in captured.out
+    q8 = ["--quantization=q8_0", "--accept_difference"]
+    assert main([*argv, f"--output_dir={tmp_path / 'q8-accepted'}", *q8]) == 0
+    assert "(DIFFERENT)" in capsys.readouterr().out
     # a type of the other format is refused before any work
     assert main([*argv, f"--output_dir={tmp_path / 'x'}", "--quantization=int8"]) == 1
     assert "--format=ggml takes --quantization in" in capsys.readouterr().err

