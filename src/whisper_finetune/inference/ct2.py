@@ -23,6 +23,7 @@ from whisper_finetune.inference.base import (
     clamp_segments,
     gated,
     progress_bar,
+    speech_regions,
 )
 from whisper_finetune.inference.transcript import (
     DEFAULT_OPTIONS,
@@ -119,7 +120,8 @@ class CT2Transcriber:
             local_files_only=True,
         )
         if long_audio_batch is None:
-            long_audio_batch = LONG_AUDIO_BATCH if self.model.model.device == "cpu" else 1
+            device_of = getattr(getattr(self.model, "model", None), "device", "cpu")
+            long_audio_batch = LONG_AUDIO_BATCH if device_of == "cpu" else 1
         self.long_audio_batch = long_audio_batch
 
     @staticmethod
@@ -212,7 +214,14 @@ class CT2Transcriber:
         ``batch_size`` is; times are not clamped to the audio's length.
         """
         samples = as_samples(audio)
-        return self.model.transcribe(samples, **self._kwargs(options))
+        segments, info = self.model.transcribe(samples, **self._kwargs(options))
+        if not (options.robust and options.vad_gate):
+            return segments, info
+        # the VAD gate of transcribe(), for the whole audio: no speech, no segments (and no
+        # decoding, since the generator is never advanced)
+        if samples.size and speech_regions(samples):
+            return segments, info
+        return iter(()), info
 
     def transcribe_batch(
         self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
