@@ -53,3 +53,19 @@ def write_manifest(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), encoding="utf-8"
     )
     return path
+
+
+def small_config(model, train, out, **overrides):
+    """A ``FinetuneConfig`` for a few LoRA steps on the tiny model; keyword arguments override."""
+    from whisper_finetune.training.config import FinetuneConfig
+
+    base = dict(
+        base_model=str(model),
+        train_data=str(train),
+        output_dir=str(out),
+        per_device_train_batch_size=2,
+        warmup_steps=0,
+        lora_r=4,
+        report_to=("none",),
+    )
+    return FinetuneConfig(**{**base, **overrides})

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from finetune_data import write_manifest
+from finetune_data import small_config, write_manifest
 
 from whisper_finetune.data.collator import WhisperCollator
 from whisper_finetune.data.dataset import LabelBuilder, WhisperDataset, prepare_records
@@ -33,23 +33,16 @@ MIXED = (  # a Mandarin set and an English guard set in one manifest
 
 
 def _cfg(model, train, out, **kw) -> FinetuneConfig:
-    base = dict(
-        base_model=str(model),
-        train_data=str(train),
-        output_dir=str(out),
-        per_device_train_batch_size=2,
+    specific = dict(
         per_device_eval_batch_size=4,
         max_steps=2,
         save_steps=2,
         logging_steps=1,
-        warmup_steps=0,
         learning_rate=1e-2,
-        lora_r=4,
         lora_dropout=0.0,
-        report_to=("none",),
         seed=7,
     )
-    return FinetuneConfig(**{**base, **kw}).resolved(False, False)
+    return small_config(model, train, out, **{**specific, **kw}).resolved(False, False)
 
 
 @pytest.fixture(scope="module")

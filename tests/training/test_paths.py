@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from finetune_data import CLIPS, write_manifest
+from finetune_data import CLIPS, small_config, write_manifest
 from transformers import TrainerCallback
 
 from whisper_finetune.training.train import FinetuneConfig, finetune
@@ -20,18 +20,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _cfg(model, train, out, **kw) -> FinetuneConfig:
-    base = dict(
-        base_model=str(model),
-        train_data=str(train),
-        output_dir=str(out),
-        per_device_train_batch_size=2,
-        max_steps=1,
-        save_steps=1,
-        warmup_steps=0,
-        lora_r=4,
-        report_to=("none",),
-    )
-    return FinetuneConfig(**{**base, **kw})
+    specific = dict(max_steps=1, save_steps=1)
+    return small_config(model, train, out, **{**specific, **kw})
 
 
 class CheckpointingSeen(TrainerCallback):

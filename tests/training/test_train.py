@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetune_data import CLIPS, write_manifest
+from finetune_data import CLIPS, small_config, write_manifest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -44,24 +44,17 @@ def data(tmp_path_factory):
 
 
 def _cfg(model, train, out, **kw) -> FinetuneConfig:
-    base = dict(
-        base_model=str(model),
-        train_data=str(train),
-        output_dir=str(out),
-        per_device_train_batch_size=2,
+    specific = dict(
         per_device_eval_batch_size=2,
         max_steps=4,
         save_steps=2,
         logging_steps=1,
-        warmup_steps=0,
         learning_rate=1e-2,
-        lora_r=4,
         lora_alpha=8,
         generation_max_length=6,
-        report_to=("none",),
         seed=7,
     )
-    return FinetuneConfig(**{**base, **kw})
+    return small_config(model, train, out, **{**specific, **kw})
 
 
 class LossRecorder(TrainerCallback):

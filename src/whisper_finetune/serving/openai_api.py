@@ -78,7 +78,7 @@ def _sse(payload: dict) -> str:
 
 def register(app, state: ServerState) -> None:
     """Add the OpenAI-compatible routes to ``app``."""
-    from fastapi import File, Form, Request, UploadFile
+    from fastapi import Depends, File, Form, Request, UploadFile
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
     @app.get("/v1/models")
@@ -187,62 +187,41 @@ def register(app, state: ServerState) -> None:
             return PlainTextResponse(to_srt(transcript), media_type="application/x-subrip")
         return PlainTextResponse(to_vtt(transcript), media_type="text/vtt")
 
+    async def audio_form(
+        file: UploadFile | None = File(None),
+        model: str | None = Form(None),
+        prompt: str | None = Form(None),
+        response_format: str = Form("json"),
+        temperature: float = Form(0.0),
+        timestamp_granularities: list[str] | None = Form(None, alias="timestamp_granularities[]"),
+        stream: bool = Form(False),
+        to_simple: bool = Form(False),
+        remove_pun: bool = Form(False),
+    ) -> dict:
+        """The multipart fields both endpoints share (translations has no ``language``)."""
+        return dict(
+            file=file,
+            model=model,
+            prompt=prompt,
+            response_format=response_format,
+            temperature=temperature,
+            granularities=timestamp_granularities,
+            stream=stream,
+            to_simple=to_simple,
+            remove_pun=remove_pun,
+        )
+
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(
         request: Request,
-        file: UploadFile | None = File(None),
-        model: str | None = Form(None),
+        form: dict = Depends(audio_form),
         language: str | None = Form(None),
-        prompt: str | None = Form(None),
-        response_format: str = Form("json"),
-        temperature: float = Form(0.0),
-        timestamp_granularities: list[str] | None = Form(None, alias="timestamp_granularities[]"),
-        stream: bool = Form(False),
-        to_simple: bool = Form(False),
-        remove_pun: bool = Form(False),
     ):
-        return await handle(
-            request,
-            "transcribe",
-            file,
-            model,
-            language,
-            prompt,
-            response_format,
-            temperature,
-            timestamp_granularities,
-            stream,
-            to_simple,
-            remove_pun,
-        )
+        return await handle(request, "transcribe", language=language, **form)
 
     @app.post("/v1/audio/translations")
-    async def translations(
-        request: Request,
-        file: UploadFile | None = File(None),
-        model: str | None = Form(None),
-        prompt: str | None = Form(None),
-        response_format: str = Form("json"),
-        temperature: float = Form(0.0),
-        timestamp_granularities: list[str] | None = Form(None, alias="timestamp_granularities[]"),
-        stream: bool = Form(False),
-        to_simple: bool = Form(False),
-        remove_pun: bool = Form(False),
-    ):
-        return await handle(
-            request,
-            "translate",
-            file,
-            model,
-            None,
-            prompt,
-            response_format,
-            temperature,
-            timestamp_granularities,
-            stream,
-            to_simple,
-            remove_pun,
-        )
+    async def translations(request: Request, form: dict = Depends(audio_form)):
+        return await handle(request, "translate", language=None, **form)
 
 
 def _model_card(state: ServerState) -> dict:
