@@ -13,7 +13,9 @@ import pytest
 
 from whisper_finetune.demo.demo import DemoConfig, run_demo
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)"
+)
 
 
 def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, tmp_path, capsys):
@@ -34,7 +36,15 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
     report = run_demo(cfg)
     out = tmp_path / "demo"
     # every stage ran and was timed
-    assert list(report.stage_seconds) == ["corpus", "pack", "baseline", "finetune", "merge", "convert", "evaluate"]
+    assert list(report.stage_seconds) == [
+        "corpus",
+        "pack",
+        "baseline",
+        "finetune",
+        "merge",
+        "convert",
+        "evaluate",
+    ]
     # base and fine-tuned, both backends, both test sets
     keys = {(m.stage, m.backend, m.dataset) for m in report.measurements}
     assert len(keys) == 8
@@ -45,19 +55,34 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
     assert (out / "ct2-int8" / "preprocessor_config.json").is_file()
     for name in ("report.md", "loss.png", "cer.png", "rtf.png"):
         assert (out / "report" / name).is_file(), name
-    utterances = (out / "eval" / "fine-tuned-synthetic-test-ct2" / "utterances.jsonl").read_text().splitlines()
+    utterances = (
+        (out / "eval" / "fine-tuned-synthetic-test-ct2" / "utterances.jsonl")
+        .read_text()
+        .splitlines()
+    )
     assert len(utterances) == 2 and "hypothesis" in json.loads(utterances[0])
     # no folder the demo writes has a space in its name
     assert not [p for p in out.rglob("*") if " " in p.name]
     assert report.log_history and any("loss" in h for h in report.log_history)
     notes = " ".join(report.notes)
-    assert "merge scale chosen by the guard" in notes and "guard set: <whisper_finetune>/assets/real_speech/test.json" in notes
+    assert (
+        "merge scale chosen by the guard" in notes
+        and "guard set: <whisper_finetune>/assets/real_speech/test.json" in notes
+    )
     # the guard set is reported per clip, per model and backend
     clips = {(stage, backend, clip) for stage, backend, clip, *_ in report.per_clip}
-    assert clips == {(st, b, "test.wav") for st in ("base", "fine-tuned") for b in ("transformers fp32", "ct2 int8")}
+    assert clips == {
+        (st, b, "test.wav")
+        for st in ("base", "fine-tuned")
+        for b in ("transformers fp32", "ct2 int8")
+    }
     # the CER-against-training-time curve: one point per evaluation, time growing
     evals = [p for p in report.curve if "eval_cer" in p]
-    assert [p["step"] for p in evals] == [2] and evals[0]["train_seconds"] > 0 and "eval_guard_cer" in evals[0]
+    assert (
+        [p["step"] for p in evals] == [2]
+        and evals[0]["train_seconds"] > 0
+        and "eval_guard_cer" in evals[0]
+    )
     md = (out / "report" / "report.md").read_text()
     assert "Real speech (guard set) per clip" in md and "Time to CER 0.10" in md
     assert (out / "report" / "time-to-cer.png").is_file()
@@ -80,7 +105,12 @@ def test_public_api_is_lazy_and_complete():
         "import sys, whisper_finetune as w; assert 'torch' not in sys.modules; "
         "[getattr(w, n) for n in w.__all__]; print('ok')"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "ok"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "ok"
+    )
 
 
 def test_guard_set_ships_with_the_package_and_needs_no_shared_folder(tmp_path):
@@ -96,9 +126,36 @@ def test_guard_set_ships_with_the_package_and_needs_no_shared_folder(tmp_path):
         "print(json.dumps([p, len(rs), [load_audio(r.audio_path).size for r in rs]]))"
     )
     env = {**os.environ, "PYTHONPATH": str(copy)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     path, n, sizes = json.loads(out.stdout)
     assert Path(path).is_relative_to(copy) and not (tmp_path / "shared").exists()
     assert n == 8 and all(size > 16000 for size in sizes)
     notice = (copy / "whisper_finetune" / "assets" / "real_speech" / "NOTICE.md").read_text()
     assert "Apache-2.0" in notice and "MIT" in notice
+
+
+def test_evaluation_token_limit_follows_the_longest_reference(tiny_model_dir):
+    """The demo caps generated tokens at twice what its longest reference needs, so a
+    looping base model is scored on a bounded hypothesis instead of 448 tokens a clip."""
+    from transformers import WhisperTokenizerFast
+
+    from whisper_finetune.data.manifest import Record
+    from whisper_finetune.demo.measure import token_limit
+
+    short, long = "你好", "今天天气很好我们一起去公园散步吧" * 3
+    records = [Record(audio_path="a.wav", sentence=s) for s in (short, long)]
+    tokens = len(
+        WhisperTokenizerFast.from_pretrained(tiny_model_dir)(
+            long, add_special_tokens=False
+        ).input_ids
+    )
+    assert tokens > 20
+    assert token_limit(records, str(tiny_model_dir)) == 2 * (tokens + 5)
+    assert token_limit(records[:1], str(tiny_model_dir)) == 32  # never under 32

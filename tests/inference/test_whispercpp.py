@@ -86,3 +86,21 @@ def test_options_reach_whisper_cpp(base_q8, test_wav, test_reference):
     assert [t.duration for t in batch] == [2.0, pytest.approx(8.39, abs=0.01)]
     with pytest.raises(ValueError, match="only supported by the ct2 backend"):
         transcriber.transcribe(audio, DecodeOptions(language="zh", vad_filter=True))
+
+
+def test_robust_decoding_maps_onto_whisper_cpp_fallback_and_the_vad_gate(base_q8):
+    from whisper_finetune.inference.loader import load_transcriber
+
+    transcriber = load_transcriber(base_q8, "whispercpp", cpu_threads=2)
+    robust = transcriber._params(DecodeOptions(language="zh"))
+    assert robust.temperature_inc == pytest.approx(0.2)
+    assert robust.entropy_thold == pytest.approx(2.4)
+    assert robust.logprob_thold == pytest.approx(-1.0)
+    assert robust.no_speech_thold == pytest.approx(0.6)
+    plain = transcriber._params(DecodeOptions.plain(language="zh"))
+    assert plain.temperature_inc == 0.0
+    assert plain.entropy_thold == 0.0 and plain.logprob_thold < -1e8
+    assert plain.no_speech_thold == 1.0
+    # 20 s of silence: the VAD gate finds no speech, so nothing is decoded
+    silence = transcriber.transcribe(np.zeros(20 * 16000, np.float32), DecodeOptions(language="zh"))
+    assert silence.text == "" and silence.segments == ()

@@ -39,13 +39,31 @@ def evaluate_model(model: str, backend: Backend, manifests: dict[Path, str], cfg
     transcriber = load_transcriber(
         model, backend.name, compute_type=backend.compute_type, cpu_threads=2, batch_size=cfg.batch_size
     )
-    options = DecodeOptions(language=cfg.language, without_timestamps=True, max_new_tokens=cfg.max_new_tokens)
     reports = []
     for out_dir, manifest in manifests.items():
-        report = evaluate(transcriber, read_manifest(manifest), EvalConfig(batch_size=cfg.batch_size, decode=options))
+        records = read_manifest(manifest)
+        limit = cfg.max_new_tokens or token_limit(records, cfg.base_model)
+        options = DecodeOptions(language=cfg.language, without_timestamps=True, max_new_tokens=limit)
+        report = evaluate(transcriber, records, EvalConfig(batch_size=cfg.batch_size, decode=options))
         write_report(report, out_dir, model=str(model), backend=backend.name, compute_type=backend.compute_type)
         reports.append(report)
     return reports
+
+
+def token_limit(records, base_model: str) -> int:
+    """New tokens allowed per clip: as in training's evaluation, twice what the longest
+    reference needs (``generation_limit``), so a wrong, longer hypothesis is still scored
+    as insertions while a repetition loop stops there instead of at Whisper's 448 tokens
+    (the base model loops on most synthetic clips, and robust decoding tries each window
+    up to six times)."""
+    from transformers import WhisperTokenizerFast
+
+    from whisper_finetune.models.resolve import resolve_model
+    from whisper_finetune.training.trainer import generation_limit
+
+    tokenizer = WhisperTokenizerFast.from_pretrained(resolve_model(base_model))
+    longest = max((len(tokenizer(r.sentence, add_special_tokens=False).input_ids) for r in records), default=0)
+    return generation_limit(longest + 4)  # + language, task, no-timestamps, end
 
 
 def measure(report: Report, stage: str, model: str, datasets: dict[str, tuple[str, str]], out: Path,

@@ -90,7 +90,7 @@ class DemoConfig:
     quantization: str = field(default="int8", metadata={"help": "CTranslate2 quantization"})
     batch_size: int = field(default=8, metadata={"help": "evaluation batch size"})
     max_new_tokens: int | None = field(
-        default=None, metadata={"help": "cap on generated tokens per clip in evaluations (none: model limit)"}
+        default=None, metadata={"help": "cap on generated tokens per clip in evaluations (none: twice what the longest reference needs)"}
     )
     seed: int = field(default=0, metadata={"help": "seed for corpus, packing and training"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output_dir"})

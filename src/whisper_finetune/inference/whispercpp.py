@@ -4,9 +4,13 @@
 whisper.cpp compiled in. Models are the files ``whisper-finetune convert --format=ggml``
 writes (or any whisper.cpp ``ggml-*.bin``).
 
-Decoding matches the other backends' defaults: one temperature (no fallback schedule),
-no log-prob or no-speech thresholds, non-speech tokens suppressed as transformers'
-generation config does, and no conditioning on the previous window unless asked. Every
+Decoding follows the same :class:`DecodeOptions` as the other backends. Robust decoding
+(the default) maps onto whisper.cpp's own fallback: the same temperature step, log-prob
+and no-speech thresholds, and whisper.cpp's entropy threshold in place of the gzip
+compression ratio (whisper.cpp's analogue, with the same default of 2.4); the Silero VAD
+gate runs in front, as on the other backends. ``robust=False`` is one greedy or beam pass
+with no thresholds. Non-speech tokens are suppressed as transformers' generation config
+does, and there is no conditioning on the previous window unless asked. Every
 call builds its own ``whisper_full_params`` from its :class:`DecodeOptions`, so one
 loaded model serves calls with different options; whisper.cpp's context is not
 reentrant, so calls on one transcriber run one at a time.
@@ -22,7 +26,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from whisper_finetune.data.audio import SAMPLE_RATE
-from whisper_finetune.inference.base import CT2_ONLY, AudioInput, as_samples, clamp_segments
+from whisper_finetune.inference.base import (
+    CT2_ONLY,
+    AudioInput,
+    as_samples,
+    clamp_segments,
+    gated,
+)
 from whisper_finetune.inference.transcript import (
     DEFAULT_OPTIONS,
     DecodeOptions,
@@ -37,6 +47,11 @@ from whisper_finetune.models.ggml_check import (
 )
 
 logger = logging.getLogger(__name__)
+
+# thresholds no window crosses: whisper.cpp fails a window whose token entropy is below
+# entropy_thold (a repetition loop) or whose average log-prob is below logprob_thold
+NO_ENTROPY_CHECK = 0.0
+NO_LOGPROB_CHECK = -1e9
 
 
 class WhisperCppTranscriber:
@@ -109,10 +124,16 @@ class WhisperCppTranscriber:
         params.translate = options.task == "translate"
         params.no_timestamps = options.without_timestamps
         params.no_context = not options.condition_on_previous_text
-        # one temperature, no fallback, no thresholds: the other backends' decoding
         params.temperature = options.temperature
-        params.temperature_inc = 0.0
-        params.no_speech_thold = 1.0  # a probability never exceeds it: no window is skipped
+        thresholds = options.thresholds  # all None without robust decoding
+        step = options.temperature_increment_on_fallback if options.robust else None
+        params.temperature_inc = step or 0.0  # 0: one temperature, no fallback
+        ratio, logprob = thresholds["compression_ratio_threshold"], thresholds["logprob_threshold"]
+        params.entropy_thold = ratio if ratio is not None else NO_ENTROPY_CHECK
+        params.logprob_thold = logprob if logprob is not None else NO_LOGPROB_CHECK
+        no_speech = thresholds["no_speech_threshold"]
+        # a probability never exceeds 1: no window is skipped
+        params.no_speech_thold = no_speech if no_speech is not None else 1.0
         params.suppress_nst = True  # transformers' generation config suppresses these too
         if options.max_new_tokens is not None:
             params.max_tokens = options.max_new_tokens
@@ -126,10 +147,13 @@ class WhisperCppTranscriber:
     def transcribe(self, audio: AudioInput, options: DecodeOptions = DEFAULT_OPTIONS) -> Transcript:
         """Transcribe one audio of any length; see :class:`~whisper_finetune.inference.base.Transcriber`."""
         samples = np.ascontiguousarray(as_samples(audio), dtype=np.float32)
-        duration = samples.size / SAMPLE_RATE
-        params = self._params(options)
         if samples.size == 0:
             return Transcript("", options.language, 0.0)
+        return gated([samples], options, lambda kept: [self._one(kept[0], options)])[0]
+
+    def _one(self, samples: np.ndarray, options: DecodeOptions) -> Transcript:
+        duration = samples.size / SAMPLE_RATE
+        params = self._params(options)
         pw = self._pw
         with self._lock:
             if pw.whisper_full(self._ctx, params, samples, samples.size) != 0:
