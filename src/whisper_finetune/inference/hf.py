@@ -37,6 +37,7 @@ from whisper_finetune.inference.base import (
     gated,
     progress_bar,
 )
+from whisper_finetune.inference.encoder_cache import reused_encoder
 from whisper_finetune.inference.transcript import (
     DEFAULT_OPTIONS,
     DecodeOptions,
@@ -194,6 +195,7 @@ class HFTranscriber:
         with (
             torch.inference_mode(),
             _seeded(options.seed, self.device),
+            reused_encoder(self.model),  # each fallback temperature would encode again
             progress_bar(duration, self.progress and long_form) as bar,
         ):
             if long_form:
