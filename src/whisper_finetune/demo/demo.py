@@ -118,9 +118,10 @@ def run_demo(cfg: DemoConfig) -> Report:
     if cfg.guard_data:
         datasets[GUARD_SET] = ("real speech (guard)", cfg.guard_data)
         report.notes.append(
-            f"guard set: {_relative(cfg.guard_data, out)} (real speech; it chooses the checkpoint "
-            f"and the merge scale, so its 'after' figure is not an independent test); measured "
-            f"only: {_relative(test_data, out)}"
+            f"guard set: {_relative(cfg.guard_data, out)} (real speech; watched during training, it "
+            f"chooses the merge scale, so its 'after' figure is not an independent test); test "
+            f"split: {_relative(test_data, out)} (its first {cfg.eval_samples} clips choose the "
+            f"checkpoint; all of it is measured)"
         )
     else:
         report.notes.append("no guard set: forgetting was not measured and no guard was used")
