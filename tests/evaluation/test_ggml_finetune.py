@@ -1,9 +1,11 @@
 """A merged fine-tune of whisper-base, exported to GGML, keeps its fine-tuned accuracy.
 
-Needs a merged fine-tune (``whisper-finetune finetune`` then ``merge``; the demo makes
-one): set ``WHISPER_FINETUNE_MERGED_MODEL`` to its folder. The synthetic test split (60
-clips, seed 0, as the demo builds it) is written to ``WHISPER_FINETUNE_SYNTH_DIR`` or a
-temporary folder.
+The fine-tune is ``WHISPER_FINETUNE_MERGED_MODEL`` when set (a merged model, e.g. the
+demo's ``runs/demo/merged``); otherwise the test makes one: 20 LoRA steps of the demo's
+recipe on 160 synthetic utterances, merged at full scale (about 3 minutes on 2 cores).
+Both sides decode the demo's 60-clip synthetic test split in one plain greedy pass, each
+clip capped at 44 new tokens (twice what the longest reference needs), so what differs is
+the export, not the decoder's fallback.
 """
 
 from __future__ import annotations
@@ -17,49 +19,75 @@ from whisper_finetune.evaluation.metrics import score
 from whisper_finetune.inference.transcript import DecodeOptions
 from whisper_finetune.text import normalize_text
 
-pytestmark = pytest.mark.slow
-MERGED = os.environ.get("WHISPER_FINETUNE_MERGED_MODEL")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("two_torch_threads")]
+OPTIONS = DecodeOptions.plain(language="zh", max_new_tokens=44)
 
 
-def _split(tmp_path: Path):
+@pytest.fixture(scope="module")
+def two_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def finetune_and_split(tmp_path_factory):
+    """(merged model folder, test split manifest)."""
+    from dataclasses import replace
+
+    from whisper_finetune.demo.recipe import DemoConfig, Stages, build_data, training_config
+    from whisper_finetune.training.merge import merge_adapter
+    from whisper_finetune.training.train import finetune
+
+    work = tmp_path_factory.mktemp("ggml-finetune")
+    merged = os.environ.get("WHISPER_FINETUNE_MERGED_MODEL")
+    if merged:  # only the test split is needed
+        from whisper_finetune.data.synth import SynthConfig, build_corpus
+
+        synth = SynthConfig(target_dir=str(work / "corpus"), num_train=0, num_test=60, noise_share=0.02)
+        return Path(merged), str(build_corpus(synth).test_manifest)
+    cfg = replace(DemoConfig(output_dir=str(work)), num_train=160, num_test=60)
+    train, test = build_data(cfg, work, Stages())
+    cfg = replace(cfg, max_steps=20, eval_steps=0, warmup_steps=2)
+    result = finetune(training_config(cfg, work / "train", train, test, report_to=("none",)))
+    return merge_adapter(str(result.final_dir), work / "merged", scale=1.0), test
+
+
+def _cer(transcriber, manifest) -> float:
     from whisper_finetune.data.audio import load_audio
     from whisper_finetune.data.manifest import read_manifest
-    from whisper_finetune.data.synth import SynthConfig, build_corpus
 
-    folder = Path(os.environ.get("WHISPER_FINETUNE_SYNTH_DIR", tmp_path / "synth"))
-    manifest = folder / "test.jsonl"
-    if not manifest.is_file():
-        cfg = SynthConfig(target_dir=str(folder), num_train=0, num_test=60, noise_share=0.02)
-        manifest = build_corpus(cfg).test_manifest
     records = read_manifest(manifest)
-    return [load_audio(r.audio_path) for r in records], [r.sentence for r in records]
+    assert len(records) == 60
+    texts = [transcriber.transcribe(load_audio(r.audio_path), OPTIONS).text for r in records]
+    return score(
+        [normalize_text(r.sentence) for r in records], [normalize_text(t) for t in texts], "cer"
+    )
 
 
-def _cer(transcriber, clips, references) -> float:
-    # like for like: one greedy pass on both backends, so the export is what differs
-    # (robust decoding's fallback samples, and samples differ between engines)
-    options = DecodeOptions.plain(language="zh")
-    texts = [transcriber.transcribe(c, options).text for c in clips]
-    return score([normalize_text(r) for r in references], [normalize_text(t) for t in texts], "cer")
-
-
-@pytest.mark.skipif(not MERGED, reason="set WHISPER_FINETUNE_MERGED_MODEL to a merged fine-tune")
-def test_merged_finetune_keeps_its_synthetic_split_cer_in_ggml(tmp_path):
+def test_merged_finetune_keeps_its_synthetic_split_cer_in_ggml(finetune_and_split, tmp_path):
     from whisper_finetune.inference.loader import load_transcriber
     from whisper_finetune.models.ggml import convert_to_ggml
 
-    clips, references = _split(tmp_path)
-    assert len(clips) == 60
-    transformers = _cer(load_transcriber(MERGED, "transformers", "cpu", cpu_threads=2), clips, references)
-    for quantization in ("f16", "q8_0"):
-        out = convert_to_ggml(MERGED, tmp_path / quantization, quantization=quantization)
-        ggml = _cer(load_transcriber(out, "whispercpp", cpu_threads=2), clips, references)
-        print(f"synthetic split CER: transformers {transformers:.4f}, ggml {quantization} {ggml:.4f}")
-        assert abs(ggml - transformers) <= 0.02, (quantization, ggml, transformers)
+    merged, manifest = finetune_and_split
+    transformers = _cer(
+        load_transcriber(str(merged), "transformers", "cpu", cpu_threads=2), manifest
+    )
     base = _cer(
         load_transcriber("embedded:whisper-base", "whispercpp", compute_type="q8_0", cpu_threads=2),
-        clips,
-        references,
+        manifest,
     )
-    print(f"synthetic split CER of whisper-base itself (ggml q8_0): {base:.4f}")
-    assert base > transformers + 0.1  # the fine-tuned behaviour is what the export carries
+    print(
+        f"synthetic split CER: transformers {transformers:.4f}; whisper-base (ggml q8_0) {base:.4f}"
+    )
+    assert base > transformers + 0.1  # the fine-tuned behaviour is what the export must carry
+    for quantization in ("f16", "q8_0"):
+        out = convert_to_ggml(merged, tmp_path / quantization, quantization=quantization)
+        ggml = _cer(load_transcriber(out, "whispercpp", cpu_threads=2), manifest)
+        print(
+            f"synthetic split CER: transformers {transformers:.4f}, ggml {quantization} {ggml:.4f}"
+        )
+        assert abs(ggml - transformers) <= 0.02, (quantization, ggml, transformers)

@@ -66,7 +66,13 @@ def load_transcriber(
     logger.info("loading %s model %s on %s", backend, path, device)
     if backend == "ct2":
         return CT2Transcriber(
-            path, device, compute_type, cpu_threads, num_workers, batch_size, long_audio_batch
+            path,
+            device,
+            compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=num_workers,
+            batch_size=batch_size,
+            long_audio_batch=long_audio_batch,
         )
     if cpu_threads > 0:
         import torch
