@@ -11,8 +11,8 @@ the model file it loaded. The clip sets:
   to end with 0.5 s pauses, repeated to at least ``--long_seconds`` (default 300 s);
 * ``synth``: the demo's synthetic test split (60 clips, espeak-ng), one call per clip
   (``transcribe_batch`` in batches for the batched configurations). whisper-base loops
-  on most of these clips, so each is capped at ``SYNTH_TOKENS`` new tokens (twice what
-  the longest reference needs, as in the demo's evaluation); uncapped, every loop runs
+  on most of these clips, so each is capped at twice the new tokens the longest
+  reference needs (the demo's ``token_limit``: 44 here); uncapped, every loop runs
   to 448 tokens and the time measures the loop, not the engine.
 
 Every configuration runs in a fresh subprocess with 2 threads, so peak memory is its own;
@@ -60,8 +60,6 @@ CONFIGS = [
     ("whisper.cpp q5_0 beam 5", "whispercpp", "q5_0", 5, 1),
 ]
 SETS = ("test.wav", "long", "synth")
-# new tokens per synthetic clip: generation_limit() of the split's longest reference (see the demo)
-SYNTH_TOKENS = 44
 
 
 def long_clip(min_seconds: float) -> tuple[np.ndarray, str]:
@@ -126,6 +124,7 @@ def model_file(transcriber) -> Path:
 
 def worker(label: str, sets: list[str], args) -> dict:
     """Run one configuration on the clip sets; timings, CER, peak memory, model size."""
+    from whisper_finetune.demo.measure import token_limit
     from whisper_finetune.evaluation.metrics import score
     from whisper_finetune.inference.loader import load_transcriber
     from whisper_finetune.inference.transcript import DecodeOptions
@@ -150,7 +149,8 @@ def worker(label: str, sets: list[str], args) -> dict:
         options = plain
         if name == "synth":  # whisper-base loops on these clips: bound each at what the
             # longest reference needs, twice over, as the demo's evaluation does
-            options = DecodeOptions.plain(language="zh", beam_size=beam, max_new_tokens=SYNTH_TOKENS)
+            limit = token_limit([r for _, r in clips], "embedded:whisper-base")
+            options = DecodeOptions.plain(language="zh", beam_size=beam, max_new_tokens=limit)
         audio_seconds = sum(a.size for a, _ in clips) / 16000
         start = time.perf_counter()
         if batch > 1 and len(clips) > 1:

@@ -4,7 +4,7 @@ The fine-tune is ``WHISPER_FINETUNE_MERGED_MODEL`` when set (a merged model, e.g
 demo's ``runs/demo/merged``); otherwise the test makes one: 20 LoRA steps of the demo's
 recipe on 160 synthetic utterances, merged at full scale (about 3 minutes on 2 cores).
 Both sides decode the demo's 60-clip synthetic test split in one plain greedy pass, each
-clip capped at 44 new tokens (twice what the longest reference needs), so what differs is
+clip capped at twice the new tokens the longest reference needs (44), so what differs is
 the export, not the decoder's fallback.
 """
 
@@ -20,7 +20,6 @@ from whisper_finetune.inference.transcript import DecodeOptions
 from whisper_finetune.text import normalize_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("two_torch_threads")]
-OPTIONS = DecodeOptions.plain(language="zh", max_new_tokens=44)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,9 @@ def finetune_and_split(tmp_path_factory):
     if merged:  # only the test split is needed
         from whisper_finetune.data.synth import SynthConfig, build_corpus
 
-        synth = SynthConfig(target_dir=str(work / "corpus"), num_train=0, num_test=60, noise_share=0.02)
+        synth = SynthConfig(
+            target_dir=str(work / "corpus"), num_train=0, num_test=60, noise_share=0.02
+        )
         return Path(merged), str(build_corpus(synth).test_manifest)
     cfg = replace(DemoConfig(output_dir=str(work)), num_train=160, num_test=60)
     train, test = build_data(cfg, work, Stages())
@@ -59,10 +60,13 @@ def finetune_and_split(tmp_path_factory):
 def _cer(transcriber, manifest) -> float:
     from whisper_finetune.data.audio import load_audio
     from whisper_finetune.data.manifest import read_manifest
+    from whisper_finetune.demo.measure import token_limit
 
     records = read_manifest(manifest)
     assert len(records) == 60
-    texts = [transcriber.transcribe(load_audio(r.audio_path), OPTIONS).text for r in records]
+    limit = token_limit([r.sentence for r in records], "embedded:whisper-base")
+    options = DecodeOptions.plain(language="zh", max_new_tokens=limit)
+    texts = [transcriber.transcribe(load_audio(r.audio_path), options).text for r in records]
     return score(
         [normalize_text(r.sentence) for r in records], [normalize_text(t) for t in texts], "cer"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from dataclasses import dataclass
@@ -37,56 +38,107 @@ def evaluate_model(model: str, backend: Backend, manifests: dict[Path, str], cfg
     from whisper_finetune.inference.transcript import DecodeOptions
 
     transcriber = load_transcriber(
-        model, backend.name, compute_type=backend.compute_type, cpu_threads=2, batch_size=cfg.batch_size
+        model,
+        backend.name,
+        compute_type=backend.compute_type,
+        cpu_threads=2,
+        batch_size=cfg.batch_size,
     )
     reports = []
     for out_dir, manifest in manifests.items():
         records = read_manifest(manifest)
-        limit = cfg.max_new_tokens or token_limit(records, cfg.base_model)
-        options = DecodeOptions(language=cfg.language, without_timestamps=True, max_new_tokens=limit)
-        report = evaluate(transcriber, records, EvalConfig(batch_size=cfg.batch_size, decode=options))
-        write_report(report, out_dir, model=str(model), backend=backend.name, compute_type=backend.compute_type)
+        limit = cfg.max_new_tokens or token_limit([r.sentence for r in records], cfg.base_model)
+        options = DecodeOptions(
+            language=cfg.language, without_timestamps=True, max_new_tokens=limit
+        )
+        report = evaluate(
+            transcriber, records, EvalConfig(batch_size=cfg.batch_size, decode=options)
+        )
+        write_report(
+            report,
+            out_dir,
+            model=str(model),
+            backend=backend.name,
+            compute_type=backend.compute_type,
+        )
         reports.append(report)
     return reports
 
 
-def token_limit(records, base_model: str) -> int:
+def token_limit(sentences, base_model: str) -> int:
     """New tokens allowed per clip: as in training's evaluation, twice what the longest
     reference needs (``generation_limit``), so a wrong, longer hypothesis is still scored
     as insertions while a repetition loop stops there instead of at Whisper's 448 tokens
     (the base model loops on most synthetic clips, and robust decoding tries each window
     up to six times)."""
-    from transformers import WhisperTokenizerFast
-
-    from whisper_finetune.models.resolve import resolve_model
     from whisper_finetune.training.trainer import generation_limit
 
-    tokenizer = WhisperTokenizerFast.from_pretrained(resolve_model(base_model))
-    longest = max((len(tokenizer(r.sentence, add_special_tokens=False).input_ids) for r in records), default=0)
+    tokenizer = _tokenizer(base_model)
+    longest = max(
+        (len(tokenizer(s, add_special_tokens=False).input_ids) for s in sentences), default=0
+    )
     return generation_limit(longest + 4)  # + language, task, no-timestamps, end
 
 
-def measure(report: Report, stage: str, model: str, datasets: dict[str, tuple[str, str]], out: Path,
-            cfg: DemoConfig, which: tuple[Backend, ...]) -> None:
+@functools.lru_cache(maxsize=4)
+def _tokenizer(base_model: str):
+    """The base model's tokenizer, loaded once (every merge scale tried evaluates again)."""
+    from transformers import WhisperTokenizerFast
+
+    from whisper_finetune.models.resolve import resolve_model
+
+    return WhisperTokenizerFast.from_pretrained(resolve_model(base_model))
+
+
+def measure(
+    report: Report,
+    stage: str,
+    model: str,
+    datasets: dict[str, tuple[str, str]],
+    out: Path,
+    cfg: DemoConfig,
+    which: tuple[Backend, ...],
+) -> None:
     """Evaluate ``model`` on every dataset (slug -> (display name, manifest)) with each backend.
 
     Results go to ``out/<stage>-<slug>-<backend>/`` and into ``report`` (per set, and per
     clip for the guard set).
     """
     for backend in which:
-        folders = {out / f"{stage}-{slug}-{backend.name}": manifest for slug, (_, manifest) in datasets.items()}
+        folders = {
+            out / f"{stage}-{slug}-{backend.name}": manifest
+            for slug, (_, manifest) in datasets.items()
+        }
         results = evaluate_model(model, backend, folders, cfg)
         for (slug, (name, _)), r in zip(datasets.items(), results, strict=True):
-            report.measurements.append(Measurement(stage, backend.label, name, r.metric, r.value, r.n_utts, r.rtf))
-            logger.info("%s %s on %s: %s %.3f (RTF %.3f)", stage, backend.label, name, r.metric.upper(), r.value, r.rtf)
+            report.measurements.append(
+                Measurement(stage, backend.label, name, r.metric, r.value, r.n_utts, r.rtf)
+            )
+            logger.info(
+                "%s %s on %s: %s %.3f (RTF %.3f)",
+                stage,
+                backend.label,
+                name,
+                r.metric.upper(),
+                r.value,
+                r.rtf,
+            )
             if slug == "real-speech":
                 for u in r.utterances:
                     report.per_clip.append(
-                        (stage, backend.label, Path(u.audio).name, u.errors / max(u.ref_units, 1), u.hypothesis)
+                        (
+                            stage,
+                            backend.label,
+                            Path(u.audio).name,
+                            u.errors / max(u.ref_units, 1),
+                            u.hypothesis,
+                        )
                     )
 
 
-def choose_merge_scale(adapter: str, guard_manifest: str, baselines: dict[str, float], cfg: DemoConfig, work: Path):
+def choose_merge_scale(
+    adapter: str, guard_manifest: str, baselines: dict[str, float], cfg: DemoConfig, work: Path
+):
     """The largest scale in ``cfg.merge_scales`` whose merge keeps the guard on every backend.
 
     A scale passes when the merged model's CER on the guard set stays within
@@ -114,7 +166,9 @@ def choose_merge_scale(adapter: str, guard_manifest: str, baselines: dict[str, f
         [r] = evaluate_model(str(merged), hf, {folder / "eval-transformers": guard_manifest}, cfg)
         values["transformers"] = r.value
         if r.value <= limit["transformers"]:
-            converted = convert_to_ct2(merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False)
+            converted = convert_to_ct2(
+                merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
+            )
             [r] = evaluate_model(str(converted), ct2, {folder / "eval-ct2": guard_manifest}, cfg)
             values["ct2"] = r.value
             shutil.rmtree(converted, ignore_errors=True)
