@@ -3,10 +3,11 @@
 On the benchmark's long clip (the shipped real recordings end to end, >= 5 min), with
 whisper-base and 2 threads:
 
-1. CTranslate2 int8, batched pipeline: the time of Silero VAD, of feature extraction
-   (log-mel per chunk), of the encoder (all chunks, in batches) and of the rest (decoding,
-   timestamp splitting), each timed on its own, against the pipeline's whole run.
-2. whisper.cpp: its own timings (mel, encode, decode, batched decode, prompt) for one run.
+1. CTranslate2 int8, the default for long audio on a CPU (batched pipeline over one-thread
+   replicas): the wall time of Silero VAD, of feature extraction (log-mel per chunk), of
+   the encoder and of the decoder calls, timed inside one run, and the rest.
+2. whisper.cpp: its own timings (mel, encode, decode, batched decode, prompt) for one
+   plain pass, and its robust decoding (the backend's default) timed.
 3. Candidate settings, each timed once on the whole clip: real-time factor, CER against
    the reference, and CER difference from sequential (one-window-at-a-time) decoding.
 
@@ -48,44 +49,51 @@ def _timed(fn):
 
 
 def profile_ct2(audio: np.ndarray, reference: str) -> dict:
-    from faster_whisper.audio import pad_or_trim
-    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+    """The default CPU path, timed stage by stage inside one run (wall time of each call)."""
+    from collections import Counter
+
+    import faster_whisper.transcribe as fw
+    from faster_whisper.feature_extractor import FeatureExtractor
 
     from whisper_finetune.inference.ct2 import CT2Transcriber
+    from whisper_finetune.inference.replicas import ReplicaSplit
     from whisper_finetune.inference.transcript import DecodeOptions
     from whisper_finetune.models.resolve import resolve_model
 
+    spent: Counter = Counter()
+
+    def timing(name, fn):
+        def timed(*args, **kwargs):
+            result, elapsed = _timed(lambda: fn(*args, **kwargs))
+            spent[name] += elapsed
+            return result
+
+        return timed
+
+    # benchmark-only instrumentation of the calls the batched pipeline makes
+    fw.get_speech_timestamps = timing("vad_s", fw.get_speech_timestamps)
+    FeatureExtractor.__call__ = timing("features_s", FeatureExtractor.__call__)
+    ReplicaSplit.encode = timing("encoder_s", ReplicaSplit.encode)
+    ReplicaSplit.generate = timing("decoder_s", ReplicaSplit.generate)
+
     path = resolve_model("embedded:whisper-base", "ct2")
-    batched = CT2Transcriber(path, "cpu", "int8", cpu_threads=THREADS, batch_size=8)
-    model = batched.model
+    model = CT2Transcriber(path, "cpu", "int8", cpu_threads=THREADS, progress=False)
+    if model.replicas < 2:
+        raise SystemExit(f"the profile needs at least 2 CPU threads, got {model.replicas}")
     options = DecodeOptions(language="zh")
-    batched.transcribe(audio[:SR], options)  # warm-up
-    vad_options = VadOptions(max_speech_duration_s=30, min_silence_duration_ms=160)
-    spans, t_vad = _timed(lambda: get_speech_timestamps(audio, vad_options))
-    chunks, _ = collect_chunks(audio, spans, max_duration=30)
-    feats, t_feat = _timed(
-        lambda: [pad_or_trim(model.feature_extractor(c)[..., :-1]) for c in chunks]
-    )
-    stacked = np.stack(feats).astype(np.float32)
-
-    def encode_all():
-        for i in range(0, len(stacked), 8):
-            model.encode(stacked[i : i + 8])
-
-    _, t_enc = _timed(encode_all)
-    result, t_total = _timed(lambda: batched.transcribe(audio, options))
+    model.transcribe(audio[: 70 * SR], options)  # warm-up: loads the replicas
+    spent.clear()
+    result, total = _timed(lambda: model.transcribe(audio, options))
     seconds = audio.size / SR
-    profile = {
-        "chunks": len(chunks),
-        "total_s": t_total,
-        "vad_s": t_vad,
-        "features_s": t_feat,
-        "encoder_s": t_enc,
-        "decoder_and_rest_s": t_total - t_vad - t_feat - t_enc,
-        "rtf": t_total / seconds,
+    return {
+        "replicas": model.replicas,
+        "batch": model.long_audio_batch,
+        "total_s": total,
+        **spent,
+        "rest_s": total - sum(spent.values()),
+        "rtf": total / seconds,
         "cer": _cer(reference, result.text),
     }
-    return profile
 
 
 def settings_ct2(audio: np.ndarray, reference: str) -> dict:
@@ -95,21 +103,24 @@ def settings_ct2(audio: np.ndarray, reference: str) -> dict:
 
     path = resolve_model("embedded:whisper-base", "ct2")
     rows = {}
+    one = {"replicas": 1, "long_audio_batch": 8}
     candidates = [
-        ("ct2 int8 sequential", 1, {}),
-        ("ct2 int8 batched 8", 8, {}),
-        ("ct2 int8 batched 8, no timestamps", 8, {"without_timestamps": True}),
-        ("ct2 int8 batched 16, no timestamps", 16, {"without_timestamps": True}),
+        ("ct2 int8 sequential", {"long_audio_batch": 1}, {}),
+        ("ct2 int8 batched 8, one replica (the default before)", one, {}),
+        ("ct2 int8 default (batched, one-thread replicas)", {}, {}),
+        ("ct2 int8 default, no timestamps", {}, {"without_timestamps": True}),
     ]
-    for label, batch, extra in candidates:
-        model = CT2Transcriber(path, "cpu", "int8", cpu_threads=THREADS, batch_size=batch)
+    for label, load, extra in candidates:
+        model = CT2Transcriber(path, "cpu", "int8", cpu_threads=THREADS, progress=False, **load)
         options = DecodeOptions(language="zh", **extra)
-        model.transcribe(audio[:SR], options)
-        if batch == 1:  # sequential decoding: force the non-batched path
-            result, elapsed = _timed(lambda m=model, o=options: m._transcribe(audio, o, False))
-        else:
-            result, elapsed = _timed(lambda m=model, o=options: m.transcribe(audio, o))
-        rows[label] = {"rtf": elapsed / (audio.size / SR), "cer": _cer(reference, result.text)}
+        model.transcribe(audio[: 70 * SR], options)  # warm-up
+        result, elapsed = _timed(lambda m=model, o=options: m.transcribe(audio, o))
+        rows[label] = {
+            "rtf": elapsed / (audio.size / SR),
+            "cer": _cer(reference, result.text),
+            "replicas": model.replicas,
+            "batch": model.long_audio_batch,
+        }
         print(label, rows[label], file=sys.stderr, flush=True)
     return rows
 
@@ -122,11 +133,18 @@ def whispercpp(audio: np.ndarray, reference: str) -> dict:
     from whisper_finetune.models import ggml_check
 
     rows = {}
-    for quantization in ("q8_0", "q5_0"):
+    runs = [
+        (quantization, decoding, options)
+        for quantization in ("q8_0", "q5_0")
+        for decoding, options in (
+            ("plain pass", DecodeOptions.plain(language="zh")),
+            ("robust (the backend's default)", DecodeOptions(language="zh")),
+        )
+    ]
+    for quantization, decoding, options in runs:
         model = load_transcriber(
             "embedded:whisper-base", "whispercpp", compute_type=quantization, cpu_threads=THREADS
         )
-        options = DecodeOptions(language="zh")
         model.transcribe(audio[:SR], options)
         model._pw.whisper_reset_timings(model._ctx)
         result, elapsed = _timed(lambda m=model, o=options: m.transcribe(audio, o))
@@ -137,13 +155,14 @@ def whispercpp(audio: np.ndarray, reference: str) -> dict:
             found = re.search(r"(\w+) time =\s*([\d.]+) ms", line)
             if found:
                 timings[found.group(1) + "_s"] = float(found.group(2)) / 1000
-        rows[f"whisper.cpp {quantization} sequential"] = {
+        label = f"whisper.cpp {quantization} sequential, {decoding}"
+        rows[label] = {
             "rtf": elapsed / (audio.size / SR),
             "cer": _cer(reference, result.text),
             "total_s": elapsed,
             **timings,
         }
-        print(quantization, rows[f"whisper.cpp {quantization} sequential"], file=sys.stderr)
+        print(label, rows[label], file=sys.stderr, flush=True)
     return rows
 
 
@@ -174,10 +193,13 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     p = results["ct2"].pop("profile")
-    print(f"\nlong clip: {results['ct2']['audio_s']:.0f} s; ct2 int8 batched (8): {p['chunks']} chunks")
+    print(
+        f"\nlong clip: {results['ct2']['audio_s']:.0f} s; ct2 int8 default: batches of "
+        f"{p['batch']} over {p['replicas']} one-thread replicas"
+    )
     print("| stage | seconds | share |\n|---|---|---|")
-    for key in ("vad_s", "features_s", "encoder_s", "decoder_and_rest_s"):
-        print(f"| {key[:-2]} | {p[key]:.2f} | {p[key] / p['total_s']:.0%} |")
+    for key in ("vad_s", "features_s", "encoder_s", "decoder_s", "rest_s"):
+        print(f"| {key[:-2]} | {p.get(key, 0.0):.2f} | {p.get(key, 0.0) / p['total_s']:.0%} |")
     print(f"| total | {p['total_s']:.2f} | RTF {p['rtf']:.3f}, CER {p['cer']:.3f} |")
     base = results["ct2"]["ct2 int8 sequential"]["cer"]
     print("\n| setting | RTF | CER | CER - sequential |\n|---|---|---|---|")
@@ -185,7 +207,7 @@ def main() -> None:
         for label, row in engine.items():
             if isinstance(row, dict):
                 print(f"| {label} | {row['rtf']:.3f} | {row['cer']:.3f} | {row['cer'] - base:+.3f} |")
-    wc = results["whispercpp"].get("whisper.cpp q5_0 sequential", {})
+    wc = results["whispercpp"].get("whisper.cpp q5_0 sequential, plain pass", {})
     print("\nwhisper.cpp q5_0 timings (s): " + ", ".join(
         f"{k[:-2]} {v:.2f}" for k, v in wc.items() if k.endswith("_s")))  # fmt: skip
 

@@ -338,8 +338,7 @@ def _word_cues(transcript: Transcript) -> tuple[Segment, ...]:
     segments = _timed_segments(transcript)
     if segments and not any(s.words for s in segments):
         raise ValueError(
-            "word-level subtitles need word timestamps: decode with --word_timestamps "
-            "(ct2 backend)"
+            "word-level subtitles need word timestamps: decode with --word_timestamps (ct2 backend)"
         )
     cues: list[Segment] = []
     for s in segments:
