@@ -281,9 +281,12 @@ def test_freeze_encoder_and_spec_augment(tiny_model_dir):
     assert any("encoder_attn" in n for n in trainable)  # cross-attention is the decoder's
 
 
-def test_full_finetuning_with_eval_and_guard(tiny_model_dir, data, tmp_path):
+def test_full_finetuning_with_eval_and_guard(tiny_model_dir, data, tmp_path, monkeypatch):
     losses = LossRecorder()
     out = tmp_path / "full"
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     cfg = _cfg(
         tiny_model_dir,
         data["pair"],
@@ -296,8 +299,13 @@ def test_full_finetuning_with_eval_and_guard(tiny_model_dir, data, tmp_path):
         guard_data=str(data["pair"]),
         guard_max_increase=0.0,
         save_total_limit=1,
+        report_to=("tensorboard",),
     )
     result = finetune(cfg, callbacks=[losses])
+    # TensorBoard's events, the guard baseline's included, go to the run folder: not to
+    # ./runs, where the baseline's evaluation (before training) used to open a writer
+    assert not (elsewhere / "runs").exists()
+    assert len(list(out.glob("runs/*/events.out.tfevents.*"))) == 1
     _assert_learns(losses.losses, 4)
     for name in (
         "config.json",

@@ -269,6 +269,7 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
         if cfg.anchor != "none"
         else None,
     )
+    _tensorboard_into_output(trainer, cfg.output_dir)
     baseline = None
     if data["guard"] is not None:
         baseline = guard_baseline(trainer, cfg, model, len(data["guard"]), is_main)
@@ -278,6 +279,18 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
     output = trainer.train(resume_from_checkpoint=resume)
     final_dir = _save_final(cfg, trainer, processor)
     return _result(cfg, trainer, output, final_dir, baseline)
+
+
+def _tensorboard_into_output(trainer, output_dir: str) -> None:
+    """Give transformers' TensorBoard callback its folder (``<output_dir>/runs/<time>_<host>``)
+    now: it only picks one when training begins, and the guard baseline's evaluation
+    before that would open a writer in ``./runs`` of the current directory instead."""
+    from transformers.integrations import TensorBoardCallback
+    from transformers.integrations.integration_utils import default_logdir
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = os.path.join(output_dir, default_logdir())
 
 
 def _save_final(cfg: FinetuneConfig, trainer, processor) -> Path:
