@@ -328,13 +328,59 @@ class CT2Transcriber:
         )
         # a segment's seek is its chunk's start in 10 ms frames
         by_seek = {start // (SAMPLE_RATE // 100): i for i, start in enumerate(starts)}
-        grouped: list[list[Segment]] = [[] for _ in clips]
+        raw: list[list] = [[] for _ in clips]
         for s in segments:
-            i = by_seek[s.seek]
-            grouped[i].append(self._segment(s, offset=starts[i] / SAMPLE_RATE))
-        return [
-            Transcript.from_segments(
-                clamp_segments(g, c.size / SAMPLE_RATE), info.language, c.size / SAMPLE_RATE
+            raw[by_seek[s.seek]].append(s)
+        results = []
+        for i, clip in enumerate(clips):
+            verdict = _verdict(raw[i], options)
+            if verdict == "fallback":
+                # the pipeline decodes each chunk once, at the first temperature: the
+                # sequential decoder gives this clip Whisper's whole fallback
+                results.append(self._transcribe(clip, options, batched=False))
+                continue
+            kept = [] if verdict == "silence" else raw[i]
+            offset, duration = starts[i] / SAMPLE_RATE, clip.size / SAMPLE_RATE
+            decoded = [self._segment(s, offset=offset) for s in kept]
+            results.append(
+                Transcript.from_segments(
+                    clamp_segments(decoded, duration), info.language, duration
+                )
             )
-            for g, c in zip(grouped, clips, strict=True)
-        ]
+        return results
+
+
+def _verdict(segments: list, options: DecodeOptions) -> str | None:
+    """Whisper's checks on one 30 s window decoded once by the batched pipeline.
+
+    faster-whisper's ``BatchedInferencePipeline`` decodes at the first temperature only
+    and applies none of the thresholds; its sequential decoder applies them as Whisper
+    does. ``"silence"``: no-speech probability over its threshold and an unlikely text
+    (the window gives no text); ``"fallback"``: the text loops (gzip compression ratio) or
+    is unlikely (average log-probability), so the window needs the fallback temperatures;
+    None: the text stands. Without robust decoding there are no thresholds: always None.
+    """
+    if not segments or not options.robust:
+        return None
+    from faster_whisper.transcribe import get_compression_ratio
+
+    limits = options.thresholds
+    first = segments[0]  # every segment of one chunk carries the chunk's scores
+    unlikely = (
+        limits["logprob_threshold"] is not None
+        and first.avg_logprob < limits["logprob_threshold"]
+    )
+    if (
+        limits["no_speech_threshold"] is not None
+        and first.no_speech_prob > limits["no_speech_threshold"]
+        and unlikely
+    ):
+        return "silence"
+    ratio = get_compression_ratio("".join(s.text for s in segments))
+    loops = (
+        limits["compression_ratio_threshold"] is not None
+        and ratio > limits["compression_ratio_threshold"]
+    )
+    if (loops or unlikely) and len(options.temperatures) > 1:
+        return "fallback"
+    return None

@@ -1,0 +1,70 @@
+"""CTranslate2's batched decoding keeps Whisper's robust decoding (inference/ct2.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from whisper_finetune.inference.transcript import DecodeOptions
+
+ROBUST = DecodeOptions(language="zh")
+
+
+def _seg(text, avg_logprob=-0.2, no_speech_prob=0.01):
+    return SimpleNamespace(text=text, avg_logprob=avg_logprob, no_speech_prob=no_speech_prob)
+
+
+def test_whispers_checks_on_one_window():
+    from whisper_finetune.inference.ct2 import _verdict
+
+    assert _verdict([_seg("今天天气很好"), _seg("我们去公园")], ROBUST) is None
+    assert _verdict([_seg("好的" * 60)], ROBUST) == "fallback"  # loops: compression > 2.4
+    assert _verdict([_seg("今天天气很好", avg_logprob=-1.5)], ROBUST) == "fallback"
+    # likely silence: high no-speech probability and an unlikely text give no text
+    assert _verdict([_seg("谢谢观看", avg_logprob=-1.5, no_speech_prob=0.9)], ROBUST) == "silence"
+    # a likely text stands whatever the no-speech probability
+    assert _verdict([_seg("今天天气很好", no_speech_prob=0.9)], ROBUST) is None
+    assert _verdict([], ROBUST) is None
+    # no robust decoding: no thresholds; no fallback step: nothing to fall back to
+    assert _verdict([_seg("好的" * 60, avg_logprob=-3)], DecodeOptions.plain()) is None
+    no_step = DecodeOptions(language="zh", temperature_increment_on_fallback=None)
+    assert _verdict([_seg("好的" * 60)], no_step) is None
+
+
+@pytest.fixture(scope="module")
+def tiny_ct2_dir(tiny_model_dir, tmp_path_factory):
+    from whisper_finetune.models.convert import convert_to_ct2
+
+    return str(
+        convert_to_ct2(tiny_model_dir, tmp_path_factory.mktemp("ct2") / "ct2", quantization="int8")
+    )
+
+
+def test_a_failed_window_in_a_batch_gets_the_sequential_fallback(tiny_ct2_dir, real_speech):
+    """The random tiny model's babble loops: each such clip is decoded again by the
+    sequential decoder (Whisper's fallback temperatures); the others keep the batch's text."""
+    from whisper_finetune.data.audio import load_audio
+    from whisper_finetune.data.manifest import read_manifest
+    from whisper_finetune.inference.ct2 import CT2Transcriber
+
+    clips = [load_audio(r.audio_path) for r in read_manifest(real_speech)][:4]
+    model = CT2Transcriber(tiny_ct2_dir, device="cpu", cpu_threads=1, batch_size=4)
+    options = DecodeOptions(language="zh", max_new_tokens=40, vad_gate=False, seed=0)
+    sequential = []
+    real = model._transcribe
+
+    def spy(samples, opts, batched, batch_size=None):
+        if not batched:
+            sequential.append(samples.size)
+        return real(samples, opts, batched, batch_size)
+
+    model._transcribe = spy
+    batched = model.transcribe_batch(clips, options)
+    assert sequential, "the tiny model's babble should fail Whisper's checks"
+    plain = model.transcribe_batch(clips, DecodeOptions.plain(language="zh", max_new_tokens=40))
+    for clip, got, once in zip(clips, batched, plain, strict=True):
+        if clip.size in sequential:  # fell back: the sequential decoder's text, seeded
+            assert got.text == real(clip, options, False).text
+        else:  # stood: the batch's own text, as one plain pass gives it
+            assert got.text == once.text
