@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from whisper_finetune.inference.transcript import DecodeOptions
@@ -68,3 +69,53 @@ def test_a_failed_window_in_a_batch_gets_the_sequential_fallback(tiny_ct2_dir, r
             assert got.text == real(clip, options, False).text
         else:  # stood: the batch's own text, as one plain pass gives it
             assert got.text == once.text
+
+
+def test_a_chunk_whose_text_ends_early_is_decoded_again_from_there(tiny_ct2_dir):
+    """A VAD chunk is speech from end to end: text that stops 9.4 s into a 28.4 s chunk
+    (seen with whisper-base) leaves speech undecoded, so the rest is decoded again."""
+    from whisper_finetune.inference.ct2 import TAIL_PASSES, CT2Transcriber
+    from whisper_finetune.inference.transcript import Segment, Transcript
+
+    model = CT2Transcriber(tiny_ct2_dir, device="cpu", cpu_threads=1)
+    sr = 16000
+    chunks = [np.zeros(int(28.4 * sr), np.float32), np.zeros(20 * sr, np.float32)]
+    seen = []
+
+    def batched(clips, options, batch_size=None, pad_audio=None):
+        seen.append([round(c.size / sr, 1) for c in clips])
+        out = []
+        for c in clips:
+            seconds = c.size / sr
+            # the long chunk ends early twice (at 9.4 s of what it is given), then fully
+            end = 9.4 if round(seconds, 1) in (28.4, 19.0) else seconds - 0.2
+            out.append(Transcript.from_segments([Segment(0.0, end, f"{seconds:.1f}")], "zh", seconds))
+        return out
+
+    model._batched = batched
+    found, languages = model._decode_chunks(chunks, DecodeOptions(language="zh"), 12)
+    # pass 1: both chunks; pass 2: the 19.0 s left of the first; pass 3: its last 9.6 s
+    assert seen == [[28.4, 20.0], [19.0], [9.6]]
+    assert [(round(s.start, 1), round(s.end, 1), s.text) for s in found[0]] == [
+        (0.0, 9.4, "28.4"),
+        (9.4, 18.8, "19.0"),
+        (18.8, 28.2, "9.6"),
+    ]
+    assert [(s.start, round(s.end, 1)) for s in found[1]] == [(0.0, 19.8)]
+    assert languages == ["zh", "zh"] and TAIL_PASSES >= 2
+
+
+def test_tails_stop_after_the_last_pass(tiny_ct2_dir):
+    from whisper_finetune.inference.ct2 import TAIL_PASSES, CT2Transcriber
+    from whisper_finetune.inference.transcript import Segment, Transcript
+
+    model = CT2Transcriber(tiny_ct2_dir, device="cpu", cpu_threads=1)
+    calls = []
+
+    def always_early(clips, options, batch_size=None, pad_audio=None):
+        calls.append(len(clips))
+        return [Transcript.from_segments([Segment(0.0, 1.0, "x")], "zh", c.size / 16000) for c in clips]
+
+    model._batched = always_early
+    found, _ = model._decode_chunks([np.zeros(30 * 16000, np.float32)], DecodeOptions(), 8)
+    assert len(calls) == 1 + TAIL_PASSES and len(found[0]) == 1 + TAIL_PASSES
