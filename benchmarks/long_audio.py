@@ -52,7 +52,7 @@ def profile_ct2(audio: np.ndarray, reference: str) -> dict:
     """The default CPU path, timed stage by stage inside one run (wall time of each call)."""
     from collections import Counter
 
-    import faster_whisper.transcribe as fw
+    import faster_whisper.vad as fv
     from faster_whisper.feature_extractor import FeatureExtractor
 
     from whisper_finetune.inference.ct2 import CT2Transcriber
@@ -71,7 +71,7 @@ def profile_ct2(audio: np.ndarray, reference: str) -> dict:
         return timed
 
     # benchmark-only instrumentation of the calls the batched pipeline makes
-    fw.get_speech_timestamps = timing("vad_s", fw.get_speech_timestamps)
+    fv.get_speech_timestamps = timing("vad_s", fv.get_speech_timestamps)
     FeatureExtractor.__call__ = timing("features_s", FeatureExtractor.__call__)
     ReplicaSplit.encode = timing("encoder_s", ReplicaSplit.encode)
     ReplicaSplit.generate = timing("decoder_s", ReplicaSplit.generate)
