@@ -124,3 +124,18 @@ def test_whisper_base_long_audio_on_replicas_keeps_its_text(real_speech):
     two = CT2Transcriber(path, "cpu", "int8", cpu_threads=2, replicas=2, progress=False)
     expected, got = one.transcribe(audio, options), two.transcribe(audio, options)
     assert len(got.text) > 200 and got.text == expected.text
+
+
+def test_threads_share_one_replica_model(tiny_ct2_dir):
+    """The server calls one transcriber from several threads: the replicas are loaded once
+    and the model is wrapped once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from whisper_finetune.inference.ct2 import CT2Transcriber
+    from whisper_finetune.inference.replicas import ReplicaSplit
+
+    two = CT2Transcriber(tiny_ct2_dir, device="cpu", cpu_threads=2)
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: two._batched_model(), range(8)))
+    assert all(m is models[0] for m in models)
+    assert not isinstance(models[0].model._model, ReplicaSplit)  # wrapped once

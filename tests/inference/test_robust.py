@@ -227,6 +227,17 @@ def test_the_loader_gives_ct2_equal_padding_and_the_long_audio_batch_asked_for(t
     assert sequential.long_audio_batch == 1 and sequential.batch_size == 2
 
 
+def test_ct2_pads_with_silence_on_float_types_and_as_faster_whisper_on_int8(tiny_ct2_dir):
+    from whisper_finetune.inference.ct2 import CT2Transcriber
+    from whisper_finetune.inference.loader import load_transcriber
+
+    assert CT2Transcriber(str(tiny_ct2_dir), "cpu", "float32").pad_audio is True
+    assert CT2Transcriber(str(tiny_ct2_dir), "cpu", "int8").pad_audio is False
+    assert CT2Transcriber(str(tiny_ct2_dir), "cpu", "int8", pad_audio=True).pad_audio is True
+    assert load_transcriber(tiny_ct2_dir, "ct2", compute_type="int8").pad_audio is False
+    assert load_transcriber(tiny_ct2_dir, "ct2", compute_type="int8", pad_audio=True).pad_audio
+
+
 def test_batched_ct2_gives_each_clip_a_30_s_chunk(tiny_ct2_dir):
     from whisper_finetune.inference.ct2 import CT2Transcriber
 

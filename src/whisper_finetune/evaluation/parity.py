@@ -83,7 +83,10 @@ def compare_conversion(
     samples = load_audio(sample)
     texts = []
     for model, name in ((transformers_model, "transformers"), (converted_model, backend)):
-        transcriber = load_transcriber(model, name, device=device)
+        # like for like: CTranslate2 gets transformers' log-mel (silence padding) on every
+        # compute type, so that only the conversion can make the texts differ
+        extra = {"pad_audio": True} if name == "ct2" else {}
+        transcriber = load_transcriber(model, name, device=device, **extra)
         texts.append(transcriber.transcribe(samples, options).text)
         del transcriber
         gc.collect()

@@ -10,6 +10,7 @@ backend, so both decode alike (``robust=False``: one greedy pass on both).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -77,9 +78,14 @@ class CT2Transcriber:
             batches: :meth:`transcribe` cuts the audio at pauses (Silero VAD) into
             chunks, and :meth:`transcribe_batch` treats each clip as one chunk.
         pad_audio: pad clips shorter than 30 s with 30 s of silence *before* the log-mel,
-            as transformers' feature extractor (and so training) does. faster-whisper
-            alone pads the log-mel with zeros, which a fine-tuned model never saw; the
-            CER difference is measured in ``benchmarks/padding_robust.py``.
+            as transformers' feature extractor (and so training) does, instead of
+            faster-whisper's own zero log-mel padding. ``None`` (the default): silence on
+            float types, where it gives transformers' features and about its CER; zero
+            log-mel padding on int8 types, where silence padding was measured worse
+            every time (the demo's merged model on its synthetic split: 0.252 against
+            0.201, while float32 gave 0.197 and 0.195 and transformers 0.206;
+            whisper-base on the real-speech guard set: 0.132 against 0.119). See also
+            ``benchmarks/padding_robust.py``.
         progress: show a progress bar on stderr for audio over 30 s.
         long_audio_batch: at 1 (the default ``batch_size``), the batch size used for one
             audio of :data:`LONG_AUDIO_SECONDS` or more; ``None`` means, on a CPU,
@@ -98,7 +104,7 @@ class CT2Transcriber:
         cpu_threads: int = 0,
         num_workers: int = 1,
         batch_size: int = 1,
-        pad_audio: bool = True,
+        pad_audio: bool | None = None,
         progress: bool = True,
         long_audio_batch: int | None = None,
         replicas: int | None = None,
@@ -109,7 +115,6 @@ class CT2Transcriber:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_path = str(model_path)
         self.batch_size = batch_size
-        self.pad_audio = pad_audio
         self.progress = progress
         if compute_type == "default":
             # like for like with the transformers backend on GPU: float16 on both (the
@@ -130,6 +135,11 @@ class CT2Transcriber:
             num_workers=num_workers,
             local_files_only=True,
         )
+        if pad_audio is None:
+            inner = getattr(self.model, "model", None)
+            effective = str(getattr(inner, "compute_type", compute_type))
+            pad_audio = not effective.startswith("int8")
+        self.pad_audio = pad_audio
         self.cpu_threads = cpu_threads
         self.num_workers = num_workers
         on_cpu = getattr(getattr(self.model, "model", None), "device", "cpu") == "cpu"
@@ -146,32 +156,37 @@ class CT2Transcriber:
             )
         self.long_audio_batch = long_audio_batch
         self._pipeline_model = None
+        self._pipeline_lock = threading.Lock()
 
     def _batched_model(self):
-        """The faster-whisper model the batched pipeline runs on (see ``replicas``)."""
-        if self._pipeline_model is None:
-            if self.replicas < 2:
-                self._pipeline_model = self.model
-            else:
-                from faster_whisper import WhisperModel
+        """The faster-whisper model the batched pipeline runs on (see ``replicas``).
 
-                if self.num_workers == self.replicas:
-                    model = self.model
-                else:
-                    logger.info(
-                        "loading %d one-thread replicas for batched decoding", self.replicas
-                    )
-                    model = WhisperModel(
-                        self.model_path,
-                        device="cpu",
-                        compute_type=self.compute_type,
-                        cpu_threads=1,
-                        num_workers=self.replicas,
-                        local_files_only=True,
-                    )
-                model.model = ReplicaSplit(model.model, self.replicas)
-                self._pipeline_model = model
-        return self._pipeline_model
+        Made once, under a lock: the server calls one transcriber from several threads.
+        """
+        with self._pipeline_lock:
+            if self._pipeline_model is None:
+                self._pipeline_model = self._replica_model()
+            return self._pipeline_model
+
+    def _replica_model(self):
+        if self.replicas < 2:
+            return self.model
+        from faster_whisper import WhisperModel
+
+        if self.num_workers == self.replicas:
+            model = self.model
+        else:
+            logger.info("loading %d one-thread replicas for batched decoding", self.replicas)
+            model = WhisperModel(
+                self.model_path,
+                device="cpu",
+                compute_type=self.compute_type,
+                cpu_threads=1,
+                num_workers=self.replicas,
+                local_files_only=True,
+            )
+        model.model = ReplicaSplit(model.model, self.replicas)
+        return model
 
     @staticmethod
     def _kwargs(options: DecodeOptions) -> dict:

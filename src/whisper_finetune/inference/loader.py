@@ -24,6 +24,7 @@ def load_transcriber(
     num_workers: int = 1,
     batch_size: int = 1,
     long_audio_batch: int | None = None,
+    pad_audio: bool | None = None,
 ) -> Transcriber:
     """Load a model for one backend.
 
@@ -46,6 +47,9 @@ def load_transcriber(
             batches whatever :meth:`~Transcriber.transcribe_batch` is given.)
         long_audio_batch: ct2 only: the batch size for one long audio when ``batch_size``
             is 1 (default: batched on a CPU; 1 keeps sequential decoding); see
+            :class:`CT2Transcriber`.
+        pad_audio: ct2 only: silence padding before the log-mel (True), faster-whisper's
+            zero log-mel padding (False), or by compute type (None); see
             :class:`CT2Transcriber`.
 
     Returns:
@@ -73,6 +77,7 @@ def load_transcriber(
             num_workers=num_workers,
             batch_size=batch_size,
             long_audio_batch=long_audio_batch,
+            pad_audio=pad_audio,
         )
     if cpu_threads > 0:
         import torch
