@@ -1,4 +1,4 @@
-"""CTranslate2's batched decoding keeps Whisper's robust decoding (inference/ct2.py)."""
+"""CTranslate2's batched decoding keeps Whisper's robust decoding (inference/ct2.py, chunks.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _seg(text, avg_logprob=-0.2, no_speech_prob=0.01):
 
 
 def test_whispers_checks_on_one_window():
-    from whisper_finetune.inference.ct2 import _verdict
+    from whisper_finetune.inference.chunks import window_verdict as _verdict
 
     assert _verdict([_seg("今天天气很好"), _seg("我们去公园")], ROBUST) is None
     assert _verdict([_seg("好的" * 60)], ROBUST) == "fallback"  # loops: compression > 2.4
@@ -71,18 +71,17 @@ def test_a_failed_window_in_a_batch_gets_the_sequential_fallback(tiny_ct2_dir, r
             assert got.text == once.text
 
 
-def test_a_chunk_whose_text_ends_early_is_decoded_again_from_there(tiny_ct2_dir):
+def test_a_chunk_whose_text_ends_early_is_decoded_again_from_there():
     """A VAD chunk is speech from end to end: text that stops 9.4 s into a 28.4 s chunk
     (seen with whisper-base) leaves speech undecoded, so the rest is decoded again."""
-    from whisper_finetune.inference.ct2 import TAIL_PASSES, CT2Transcriber
+    from whisper_finetune.inference.chunks import TAIL_PASSES, decode_chunks
     from whisper_finetune.inference.transcript import Segment, Transcript
 
-    model = CT2Transcriber(tiny_ct2_dir, device="cpu", cpu_threads=1)
     sr = 16000
     chunks = [np.zeros(int(28.4 * sr), np.float32), np.zeros(20 * sr, np.float32)]
     seen = []
 
-    def batched(clips, options, batch_size=None, pad_audio=None):
+    def batched(clips, options, batch_size):
         seen.append([round(c.size / sr, 1) for c in clips])
         out = []
         for c in clips:
@@ -92,8 +91,7 @@ def test_a_chunk_whose_text_ends_early_is_decoded_again_from_there(tiny_ct2_dir)
             out.append(Transcript.from_segments([Segment(0.0, end, f"{seconds:.1f}")], "zh", seconds))
         return out
 
-    model._batched = batched
-    found, languages = model._decode_chunks(chunks, DecodeOptions(language="zh"), 12)
+    found, languages = decode_chunks(chunks, DecodeOptions(language="zh"), batched, 12)
     # pass 1: both chunks; pass 2: the 19.0 s left of the first; pass 3: its last 9.6 s
     assert seen == [[28.4, 20.0], [19.0], [9.6]]
     assert [(round(s.start, 1), round(s.end, 1), s.text) for s in found[0]] == [
@@ -105,17 +103,15 @@ def test_a_chunk_whose_text_ends_early_is_decoded_again_from_there(tiny_ct2_dir)
     assert languages == ["zh", "zh"] and TAIL_PASSES >= 2
 
 
-def test_tails_stop_after_the_last_pass(tiny_ct2_dir):
-    from whisper_finetune.inference.ct2 import TAIL_PASSES, CT2Transcriber
+def test_tails_stop_after_the_last_pass():
+    from whisper_finetune.inference.chunks import TAIL_PASSES, decode_chunks
     from whisper_finetune.inference.transcript import Segment, Transcript
 
-    model = CT2Transcriber(tiny_ct2_dir, device="cpu", cpu_threads=1)
     calls = []
 
-    def always_early(clips, options, batch_size=None, pad_audio=None):
+    def always_early(clips, options, batch_size):
         calls.append(len(clips))
         return [Transcript.from_segments([Segment(0.0, 1.0, "x")], "zh", c.size / 16000) for c in clips]
 
-    model._batched = always_early
-    found, _ = model._decode_chunks([np.zeros(30 * 16000, np.float32)], DecodeOptions(), 8)
+    found, _ = decode_chunks([np.zeros(30 * 16000, np.float32)], DecodeOptions(), always_early, 8)
     assert len(calls) == 1 + TAIL_PASSES and len(found[0]) == 1 + TAIL_PASSES

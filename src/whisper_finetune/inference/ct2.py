@@ -26,6 +26,7 @@ from whisper_finetune.inference.base import (
     progress_bar,
     speech_regions,
 )
+from whisper_finetune.inference.chunks import transcribe_chunked, window_verdict
 from whisper_finetune.inference.replicas import ReplicaSplit, cpu_count
 from whisper_finetune.inference.transcript import (
     DEFAULT_OPTIONS,
@@ -47,10 +48,6 @@ LONG_AUDIO_SECONDS = 60.0
 LONG_AUDIO_BATCH = 8
 BATCH_PER_REPLICA = 6
 MAX_REPLICAS = 8
-# a VAD chunk whose text ends more than TAIL_SECONDS before the chunk does is decoded
-# again from there, up to TAIL_PASSES times (see CT2Transcriber._decode_chunks)
-TAIL_SECONDS = 3.0
-TAIL_PASSES = 3
 
 
 def _seed(seed: int | None) -> None:
@@ -228,7 +225,7 @@ class CT2Transcriber:
             # whole audio (0.7 s on the 322 s benchmark clip) is skipped
             if options.word_timestamps:  # faster-whisper's pipeline places the words
                 return self._transcribe(samples, options, True, batch_size)
-            return self._chunked(samples, options, batch_size)
+            return transcribe_chunked(samples, options, self._unpadded, batch_size, self.progress)
 
         def decode(kept: list[np.ndarray]) -> list[Transcript]:
             return [self._transcribe(kept[0], options, batch_size > 1, batch_size)]
@@ -323,86 +320,14 @@ class CT2Transcriber:
             return [self._transcribe(c, options, batched=False) for c in clips]
         return self._batched(clips, options)
 
-    def _chunked(self, samples: np.ndarray, options: DecodeOptions, batch_size: int) -> Transcript:
-        """One audio as VAD chunks of at most 30 s of speech, decoded in batches.
-
-        The chunks are those of faster-whisper's batched pipeline (speech regions joined
-        up to 30 s). Each is decoded as one clip by :meth:`_batched`, so it is checked as
-        Whisper checks a window (fallback temperatures when it loops or is unlikely); a
-        chunk whose text ends early is decoded again from there (:meth:`_decode_chunks`);
-        the times are mapped back to the audio's.
-        """
-        from faster_whisper.vad import (
-            SpeechTimestampsMap,
-            VadOptions,
-            collect_chunks,
-            get_speech_timestamps,
-        )
-
-        duration = samples.size / SAMPLE_RATE
-        vad = VadOptions(max_speech_duration_s=CHUNK_SECONDS, min_silence_duration_ms=160)
-        spans = get_speech_timestamps(samples, vad, sampling_rate=SAMPLE_RATE)
-        if not spans:
-            return Transcript("", options.language, duration)
-        chunks, metadata = collect_chunks(samples, spans, max_duration=CHUNK_SECONDS)
-        to_file = SpeechTimestampsMap(spans, SAMPLE_RATE)
-        segments: list[Segment] = []
-        language = options.language
-        with progress_bar(duration, self.progress) as bar:
-            # a few batches at a time: the pipeline holds its clips end to end in memory
-            group = 4 * batch_size
-            for first in range(0, len(chunks), group):
-                found, languages = self._decode_chunks(
-                    chunks[first : first + group], options, batch_size
-                )
-                for meta, chunk_segments, chunk_language in zip(
-                    metadata[first : first + group], found, languages, strict=True
-                ):
-                    language = language or chunk_language
-                    for s in chunk_segments:
-                        start = to_file.get_original_time(meta["offset"] + s.start)
-                        end = to_file.get_original_time(meta["offset"] + s.end, is_end=True)
-                        segments.append(Segment(start, end, s.text))
-                if segments:
-                    bar.update(max(0.0, min(segments[-1].end, duration) - bar.n))
-            bar.update(max(0.0, duration - bar.n))
-        return Transcript.from_segments(clamp_segments(segments, duration), language, duration)
-
-    def _decode_chunks(
-        self, chunks: list[np.ndarray], options: DecodeOptions, batch_size: int
-    ) -> tuple[list[list[Segment]], list[str | None]]:
-        """Decode VAD chunks in batches, then what an early end left of each.
-
-        A chunk is speech from end to end (the VAD cut its pauses out), yet Whisper
-        sometimes ends a window's text early: on the benchmark's long clip, whisper-base
-        stopped after 9.4 s of a 28.4 s chunk. The sequential decoder would go on from the
-        last timestamp; here the rest of such a chunk (more than :data:`TAIL_SECONDS`
-        left) is decoded again, up to :data:`TAIL_PASSES` times. Chunks (and their rests)
-        are padded as faster-whisper's own pipeline pads them, whatever ``pad_audio``.
-        """
-        found: list[list[Segment]] = [[] for _ in chunks]
-        languages: list[str | None] = [None] * len(chunks)
-        pending = [(i, 0) for i in range(len(chunks))]
-        for _ in range(1 + TAIL_PASSES):
-            if not pending:
-                break
-            clips = [chunks[i][start:] for i, start in pending]
-            later = []
-            # padded as faster-whisper pads (log-mel zeros), not with silence: on the
-            # long benchmark clip, CER 0.091 against 0.098 and a third faster (fewer
-            # early ends); a chunk holds little padding, being speech up to 30 s
-            decoded = self._batched(clips, options, batch_size, pad_audio=False)
-            for (i, start), clip, transcript in zip(pending, clips, decoded, strict=True):
-                offset = start / SAMPLE_RATE
-                found[i] += [
-                    Segment(s.start + offset, s.end + offset, s.text) for s in transcript.segments
-                ]
-                languages[i] = languages[i] or transcript.language
-                end = transcript.segments[-1].end if transcript.segments else 0.0
-                if end >= 1.0 and clip.size / SAMPLE_RATE - end > TAIL_SECONDS:
-                    later.append((i, start + int(end * SAMPLE_RATE)))
-            pending = later
-        return found, languages
+    def _unpadded(
+        self, clips: list[np.ndarray], options: DecodeOptions, batch_size: int
+    ) -> list[Transcript]:
+        """Long audio's chunks (and their rests), padded as faster-whisper pads them (log-mel
+        zeros), not with silence, whatever ``pad_audio``: on the long benchmark clip, CER
+        0.091 against 0.098, and a third faster (fewer early ends); a chunk is speech up to
+        30 s, with little padding."""
+        return self._batched(clips, options, batch_size, pad_audio=False)
 
     def _batched(
         self,
@@ -445,7 +370,7 @@ class CT2Transcriber:
             raw[by_seek[s.seek]].append(s)
         results = []
         for i, clip in enumerate(clips):
-            verdict = _verdict(raw[i], options)
+            verdict = window_verdict(raw[i], options)
             if verdict == "fallback":
                 # the pipeline decodes each chunk once, at the first temperature: the
                 # sequential decoder gives this clip Whisper's whole fallback
@@ -455,44 +380,6 @@ class CT2Transcriber:
             offset, duration = starts[i] / SAMPLE_RATE, clip.size / SAMPLE_RATE
             decoded = [self._segment(s, offset=offset) for s in kept]
             results.append(
-                Transcript.from_segments(
-                    clamp_segments(decoded, duration), info.language, duration
-                )
+                Transcript.from_segments(clamp_segments(decoded, duration), info.language, duration)
             )
         return results
-
-
-def _verdict(segments: list, options: DecodeOptions) -> str | None:
-    """Whisper's checks on one 30 s window decoded once by the batched pipeline.
-
-    faster-whisper's ``BatchedInferencePipeline`` decodes at the first temperature only
-    and applies none of the thresholds; its sequential decoder applies them as Whisper
-    does. ``"silence"``: no-speech probability over its threshold and an unlikely text
-    (the window gives no text); ``"fallback"``: the text loops (gzip compression ratio) or
-    is unlikely (average log-probability), so the window needs the fallback temperatures;
-    None: the text stands. Without robust decoding there are no thresholds: always None.
-    """
-    if not segments or not options.robust:
-        return None
-    from faster_whisper.transcribe import get_compression_ratio
-
-    limits = options.thresholds
-    first = segments[0]  # every segment of one chunk carries the chunk's scores
-    unlikely = (
-        limits["logprob_threshold"] is not None
-        and first.avg_logprob < limits["logprob_threshold"]
-    )
-    if (
-        limits["no_speech_threshold"] is not None
-        and first.no_speech_prob > limits["no_speech_threshold"]
-        and unlikely
-    ):
-        return "silence"
-    ratio = get_compression_ratio("".join(s.text for s in segments))
-    loops = (
-        limits["compression_ratio_threshold"] is not None
-        and ratio > limits["compression_ratio_threshold"]
-    )
-    if (loops or unlikely) and len(options.temperatures) > 1:
-        return "fallback"
-    return None

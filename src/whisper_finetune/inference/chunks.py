@@ -1,0 +1,147 @@
+"""Long audio as VAD chunks decoded in batches, and Whisper's checks on a window.
+
+faster-whisper's ``BatchedInferencePipeline`` decodes each 30 s window once, at the first
+temperature, and applies none of Whisper's thresholds; its sequential decoder applies
+them. :func:`window_verdict` says what Whisper would do with a window decoded once;
+:func:`transcribe_chunked` cuts one long audio at its pauses (Silero VAD, as the pipeline
+does), decodes the chunks in batches, decodes again what an early end left of a chunk,
+and maps the times back to the audio's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from whisper_finetune.data.audio import SAMPLE_RATE
+from whisper_finetune.inference.base import CHUNK_SECONDS, clamp_segments, progress_bar
+from whisper_finetune.inference.transcript import DecodeOptions, Segment, Transcript
+
+# a VAD chunk whose text ends more than TAIL_SECONDS before the chunk does is decoded
+# again from there, up to TAIL_PASSES times (see decode_chunks)
+TAIL_SECONDS = 3.0
+TAIL_PASSES = 3
+
+# clips (each at most 30 s), options, batch size -> one transcript per clip
+BatchDecoder = Callable[[list[np.ndarray], DecodeOptions, int], list[Transcript]]
+
+
+def transcribe_chunked(
+    samples: np.ndarray,
+    options: DecodeOptions,
+    decode: BatchDecoder,
+    batch_size: int,
+    progress: bool = True,
+) -> Transcript:
+    """One audio as VAD chunks of at most 30 s of speech, decoded in batches.
+
+    The chunks are those of faster-whisper's batched pipeline (speech regions joined
+    up to 30 s). ``decode`` decodes each as one clip (the CTranslate2 backend checks
+    each as Whisper checks a window, :func:`window_verdict`); a chunk whose text ends
+    early is decoded again from there (:func:`decode_chunks`); the times are mapped
+    back to the audio's.
+    """
+    from faster_whisper.vad import (
+        SpeechTimestampsMap,
+        VadOptions,
+        collect_chunks,
+        get_speech_timestamps,
+    )
+
+    duration = samples.size / SAMPLE_RATE
+    vad = VadOptions(max_speech_duration_s=CHUNK_SECONDS, min_silence_duration_ms=160)
+    spans = get_speech_timestamps(samples, vad, sampling_rate=SAMPLE_RATE)
+    if not spans:
+        return Transcript("", options.language, duration)
+    chunks, metadata = collect_chunks(samples, spans, max_duration=CHUNK_SECONDS)
+    to_file = SpeechTimestampsMap(spans, SAMPLE_RATE)
+    segments: list[Segment] = []
+    language = options.language
+    with progress_bar(duration, progress) as bar:
+        # a few batches at a time: the pipeline holds its clips end to end in memory
+        group = 4 * batch_size
+        for first in range(0, len(chunks), group):
+            found, languages = decode_chunks(
+                chunks[first : first + group], options, decode, batch_size
+            )
+            for meta, chunk_segments, chunk_language in zip(
+                metadata[first : first + group], found, languages, strict=True
+            ):
+                language = language or chunk_language
+                for s in chunk_segments:
+                    start = to_file.get_original_time(meta["offset"] + s.start)
+                    end = to_file.get_original_time(meta["offset"] + s.end, is_end=True)
+                    segments.append(Segment(start, end, s.text))
+            if segments:
+                bar.update(max(0.0, min(segments[-1].end, duration) - bar.n))
+        bar.update(max(0.0, duration - bar.n))
+    return Transcript.from_segments(clamp_segments(segments, duration), language, duration)
+
+
+def decode_chunks(
+    chunks: list[np.ndarray], options: DecodeOptions, decode: BatchDecoder, batch_size: int
+) -> tuple[list[list[Segment]], list[str | None]]:
+    """Decode VAD chunks in batches, then what an early end left of each.
+
+    A chunk is speech from end to end (the VAD cut its pauses out), yet Whisper
+    sometimes ends a window's text early: on the benchmark's long clip, whisper-base
+    stopped after 9.4 s of a 28.4 s chunk. The sequential decoder would go on from the
+    last timestamp; here the rest of such a chunk (more than :data:`TAIL_SECONDS`
+    left) is decoded again, up to :data:`TAIL_PASSES` times.
+    """
+    found: list[list[Segment]] = [[] for _ in chunks]
+    languages: list[str | None] = [None] * len(chunks)
+    pending = [(i, 0) for i in range(len(chunks))]
+    for _ in range(1 + TAIL_PASSES):
+        if not pending:
+            break
+        clips = [chunks[i][start:] for i, start in pending]
+        later = []
+        decoded = decode(clips, options, batch_size)
+        for (i, start), clip, transcript in zip(pending, clips, decoded, strict=True):
+            offset = start / SAMPLE_RATE
+            found[i] += [
+                Segment(s.start + offset, s.end + offset, s.text) for s in transcript.segments
+            ]
+            languages[i] = languages[i] or transcript.language
+            end = transcript.segments[-1].end if transcript.segments else 0.0
+            if end >= 1.0 and clip.size / SAMPLE_RATE - end > TAIL_SECONDS:
+                later.append((i, start + int(end * SAMPLE_RATE)))
+        pending = later
+    return found, languages
+
+
+def window_verdict(segments: list, options: DecodeOptions) -> str | None:
+    """Whisper's checks on one 30 s window decoded once by the batched pipeline.
+
+    faster-whisper's ``BatchedInferencePipeline`` decodes at the first temperature only
+    and applies none of the thresholds; its sequential decoder applies them as Whisper
+    does. ``"silence"``: no-speech probability over its threshold and an unlikely text
+    (the window gives no text); ``"fallback"``: the text loops (gzip compression ratio) or
+    is unlikely (average log-probability), so the window needs the fallback temperatures;
+    None: the text stands. Without robust decoding there are no thresholds: always None.
+    """
+    if not segments or not options.robust:
+        return None
+    from faster_whisper.transcribe import get_compression_ratio
+
+    limits = options.thresholds
+    first = segments[0]  # every segment of one chunk carries the chunk's scores
+    unlikely = (
+        limits["logprob_threshold"] is not None and first.avg_logprob < limits["logprob_threshold"]
+    )
+    if (
+        limits["no_speech_threshold"] is not None
+        and first.no_speech_prob > limits["no_speech_threshold"]
+        and unlikely
+    ):
+        return "silence"
+    ratio = get_compression_ratio("".join(s.text for s in segments))
+    loops = (
+        limits["compression_ratio_threshold"] is not None
+        and ratio > limits["compression_ratio_threshold"]
+    )
+    if (loops or unlikely) and len(options.temperatures) > 1:
+        return "fallback"
+    return None
