@@ -22,6 +22,14 @@ import math
 import os
 import re
 
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
 # samples/s of LoRA training at batch 16 on one H100/H200 (989 TFLOP/s bf16, 40 % MFU);
 # from benchmarks/data_scale.py (TFLOP per sample: fwd+bwd, counted)
 GPU_SAMPLES_PER_S = {
@@ -117,5 +125,4 @@ def default_num_workers(model: str, on_cuda: bool) -> int:
             gpus = max(1, torch.cuda.device_count())
         except (ImportError, RuntimeError):
             gpus = 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(workers_needed(model), (cores or 1) // gpus - 1))
+    return max(1, min(workers_needed(model), available_cpus() // gpus - 1))

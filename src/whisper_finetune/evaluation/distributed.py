@@ -110,11 +110,9 @@ def cpu_threads(dist: Dist, requested: int = 0) -> int:
     """
     if requested > 0 or not dist.active:
         return requested
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    share = max(1, cores // max(1, dist.local_world))
+    from whisper_finetune.data.workers import available_cpus
+
+    share = max(1, available_cpus() // max(1, dist.local_world))
     import torch
 
     torch.set_num_threads(share)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from whisper_finetune.data.audio import SAMPLE_RATE
+from whisper_finetune.data.workers import available_cpus
 from whisper_finetune.inference.base import (
     CHUNK_SAMPLES,
     CHUNK_SECONDS,
@@ -27,7 +28,7 @@ from whisper_finetune.inference.base import (
     speech_regions,
 )
 from whisper_finetune.inference.chunks import transcribe_chunked, window_verdict
-from whisper_finetune.inference.replicas import ReplicaSplit, cpu_count
+from whisper_finetune.inference.replicas import ReplicaSplit
 from whisper_finetune.inference.transcript import (
     DEFAULT_OPTIONS,
     DecodeOptions,
@@ -132,17 +133,17 @@ class CT2Transcriber:
             num_workers=num_workers,
             local_files_only=True,
         )
+        inner = getattr(self.model, "model", None)  # the CTranslate2 model
         if pad_audio is None:
-            inner = getattr(self.model, "model", None)
             effective = str(getattr(inner, "compute_type", compute_type))
             pad_audio = not effective.startswith("int8")
         self.pad_audio = pad_audio
         self.cpu_threads = cpu_threads
         self.num_workers = num_workers
-        on_cpu = getattr(getattr(self.model, "model", None), "device", "cpu") == "cpu"
+        on_cpu = getattr(inner, "device", "cpu") == "cpu"
         if replicas is None:
             replicas = (
-                num_workers if num_workers > 1 else min(cpu_threads or cpu_count(), MAX_REPLICAS)
+                num_workers if num_workers > 1 else min(cpu_threads or available_cpus(), MAX_REPLICAS)
             )
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")

@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from whisper_finetune.models.store import (
@@ -71,6 +72,22 @@ def _move_stale(folder: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _cached(dst: Path, complete: Callable[[Path], bool], build: Callable[[], None]) -> Path:
+    """``dst`` as this build makes it: kept when complete and current, else rebuilt by
+    ``build`` under a lock (after moving an older folder aside)."""
+
+    def current() -> bool:
+        return _built(dst) == EMBEDDED_BUILD and complete(dst)
+
+    if current():
+        return dst
+    with _locked(dst):
+        if not current():  # another process may have built it while this one waited
+            _move_stale(dst)
+            build()
+    return dst
+
+
 def embedded_ct2(name: str = "whisper-base") -> Path:
     """The embedded model as a CTranslate2 folder, assembled on first use."""
     if name not in EMBEDDED_MODELS:
@@ -78,15 +95,7 @@ def embedded_ct2(name: str = "whisper-base") -> Path:
             f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}"
         )
     dst = cache_home() / "embedded" / name / "ct2"
-    if _built(dst) == EMBEDDED_BUILD and (dst / "model.bin").is_file():
-        return dst
-    with _locked(dst):
-        if _built(dst) == EMBEDDED_BUILD and (dst / "model.bin").is_file():
-            return dst  # another process built it while this one waited
-        _move_stale(dst)
-        _assemble_ct2(name, dst)
-    logger.info("assembled embedded %s (CTranslate2) in %s", name, dst)
-    return dst
+    return _cached(dst, lambda d: (d / "model.bin").is_file(), lambda: _assemble_ct2(name, dst))
 
 
 def _assemble_ct2(name: str, dst: Path) -> None:
@@ -105,6 +114,7 @@ def _assemble_ct2(name: str, dst: Path) -> None:
             shutil.copy2(parts[0] / extra, tmp / extra)
         write_preprocessor_config(tmp, n_mels=80)
         write_marker(tmp, "model", format="ct2", build=EMBEDDED_BUILD)
+    logger.info("assembled embedded %s (CTranslate2) in %s", name, dst)
 
 
 def embedded_transformers(name: str = "whisper-base") -> Path:
@@ -112,13 +122,10 @@ def embedded_transformers(name: str = "whisper-base") -> Path:
     from whisper_finetune.models.ct2format import ct2_to_transformers
 
     dst = cache_home() / "embedded" / name / "transformers"
-    if _built(dst) == EMBEDDED_BUILD and is_transformers_dir(dst):
-        return dst
-    src = embedded_ct2(name)
-    with _locked(dst):
-        if _built(dst) == EMBEDDED_BUILD and is_transformers_dir(dst):
-            return dst  # another process built it while this one waited
-        _move_stale(dst)
+
+    def build() -> None:
         logger.info("rebuilding embedded %s as a transformers model (once)", name)
-        ct2_to_transformers(src, dst, marker={"build": EMBEDDED_BUILD})  # written atomically
-    return dst
+        # written atomically
+        ct2_to_transformers(embedded_ct2(name), dst, marker={"build": EMBEDDED_BUILD})
+
+    return _cached(dst, is_transformers_dir, build)
