@@ -16,13 +16,15 @@ the model file it loaded. The clip sets:
   to 448 tokens and the time measures the loop, not the engine.
 
 Every configuration runs in a fresh subprocess with 2 threads, so peak memory is its own;
-each is warmed up once on a 1 s clip before timing. ``--profile`` instead splits the long
-clip's time into feature extraction, VAD, encoder and decoder for CTranslate2 int8 and
-whisper.cpp, and times the long-audio settings (see ``benchmarks/long_audio.py``).
+each is warmed up once on a 1 s clip (and on 70 s of the long clip) before timing.
+``--profile`` instead splits the long clip's time into feature extraction, VAD, encoder
+and decoder for CTranslate2 int8 and whisper.cpp, and times the long-audio settings (see
+``benchmarks/long_audio.py``).
 
     python benchmarks/inference_speed.py                        # the full table
     python benchmarks/inference_speed.py --sets test.wav        # quick
     python benchmarks/inference_speed.py --configs "whisper.cpp q8_0 greedy"
+    # with --json FILE, --configs re-runs those rows of FILE and keeps the others
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ CONFIGS = [
     ("ct2 int8 greedy", "ct2", "int8", 1, 1),
     ("ct2 int8 beam 5", "ct2", "int8", 5, 1),
     ("ct2 int8 greedy batched (8, decodes VAD chunks)", "ct2", "int8", 1, 8),
+    # batch 0: the loader's defaults, i.e. sequential for short clips and, for audio of
+    # LONG_AUDIO_SECONDS or more, VAD chunks batched over one-thread replicas
+    ("ct2 int8 default (long audio: batched over replicas)", "ct2", "int8", 1, 0),
     ("whisper.cpp f16 greedy", "whispercpp", "f16", 1, 1),
     ("whisper.cpp f16 beam 5", "whispercpp", "f16", 5, 1),
     ("whisper.cpp q8_0 greedy", "whispercpp", "q8_0", 1, 1),
@@ -131,19 +136,22 @@ def worker(label: str, sets: list[str], args) -> dict:
     from whisper_finetune.text import normalize_text
 
     _, backend, compute_type, beam, batch = next(c for c in CONFIGS if c[0] == label)
-    extra = {"long_audio_batch": batch} if backend == "ct2" else {}  # "greedy" = sequential
+    extra = {"long_audio_batch": batch} if backend == "ct2" and batch else {}  # "greedy":
+    # sequential
     model = load_transcriber(
         "embedded:whisper-base",
         backend,
         device="cpu",
         compute_type=compute_type,
         cpu_threads=THREADS,
-        batch_size=batch,
+        batch_size=max(batch, 1),
         **extra,
     )
     plain = DecodeOptions.plain(language="zh", beam_size=beam)  # one pass: like for like
     data = {name: clip_set(name, args) for name in sets}
     model.transcribe(np.asarray(data[sets[0]][0][0][:16000]), plain)  # warm-up
+    if "long" in data:  # and long audio's path (the CTranslate2 default loads its replicas)
+        model.transcribe(np.asarray(data["long"][0][0][: 70 * 16000]), plain)
     out: dict = {}
     for name, clips in data.items():
         options = plain
@@ -181,7 +189,8 @@ def print_table(rows: dict, sets: list[str], args) -> None:
         header += f" {name} RTF | speed-up | CER |"
     print(header + " peak RSS (MB) | model file (MB) |")
     print("|---" * (1 + 3 * len(sets) + 2) + "|")
-    for label, row in rows.items():
+    order = [c[0] for c in CONFIGS]
+    for label, row in sorted(rows.items(), key=lambda item: order.index(item[0])):
         if "error" in row:
             print(f"| {label} | failed: {row['error'][:80]} |")
             continue
@@ -217,6 +226,9 @@ def main() -> None:
     _prepare_models()
     labels = args.configs or [c[0] for c in CONFIGS]
     rows = {}
+    if args.configs and args.json and Path(args.json).is_file():  # re-run these rows only
+        known = {c[0] for c in CONFIGS}
+        rows = {k: v for k, v in json.loads(Path(args.json).read_text()).items() if k in known}
     for label in labels:
         sets = [s for s in args.sets if f"{label}:{s}" not in args.skip]
         cmd = [sys.executable, __file__, "--worker", label, "--sets", *sets,

@@ -52,9 +52,9 @@ def profile_ct2(audio: np.ndarray, reference: str) -> dict:
     """The default CPU path, timed stage by stage inside one run (wall time of each call)."""
     from collections import Counter
 
-    import faster_whisper.vad as fv
     from faster_whisper.feature_extractor import FeatureExtractor
 
+    from whisper_finetune.inference import chunks
     from whisper_finetune.inference.ct2 import CT2Transcriber
     from whisper_finetune.inference.replicas import ReplicaSplit
     from whisper_finetune.inference.transcript import DecodeOptions
@@ -71,7 +71,7 @@ def profile_ct2(audio: np.ndarray, reference: str) -> dict:
         return timed
 
     # benchmark-only instrumentation of the calls the batched pipeline makes
-    fv.get_speech_timestamps = timing("vad_s", fv.get_speech_timestamps)
+    chunks.speech_spans = timing("vad_s", chunks.speech_spans)  # its parts run side by side
     FeatureExtractor.__call__ = timing("features_s", FeatureExtractor.__call__)
     ReplicaSplit.encode = timing("encoder_s", ReplicaSplit.encode)
     ReplicaSplit.generate = timing("decoder_s", ReplicaSplit.generate)
@@ -97,6 +97,7 @@ def profile_ct2(audio: np.ndarray, reference: str) -> dict:
 
 
 def settings_ct2(audio: np.ndarray, reference: str) -> dict:
+    from whisper_finetune.inference import chunks
     from whisper_finetune.inference.ct2 import CT2Transcriber
     from whisper_finetune.inference.transcript import DecodeOptions
     from whisper_finetune.models.resolve import resolve_model
@@ -104,13 +105,17 @@ def settings_ct2(audio: np.ndarray, reference: str) -> dict:
     path = resolve_model("embedded:whisper-base", "ct2")
     rows = {}
     one = {"replicas": 1, "long_audio_batch": 8}
+    one_pass = float("inf")  # VAD_PART_SECONDS: Silero in one pass, on one thread
     candidates = [
-        ("ct2 int8 sequential", {"long_audio_batch": 1}, {}),
-        ("ct2 int8 batched 8, one replica (the default before)", one, {}),
-        ("ct2 int8 default (batched, one-thread replicas)", {}, {}),
-        ("ct2 int8 default, no timestamps", {}, {"without_timestamps": True}),
+        ("ct2 int8 sequential", {"long_audio_batch": 1}, {}, None),
+        ("ct2 int8 batched 8, one replica (the default before)", one, {}, one_pass),
+        ("ct2 int8 default, VAD in one pass", {}, {}, one_pass),
+        ("ct2 int8 default (batched, one-thread replicas, VAD in parts)", {}, {}, None),
+        ("ct2 int8 default, no timestamps", {}, {"without_timestamps": True}, None),
     ]
-    for label, load, extra in candidates:
+    parts = chunks.VAD_PART_SECONDS
+    for label, load, extra, vad_part in candidates:
+        chunks.VAD_PART_SECONDS = vad_part or parts  # benchmark-only switch
         model = CT2Transcriber(path, "cpu", "int8", cpu_threads=THREADS, progress=False, **load)
         options = DecodeOptions(language="zh", **extra)
         model.transcribe(audio[: 70 * SR], options)  # warm-up

@@ -50,15 +50,16 @@ def test_a_failed_window_in_a_batch_gets_the_sequential_fallback(tiny_ct2_dir, r
     from whisper_finetune.inference.ct2 import CT2Transcriber
 
     clips = [load_audio(r.audio_path) for r in read_manifest(real_speech)][:4]
-    model = CT2Transcriber(tiny_ct2_dir, device="cpu", cpu_threads=1, batch_size=4)
+    model = CT2Transcriber(tiny_ct2_dir, device="cpu", cpu_threads=1, batch_size=4, pad_audio=True)
     options = DecodeOptions(language="zh", max_new_tokens=40, vad_gate=False, seed=0)
-    sequential = []
+    sequential, pads = [], set()
     real = model._transcribe
 
-    def spy(samples, opts, batched, batch_size=None):
+    def spy(samples, opts, batched, batch_size=None, pad_audio=None):
         if not batched:
             sequential.append(samples.size)
-        return real(samples, opts, batched, batch_size)
+            pads.add(pad_audio)
+        return real(samples, opts, batched, batch_size, pad_audio)
 
     model._transcribe = spy
     batched = model.transcribe_batch(clips, options)
@@ -69,6 +70,11 @@ def test_a_failed_window_in_a_batch_gets_the_sequential_fallback(tiny_ct2_dir, r
             assert got.text == real(clip, options, False).text
         else:  # stood: the batch's own text, as one plain pass gives it
             assert got.text == once.text
+    assert pads == {True}  # the fallback pads each clip as its batched pass did
+    # long audio's chunks keep faster-whisper's zero log-mel padding, fallback included
+    pads.clear()
+    model._unpadded(clips, options, 4)
+    assert pads == {False}
 
 
 def test_a_chunk_whose_text_ends_early_is_decoded_again_from_there():

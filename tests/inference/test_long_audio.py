@@ -42,3 +42,51 @@ def test_a_long_file_on_cpu_goes_through_the_batched_pipeline(tiny_model_dir, tm
         language="zh", max_new_tokens=4, condition_on_previous_text=True, vad_gate=False
     )
     assert default.transcribe(silence, conditioned).text != ""
+
+
+def test_a_quiet_cut_lies_in_the_pause_on_silero_s_window_grid():
+    from whisper_finetune.inference.chunks import SEARCH_SECONDS, VAD_WINDOW, quiet_cut
+
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 0.1, 60 * 16000).astype(np.float32)
+    pause = slice(37 * 16000, 37 * 16000 + 9600)  # 0.6 s of silence, 7 s after 30 s
+    audio[pause] = 0.0
+    cut = quiet_cut(audio, 30 * 16000)
+    assert cut % VAD_WINDOW == 0 and pause.start <= cut < pause.stop
+    # no pause within reach: the cut still lands on the grid, within reach
+    loud = rng.normal(0, 0.1, 60 * 16000).astype(np.float32)
+    cut = quiet_cut(loud, 30 * 16000 + 100)
+    assert cut % VAD_WINDOW == 0 and abs(cut - 30 * 16000) <= SEARCH_SECONDS * 16000
+
+
+def test_vad_in_parts_side_by_side_finds_the_spans_of_one_pass(real_speech, monkeypatch):
+    """150 s of real speech: Silero in two parts (two threads) against one pass. The
+    parts differ only in the model state at the cut: same spans within 0.1 s, same
+    chunks."""
+    import faster_whisper.vad as fv
+    from faster_whisper.vad import collect_chunks
+
+    from whisper_finetune.data.audio import load_audio
+    from whisper_finetune.data.manifest import read_manifest
+    from whisper_finetune.inference.chunks import speech_spans
+
+    clips = [load_audio(r.audio_path) for r in read_manifest(real_speech)]
+    pause = np.zeros(8000, np.float32)
+    audio = np.concatenate([piece for c in clips * 4 for piece in (c, pause)])[: 150 * 16000]
+    one = speech_spans(audio, 1)
+    lengths = []
+    real = fv.get_speech_timestamps
+    monkeypatch.setattr(
+        fv, "get_speech_timestamps", lambda a, *x, **k: lengths.append(a.size) or real(a, *x, **k)
+    )
+    parts = speech_spans(audio, 2)
+    assert len(lengths) == 2 and sum(lengths) == audio.size  # two parts, all of it
+    assert len(one) > 20 and len(parts) == len(one)
+    for a, b in zip(one, parts, strict=True):
+        assert abs(a["start"] - b["start"]) < 1600 and abs(a["end"] - b["end"]) < 1600
+    assert sum(a != b for a, b in zip(one, parts, strict=True)) <= 2
+    chunks_one, _ = collect_chunks(audio, one, max_duration=30)
+    chunks_parts, _ = collect_chunks(audio, parts, max_duration=30)
+    assert len(chunks_parts) == len(chunks_one)
+    # too short to split: one pass, whatever the threads
+    assert speech_spans(audio[: 100 * 16000], 4) == speech_spans(audio[: 100 * 16000], 1)

@@ -68,6 +68,33 @@ def test_the_pipeline_runs_on_replicas_and_a_second_model_only_when_needed(tiny_
     assert isinstance(workers.model.model, ReplicaSplit)
     with pytest.raises(ValueError, match="replicas"):
         CT2Transcriber(tiny_ct2_dir, device="cpu", replicas=0)
+    # a lone window runs on the main model, all its threads on one job
+    assert model.model._alone is two.model.model and model.model._model is not two.model.model
+
+
+def test_a_lone_window_goes_to_the_model_with_all_the_threads():
+    from whisper_finetune.inference.replicas import ReplicaSplit
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def encode(self, features, to_cpu=False):
+            calls.append((self.name, "encode", len(features)))
+            return features
+
+        def generate(self, features, prompts, **kwargs):
+            calls.append((self.name, "generate", len(prompts)))
+            return ["result"]
+
+    split = ReplicaSplit(Recorder("replicas"), workers=2, alone=Recorder("alone"))
+    one = np.zeros((1, 80, 3000), np.float32)
+    split.encode(one)
+    assert split.generate(one, [[50258]]) == ["result"]
+    split.generate(one, [[50258]], asynchronous=True)  # a caller's own asynchronous call
+    assert calls == [("alone", "encode", 1), ("alone", "generate", 1), ("replicas", "generate", 1)]
 
 
 def test_long_audio_on_replicas_gives_the_text_of_one_replica(tiny_ct2_dir, real_speech):

@@ -183,7 +183,8 @@ class CT2Transcriber:
                 num_workers=self.replicas,
                 local_files_only=True,
             )
-        model.model = ReplicaSplit(model.model, self.replicas)
+        # a lone window runs on the main model, with all the threads on one job
+        model.model = ReplicaSplit(model.model, self.replicas, alone=self.model.model)
         return model
 
     @staticmethod
@@ -226,7 +227,9 @@ class CT2Transcriber:
             # whole audio (0.7 s on the 322 s benchmark clip) is skipped
             if options.word_timestamps:  # faster-whisper's pipeline places the words
                 return self._transcribe(samples, options, True, batch_size)
-            return transcribe_chunked(samples, options, self._unpadded, batch_size, self.progress)
+            return transcribe_chunked(
+                samples, options, self._unpadded, batch_size, self.progress, self.replicas
+            )
 
         def decode(kept: list[np.ndarray]) -> list[Transcript]:
             return [self._transcribe(kept[0], options, batch_size > 1, batch_size)]
@@ -250,6 +253,7 @@ class CT2Transcriber:
         options: DecodeOptions,
         batched: bool,
         batch_size: int | None = None,
+        pad_audio: bool | None = None,
     ) -> Transcript:
         duration = samples.size / SAMPLE_RATE
         if samples.size == 0:
@@ -265,7 +269,8 @@ class CT2Transcriber:
             batch_size = batch_size or self.batch_size
             segments, info = pipeline.transcribe(samples, batch_size=batch_size, **kwargs)
         else:
-            if self.pad_audio and not options.vad_filter and samples.size < CHUNK_SAMPLES:
+            pad_audio = self.pad_audio if pad_audio is None else pad_audio
+            if pad_audio and not options.vad_filter and samples.size < CHUNK_SAMPLES:
                 # one 30 s window of waveform zeros, as transformers and training see it
                 samples = np.pad(samples, (0, CHUNK_SAMPLES - samples.size))
             segments, info = self.model.transcribe(samples, **kwargs)
@@ -374,8 +379,9 @@ class CT2Transcriber:
             verdict = window_verdict(raw[i], options)
             if verdict == "fallback":
                 # the pipeline decodes each chunk once, at the first temperature: the
-                # sequential decoder gives this clip Whisper's whole fallback
-                results.append(self._transcribe(clip, options, batched=False))
+                # sequential decoder gives this clip Whisper's whole fallback, padded
+                # as its first pass was
+                results.append(self._transcribe(clip, options, False, pad_audio=pad_audio))
                 continue
             kept = [] if verdict == "silence" else raw[i]
             offset, duration = starts[i] / SAMPLE_RATE, clip.size / SAMPLE_RATE
