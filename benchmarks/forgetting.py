@@ -21,6 +21,12 @@ Usage::
 ``--parts`` also merges each part of an adapter alone (lower or upper encoder layers,
 attention or feed-forward) at full scale and measures it with transformers.
 
+``--cuts_of ADAPTER`` trains nothing: it merges an existing adapter's weight change cut
+down in other ways than the merge scale (its top singular directions per matrix, or its
+largest entries) and measures each with transformers on both sets::
+
+    python benchmarks/forgetting.py --output_dir runs/cuts --cuts_of runs/demo/train/final
+
 About 12 minutes a method on 2 quiet cores (kd costs a third more per step).
 """
 
@@ -34,6 +40,8 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from whisper_finetune.demo.measure import backends, choose_merge_scale, measure
 from whisper_finetune.demo.recipe import DemoConfig, Stages, build_data, training_config
@@ -58,6 +66,8 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", action="store_true",
                         help="also merge parts of each adapter (lower / upper layers, attention / "
                              "feed-forward) at full scale: which part learns, which part forgets")
+    parser.add_argument("--cuts_of", metavar="ADAPTER",
+                        help="only merge this adapter's weight change cut by rank or magnitude, and measure")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -66,6 +76,11 @@ def main(argv=None) -> int:
     cfg = DemoConfig(output_dir=str(out), max_steps=args.max_steps, precision=args.precision)
     stages = Stages()
     train_data, test_data = build_data(cfg, out, stages)
+    if args.cuts_of:
+        datasets = {"synthetic-test": (SETS["synthetic-test"], test_data), "real-speech": (SETS["real-speech"], cfg.guard_data)}
+        found = _cuts(args.cuts_of, out / "cuts", datasets, cfg, backends(cfg)[0])
+        (out / "cuts.json").write_text(json.dumps(found, indent=2))
+        return 0
     datasets = {"synthetic-test": (SETS["synthetic-test"], test_data), "real-speech": (SETS["real-speech"], cfg.guard_data)}
     hf, ct2 = backends(cfg)
     report = Report(title="forgetting")
@@ -135,6 +150,51 @@ def _parts(adapter: str, work: Path, datasets: dict, cfg: DemoConfig, hf) -> dic
         found[part] = {k: report.find("part", hf.label, name).value for k, name in SETS.items()}
         shutil.rmtree(folder / "merged", ignore_errors=True)
         print(f"{part}: synthetic {found[part]['synthetic-test']:.3f}, real {found[part]['real-speech']:.3f}",
+              flush=True)
+    return found
+
+
+CUTS = {  # name -> what each changed matrix keeps of its weight change
+    "scale 0.5": lambda d: d * 0.5,
+    "scale 0.3": lambda d: d * 0.3,
+    "rank 4": lambda d: _rank(d, 4),
+    "rank 8": lambda d: _rank(d, 8),
+    "largest 10%": lambda d: _largest(d, 0.10),
+    "largest 25%": lambda d: _largest(d, 0.25),
+}
+
+
+def _rank(delta, k: int):
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    return (u[:, :k] * s[:k]) @ vh[:k]
+
+
+def _largest(delta, share: float):
+    kept = delta.abs() >= delta.abs().flatten().kthvalue(int(delta.numel() * (1 - share))).values
+    return delta * kept
+
+
+def _cuts(adapter: str, work: Path, datasets: dict, cfg: DemoConfig, hf) -> dict:
+    """The adapter's weight change W_merged - W_base, cut per matrix as in :data:`CUTS`."""
+    from safetensors.torch import load_file, save_file
+
+    full = merge_adapter(adapter, work / "scale-1.0", scale=1.0, overwrite=True)
+    base = merge_adapter(adapter, work / "scale-0.0", scale=0.0, overwrite=True)
+    merged, original = load_file(str(full / "model.safetensors")), load_file(str(base / "model.safetensors"))
+    changed = {k for k in original if not torch.equal(merged[k], original[k])}
+    found = {}
+    for name, cut in {"scale 1.0": None, **CUTS}.items():
+        folder = work / name.replace(" ", "-").replace("%", "pc")
+        if cut is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(full, folder)
+            weights = {k: (v.float() + cut(merged[k].float() - v.float())).to(v.dtype) if k in changed else v
+                       for k, v in original.items()}
+            save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        report = Report(title=name)
+        measure(report, "cut", str(folder), datasets, folder / "eval", cfg, (hf,))
+        found[name] = {k: report.find("cut", hf.label, label).value for k, (label, _) in datasets.items()}
+        print(f"{name}: synthetic {found[name]['synthetic-test']:.3f}, real {found[name]['real-speech']:.3f}",
               flush=True)
     return found
 
