@@ -157,3 +157,54 @@ def test_evaluation_token_limit_follows_the_longest_reference(tiny_model_dir):
     assert tokens > 20
     assert token_limit([short, long], str(tiny_model_dir)) == 2 * (tokens + 5)
     assert token_limit([short], str(tiny_model_dir)) == 32  # never under 32
+
+
+def test_the_guarded_merge_with_the_lowest_subset_cer_wins(tmp_path, monkeypatch):
+    """Each checkpoint gets the largest merge scale that keeps the guard; of those merges,
+    the lowest test-subset CER wins (an earlier checkpoint may); a checkpoint that keeps
+    the guard at no scale is no candidate; a tie goes to the later checkpoint."""
+    from types import SimpleNamespace
+
+    from whisper_finetune.demo import measure
+
+    # checkpoint -> (scale that keeps the guard or None, test-subset CER at that scale)
+    plan = {"checkpoint-10": (None, 0.0), "checkpoint-20": (0.5, 0.12), "checkpoint-30": (0.3, 0.2)}
+    scored = []
+
+    def choose(adapter, guard, baselines, cfg, work, keep=False):
+        scale, _ = plan[Path(adapter).name]
+        assert keep
+        if scale is None:
+            return 0.3, [(1.0, {"transformers": 0.5}), (0.3, {"transformers": 0.4})]
+        (work / f"scale-{scale:.2f}" / "merged").mkdir(parents=True)
+        return scale, [(scale, {"transformers": 0.1, "ct2": 0.1})]
+
+    def evaluate(model, backend, manifests, cfg):
+        name = Path(model).parents[1].name
+        scored.append(name)
+        return [SimpleNamespace(value=plan[name][1])]
+
+    monkeypatch.setattr(measure, "choose_merge_scale", choose)
+    monkeypatch.setattr(measure, "evaluate_model", evaluate)
+    cfg = DemoConfig(output_dir=str(tmp_path))
+    checkpoints = [tmp_path / "train" / name for name in plan]
+    work = tmp_path / "scales"
+    chosen, scale, merged, rows = measure.choose_checkpoint_and_scale(
+        checkpoints, "guard.jsonl", {"transformers": 0.1, "ct2": 0.1}, cfg, work, "subset.jsonl"
+    )
+    assert (chosen.name, scale) == ("checkpoint-20", 0.5) and merged.is_dir()
+    assert scored == ["checkpoint-20", "checkpoint-30"]  # the guard-breaking one not scored
+    assert [r["kept"] for r in rows] == [False, True, True]
+    assert not (work / "checkpoint-30" / "scale-0.30" / "merged").exists()  # loser removed
+    # a tie goes to the later checkpoint
+    plan["checkpoint-30"] = (0.3, 0.12)
+    chosen, *_ = measure.choose_checkpoint_and_scale(
+        checkpoints, "guard.jsonl", {}, cfg, tmp_path / "tie", "subset.jsonl"
+    )
+    assert chosen.name == "checkpoint-30"
+    # no checkpoint keeps the guard: none chosen, the smallest scale
+    plan.update({k: (None, 0.0) for k in plan})
+    chosen, scale, merged, _ = measure.choose_checkpoint_and_scale(
+        checkpoints, "guard.jsonl", {}, cfg, tmp_path / "none", "subset.jsonl"
+    )
+    assert chosen is None and merged is None and scale == cfg.merge_scales[-1]

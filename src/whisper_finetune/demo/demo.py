@@ -12,10 +12,12 @@ whisper-base and the built-in synthetic Mandarin corpus unless told otherwise:
    term that keeps the model near the base; off by default, see
    ``benchmarks/forgetting.py``), with the real-speech guard set (the package's
    ``real-dev`` clips plus ``test.wav``) scored with a test subset every ``eval_steps``
-   for the CER-against-time curve; the checkpoint is chosen by the test subset's CER;
-5. **merge**: the adapter merged at the largest scale (1.0, 0.9, ...) that keeps the
-   guard's CER within ``guard_max_increase`` of the base model's on both backends (a
-   scaled merge interpolates between base and adapted weights);
+   for the CER-against-time curve;
+5. **merge**: each saved checkpoint merged at the largest scale (1.0, 0.9, ...) that keeps
+   the guard's CER within ``guard_max_increase`` of the base model's on both backends (a
+   scaled merge interpolates between base and adapted weights), and of those the one with
+   the lowest test-subset CER (an earlier checkpoint often forgets less for what it
+   learns); without a guard, the checkpoint with the lowest test-subset CER, unscaled;
 6. **evaluate**, **convert** to CTranslate2 int8, **evaluate** again;
 7. **report**: ``report.md`` with tables, PNG plots, per-utterance results, and a
    one-screen summary.
@@ -33,7 +35,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from whisper_finetune.demo.measure import backends, choose_merge_scale, measure
+from whisper_finetune.demo.measure import backends, choose_checkpoint_and_scale, measure
 from whisper_finetune.demo.recipe import DemoConfig, Stages, build_data, training_config
 from whisper_finetune.demo.report import Report
 
@@ -93,6 +95,49 @@ def _settings(cfg: DemoConfig, out: Path, train_cfg, test_data: str) -> dict[str
     return settings
 
 
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[-1])
+
+
+def _guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, test_data: str, guard_name: str):
+    """Choose the checkpoint and merge scale with the guard (see
+    :func:`~whisper_finetune.demo.measure.choose_checkpoint_and_scale`), note why, and move
+    the winning merge to ``out/merged``. Returns ``(scale, adapter, merged or None)``."""
+    from whisper_finetune.data.manifest import read_manifest, write_manifest
+
+    hf, ct2 = backends(cfg)
+    baselines = {b.name: report.find("base", b.label, guard_name).value for b in (hf, ct2)}
+    checkpoints = sorted(Path(result.output_dir).glob("checkpoint-*"), key=_checkpoint_step)
+    subset = out / "scales" / "test-subset.jsonl"
+    write_manifest(list(read_manifest(test_data))[: cfg.eval_samples or None], subset)
+    chosen, scale, kept, rows = choose_checkpoint_and_scale(
+        checkpoints or [Path(result.final_dir)], cfg.guard_data, baselines, cfg, out / "scales", str(subset)
+    )
+    for row in rows:
+        report.notes.append(
+            f"merge scale chosen by the guard for {_relative(row['checkpoint'], out)} (guard CER per backend): "
+            + "; ".join(f"{s:.2f} -> " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()) for s, values in row["tried"])
+            + f" (base: transformers {baselines['transformers']:.3f}, ct2 {baselines['ct2']:.3f};"
+            + f" allowed +{cfg.guard_max_increase})"
+            + (f"; test subset CER at {row['scale']:.2f}: {row['subset_cer']:.3f}" if row["subset_cer"] is not None else "")
+        )
+    by_subset = _relative(result.best_checkpoint, out) if result.best_checkpoint else "-"
+    if chosen is None:
+        report.notes.append(
+            f"checkpoint used: {by_subset} (best by the test subset's CER) at the smallest scale: "
+            "no checkpoint kept the guard at any scale"
+        )
+        return scale, result.final_dir, None
+    report.notes.append(
+        f"checkpoint used: {_relative(chosen, out)} at scale {scale:.2f} (of the checkpoints whose "
+        f"merge keeps the guard, the lowest test-subset CER; by the test subset alone: {by_subset})"
+    )
+    report.settings["checkpoint"] = _relative(chosen, out)
+    shutil.rmtree(out / "merged", ignore_errors=True)
+    shutil.move(str(kept), out / "merged")
+    return scale, chosen, out / "merged"
+
+
 def run_demo(cfg: DemoConfig) -> Report:
     """Run the whole road; see the module docstring. Returns the report (also written)."""
     from whisper_finetune.demo.report import summary_text, write_report
@@ -119,9 +164,9 @@ def run_demo(cfg: DemoConfig) -> Report:
         datasets[GUARD_SET] = ("real speech (guard)", cfg.guard_data)
         report.notes.append(
             f"guard set: {_relative(cfg.guard_data, out)} (real speech; watched during training, it "
-            f"chooses the merge scale, so its 'after' figure is not an independent test); test "
-            f"split: {_relative(test_data, out)} (its first {cfg.eval_samples} clips choose the "
-            f"checkpoint; all of it is measured)"
+            f"limits each checkpoint's merge scale, so its 'after' figure is not an independent "
+            f"test); test split: {_relative(test_data, out)} (its first {cfg.eval_samples} clips "
+            f"choose among the guarded merges; all of it is measured)"
         )
     else:
         report.notes.append("no guard set: forgetting was not measured and no guard was used")
@@ -140,25 +185,16 @@ def run_demo(cfg: DemoConfig) -> Report:
     report.log_history = json.loads(state.read_text())["log_history"] if state.is_file() else []
     report.curve = clock.points
     report.settings["training_seconds"] = f"{clock.seconds:.0f}"
-    if result.best_checkpoint:
-        report.notes.append(f"checkpoint used: {_relative(result.best_checkpoint, out)} (best by the test subset's CER; the guard set was watched)")
-
     with stages("merge"):
-        scale = 1.0
+        scale, adapter, merged = 1.0, result.final_dir, None
         if cfg.guard_data and cfg.method != "full":
-            baselines = {b.name: report.find("base", b.label, datasets[GUARD_SET][0]).value for b in (hf, ct2)}
-            scale, tried = choose_merge_scale(str(result.final_dir), cfg.guard_data, baselines, cfg, out / "scales")
-            report.notes.append(
-                "merge scale chosen by the guard (guard CER per backend): "
-                + "; ".join(f"{s:.2f} -> " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()) for s, values in tried)
-                + f" (base: transformers {baselines['transformers']:.3f}, ct2 {baselines['ct2']:.3f};"
-                + f" allowed +{cfg.guard_max_increase})"
-            )
-        merged = (
-            merge_adapter(str(result.final_dir), out / "merged", scale=scale, overwrite=True)
-            if cfg.method != "full"
-            else result.final_dir
-        )
+            scale, adapter, merged = _guarded_merge(cfg, report, out, result, test_data, datasets[GUARD_SET][0])
+        elif result.best_checkpoint:
+            report.notes.append(f"checkpoint used: {_relative(result.best_checkpoint, out)} (best by the test subset's CER)")
+        if cfg.method == "full":
+            merged = result.final_dir
+        elif merged is None:
+            merged = merge_adapter(str(adapter), out / "merged", scale=scale, overwrite=True)
     report.settings["merge_scale"] = f"{scale:.2f}"
     with stages("convert"):
         ct2_dir = convert_to_ct2(merged, out / f"ct2-{cfg.quantization}", quantization=cfg.quantization, force=True, verify=False)

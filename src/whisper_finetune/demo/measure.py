@@ -137,7 +137,12 @@ def measure(
 
 
 def choose_merge_scale(
-    adapter: str, guard_manifest: str, baselines: dict[str, float], cfg: DemoConfig, work: Path
+    adapter: str,
+    guard_manifest: str,
+    baselines: dict[str, float],
+    cfg: DemoConfig,
+    work: Path,
+    keep: bool = False,
 ):
     """The largest scale in ``cfg.merge_scales`` whose merge keeps the guard on every backend.
 
@@ -151,7 +156,8 @@ def choose_merge_scale(
 
     Returns:
         ``(scale, [(scale, {backend: guard CER}), ...])``; the smallest scale tried when
-        none keeps the guard (with a warning).
+        none keeps the guard (with a warning). With ``keep``, the merge at the scale that
+        kept the guard stays in ``work/scale-<scale>/merged``.
     """
     from whisper_finetune.models.convert import convert_to_ct2
     from whisper_finetune.training.merge import merge_adapter
@@ -172,10 +178,61 @@ def choose_merge_scale(
             [r] = evaluate_model(str(converted), ct2, {folder / "eval-ct2": guard_manifest}, cfg)
             values["ct2"] = r.value
             shutil.rmtree(converted, ignore_errors=True)
-        shutil.rmtree(merged, ignore_errors=True)
         tried.append((scale, values))
         logger.info("merge scale %.2f: guard CER %s (base %s)", scale, values, baselines)
-        if all(values.get(k, float("inf")) <= limit[k] for k in limit):
+        kept = all(values.get(k, float("inf")) <= limit[k] for k in limit)
+        if not (kept and keep):
+            shutil.rmtree(merged, ignore_errors=True)
+        if kept:
             return scale, tried
     logger.warning("no merge scale kept the guard; using the smallest, %.2f", cfg.merge_scales[-1])
     return cfg.merge_scales[-1], tried
+
+
+def choose_checkpoint_and_scale(
+    checkpoints: list[Path],
+    guard_manifest: str,
+    baselines: dict[str, float],
+    cfg: DemoConfig,
+    work: Path,
+    subset_manifest: str,
+):
+    """The checkpoint and merge scale that keep the guard with the lowest test-subset CER.
+
+    For each checkpoint, :func:`choose_merge_scale` finds the largest scale that keeps the
+    guard on every backend; that merge is scored on the test subset with transformers, and
+    the lowest CER wins (a tie goes to the later checkpoint). A checkpoint whose every scale
+    breaks the guard is not a candidate. An earlier checkpoint can win: on the demo's
+    adapter, checkpoint 30 of 60 merged at 0.5 gave synthetic 0.136 / real speech 0.114,
+    where checkpoint 60 kept the guard only at 0.3, giving 0.206 / 0.114
+    (``benchmarks/forgetting.py --cuts_of``).
+
+    Returns:
+        ``(checkpoint, scale, merged, rows)``: the winner and its merged folder, or ``(None,
+        smallest scale, None, rows)`` with a warning when no checkpoint kept the guard;
+        ``rows`` has one dict per checkpoint (``checkpoint``, ``scale``, ``tried``,
+        ``kept``, ``subset_cer``).
+    """
+    hf, _ = backends(cfg)
+    rows, best = [], None
+    for checkpoint in checkpoints:
+        folder = work / checkpoint.name
+        scale, tried = choose_merge_scale(str(checkpoint), guard_manifest, baselines, cfg, folder, keep=True)
+        merged = folder / f"scale-{scale:.2f}" / "merged"
+        row = {"checkpoint": checkpoint, "scale": scale, "tried": tried, "kept": merged.is_dir(), "subset_cer": None}
+        rows.append(row)
+        if not row["kept"]:
+            continue
+        [r] = evaluate_model(str(merged), hf, {folder / "eval-subset": subset_manifest}, cfg)
+        row["subset_cer"] = r.value
+        logger.info("%s at scale %.2f: test subset CER %.3f", checkpoint.name, scale, r.value)
+        if best is None or r.value <= best["subset_cer"]:
+            if best is not None:
+                shutil.rmtree(best["merged"], ignore_errors=True)
+            best = {**row, "merged": merged}
+        else:
+            shutil.rmtree(merged, ignore_errors=True)
+    if best is None:
+        logger.warning("no checkpoint kept the guard at any merge scale")
+        return None, cfg.merge_scales[-1], None, rows
+    return best["checkpoint"], best["scale"], best["merged"], rows
