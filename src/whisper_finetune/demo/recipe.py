@@ -161,10 +161,13 @@ def training_config(cfg: DemoConfig, output_dir: Path, train_data: str, test_dat
     """The :class:`~whisper_finetune.training.config.FinetuneConfig` the demo trains with.
 
     The test split's first ``eval_samples`` utterances and the guard set are scored every
-    ``eval_steps`` (the CER-against-time curve); the checkpoint is chosen by the test
-    subset's CER, and the guard then chooses the merge scale. (Letting the guard choose the
-    checkpoint too was measured: when every checkpoint breaks it, the least-forgetting one
-    is the earliest and undertrained, e.g. synthetic CER 0.55 at step 30 of 120.)
+    ``eval_steps`` (the CER-against-time curve). The trainer keeps the checkpoint with the
+    best test-subset CER; the demo then merges every saved checkpoint at the largest scale
+    the guard allows and keeps the merge with the best test-subset CER
+    (:func:`~whisper_finetune.demo.measure.choose_checkpoint_and_scale`). Choosing the
+    checkpoint by the guard's unscaled CER instead was measured: when every checkpoint
+    breaks it, the least-forgetting one is the earliest and undertrained, e.g. synthetic
+    CER 0.55 at step 30 of 120.
     """
     from whisper_finetune.training.config import FinetuneConfig
 
