@@ -76,13 +76,12 @@ def main(argv=None) -> int:
     cfg = DemoConfig(output_dir=str(out), max_steps=args.max_steps, precision=args.precision)
     stages = Stages()
     train_data, test_data = build_data(cfg, out, stages)
-    if args.cuts_of:
-        datasets = {"synthetic-test": (SETS["synthetic-test"], test_data), "real-speech": (SETS["real-speech"], cfg.guard_data)}
-        found = _cuts(args.cuts_of, out / "cuts", datasets, cfg, backends(cfg)[0])
-        (out / "cuts.json").write_text(json.dumps(found, indent=2))
-        return 0
     datasets = {"synthetic-test": (SETS["synthetic-test"], test_data), "real-speech": (SETS["real-speech"], cfg.guard_data)}
     hf, ct2 = backends(cfg)
+    if args.cuts_of:
+        found = _cuts(args.cuts_of, out / "cuts", datasets, cfg, hf)
+        (out / "cuts.json").write_text(json.dumps(found, indent=2))
+        return 0
     report = Report(title="forgetting")
     # the base model on both sets with ct2, and on the guard set with transformers too (its
     # transformers output on the synthetic split loops to the token limit: slow, and not

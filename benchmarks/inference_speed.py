@@ -136,8 +136,8 @@ def worker(label: str, sets: list[str], args) -> dict:
     from whisper_finetune.text import normalize_text
 
     _, backend, compute_type, beam, batch = next(c for c in CONFIGS if c[0] == label)
-    extra = {"long_audio_batch": batch} if backend == "ct2" and batch else {}  # "greedy":
-    # sequential
+    # ct2 "greedy" rows decode sequentially (long_audio_batch 1); batch 0 keeps the default
+    extra = {"long_audio_batch": batch} if backend == "ct2" and batch else {}
     model = load_transcriber(
         "embedded:whisper-base",
         backend,

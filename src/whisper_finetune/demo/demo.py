@@ -95,19 +95,16 @@ def _settings(cfg: DemoConfig, out: Path, train_cfg, test_data: str) -> dict[str
     return settings
 
 
-def _checkpoint_step(path: Path) -> int:
-    return int(path.name.rsplit("-", 1)[-1])
-
-
 def _guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, test_data: str, guard_name: str):
     """Choose the checkpoint and merge scale with the guard (see
     :func:`~whisper_finetune.demo.measure.choose_checkpoint_and_scale`), note why, and move
     the winning merge to ``out/merged``. Returns ``(scale, adapter, merged or None)``."""
     from whisper_finetune.data.manifest import read_manifest, write_manifest
+    from whisper_finetune.training.checkpoints import complete_checkpoints
 
     hf, ct2 = backends(cfg)
     baselines = {b.name: report.find("base", b.label, guard_name).value for b in (hf, ct2)}
-    checkpoints = sorted(Path(result.output_dir).glob("checkpoint-*"), key=_checkpoint_step)
+    checkpoints = complete_checkpoints(result.output_dir)
     subset = out / "scales" / "test-subset.jsonl"
     write_manifest(list(read_manifest(test_data))[: cfg.eval_samples or None], subset)
     chosen, scale, kept, rows = choose_checkpoint_and_scale(

@@ -15,21 +15,27 @@ logger = logging.getLogger(__name__)
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The highest-numbered *complete* checkpoint (one with ``trainer_state.json``).
+def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The run's *complete* checkpoints (with ``trainer_state.json``), by step.
 
     The Trainer writes ``trainer_state.json`` last, so a checkpoint cut short by a kill
     lacks it and is passed over.
     """
     folder = Path(output_dir)
     if not folder.is_dir():
-        return None
+        return []
     found = [
         (int(m.group(1)), p)
         for p in folder.iterdir()
         if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()
     ]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The highest-numbered complete checkpoint (see :func:`complete_checkpoints`)."""
+    found = complete_checkpoints(output_dir)
+    return found[-1] if found else None
 
 
 def _drop_incomplete_checkpoints(output_dir: str | os.PathLike) -> None:
