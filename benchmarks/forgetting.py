@@ -8,14 +8,19 @@ CTranslate2 int8, next to the base model's.
 
 Methods:
 
-* ``scaled-merge``: today's recipe: plain encoder-only LoRA, then the merge scale is
-  lowered until the guard set's CER is within ``guard_max_increase`` of the base's.
-* ``kd``: the same, trained with ``--anchor=kd`` (distillation toward the base model).
-* ``l2``: the same, trained with ``--anchor=l2`` (penalty on the adapter's weight change).
+* ``rank-32``: plain encoder-only LoRA of rank 32 (the demo's recipe until 2026-11-30).
+* ``rank-8``: the same at rank 8 (the demo's recipe now): fewer directions to move in.
+* ``kd``: the demo's recipe trained with ``--anchor=kd`` (distillation toward the base model).
+* ``l2``: the demo's recipe trained with ``--anchor=l2`` (penalty on the adapter's weight change).
+
+Every method then goes through the demo's guarded merge: each saved checkpoint merged at the
+largest scale that keeps the guard set's CER within ``guard_max_increase`` of the base's on
+both backends, and the test subset choosing among those merges
+(:func:`whisper_finetune.demo.demo.guarded_merge`).
 
 Usage::
 
-    python benchmarks/forgetting.py --output_dir runs/forgetting [--methods scaled-merge kd l2]
+    python benchmarks/forgetting.py --output_dir runs/forgetting [--methods rank-32 rank-8 kd l2]
         [--kd_weight 1.0] [--l2_weight 0.05] [--max_steps 60] [--parts]
 
 ``--parts`` also merges each part of an adapter alone (lower or upper encoder layers,
@@ -27,7 +32,7 @@ largest entries) and measures each with transformers on both sets::
 
     python benchmarks/forgetting.py --output_dir runs/cuts --cuts_of runs/demo/train/final
 
-About 12 minutes a method on 2 quiet cores (kd costs a third more per step).
+About 15 minutes a method on 2 quiet cores (kd costs a third more per step).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from pathlib import Path
 
 import torch
 
-from whisper_finetune.demo.measure import backends, choose_merge_scale, measure
+from whisper_finetune.demo.demo import guarded_merge
+from whisper_finetune.demo.measure import backends, measure
 from whisper_finetune.demo.recipe import DemoConfig, Stages, build_data, training_config
 from whisper_finetune.demo.report import Report
 from whisper_finetune.models.convert import convert_to_ct2
@@ -51,7 +57,12 @@ from whisper_finetune.training.callbacks import TrainClock
 from whisper_finetune.training.merge import merge_adapter
 from whisper_finetune.training.train import finetune
 
-METHODS = {"scaled-merge": "none", "kd": "kd", "l2": "l2"}
+METHODS = {  # name -> (anchor, DemoConfig changes)
+    "rank-32": ("none", {"lora_r": 32}),
+    "rank-8": ("none", {"lora_r": 8}),
+    "kd": ("kd", {}),
+    "l2": ("l2", {}),
+}
 SETS = {"synthetic-test": "synthetic test split", "real-speech": "real speech (guard)"}
 
 
@@ -91,25 +102,27 @@ def main(argv=None) -> int:
     rows = {"base": {"train_seconds": 0.0, "scale": None, **_cers(report, "base", hf, ct2)}}
 
     for method in args.methods:
-        anchor = METHODS[method]
+        anchor, changes = METHODS[method]
         weight = {"kd": args.kd_weight, "l2": args.l2_weight}.get(anchor, 1.0)
-        mcfg = replace(cfg, anchor=anchor, anchor_weight=weight)
+        mcfg = replace(cfg, anchor=anchor, anchor_weight=weight, **changes)
         folder = out / method
         shutil.rmtree(folder, ignore_errors=True)
         clock = TrainClock()
         result = finetune(training_config(mcfg, folder / "train", train_data, test_data), callbacks=[clock])
-        baselines = {b.name: report.find("base", b.label, SETS["real-speech"]).value for b in (hf, ct2)}
-        scale, tried = choose_merge_scale(str(result.final_dir), cfg.guard_data, baselines, mcfg, folder / "scales")
-        merged = merge_adapter(str(result.final_dir), folder / "merged", scale=scale, overwrite=True)
+        scale, adapter, merged = guarded_merge(mcfg, report, folder, result, test_data, SETS["real-speech"])
+        if merged is None:  # no checkpoint kept the guard: the best by the subset, at the smallest scale
+            merged = merge_adapter(str(adapter), folder / "merged", scale=scale, overwrite=True)
         converted = convert_to_ct2(merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False)
         measure(report, method, str(merged), datasets, folder / "eval", mcfg, (hf,))
         measure(report, method, str(converted), datasets, folder / "eval", mcfg, (ct2,))
-        # the adapter at full scale, to see what the anchor alone does
-        full = merge_adapter(str(result.final_dir), folder / "merged-1.0", scale=1.0, overwrite=True)
+        # the chosen adapter at full scale, to see what the method alone does
+        full = merge_adapter(str(adapter), folder / "merged-1.0", scale=1.0, overwrite=True)
         measure(report, f"{method}@1.0", str(full), datasets, folder / "eval", mcfg, (hf,))
         rows[method] = {
             "train_seconds": clock.seconds,
             "scale": scale,
+            "checkpoint": Path(adapter).name,
+            "lora_r": mcfg.lora_r,
             "weight": weight if anchor != "none" else None,
             "curve": [p for p in clock.points if "eval_cer" in p],
             **_cers(report, method, hf, ct2),
@@ -204,13 +217,14 @@ def _cers(report: Report, stage: str, hf, ct2) -> dict:
 
 
 def _table(rows: dict) -> str:
-    head = ("| method | weight | train s | merge scale | synthetic CER tf / ct2 | real-speech CER tf / ct2 |"
-            " full-scale tf synthetic / real |\n|---|---|---|---|---|---|---|")
+    head = ("| method | rank | weight | train s | checkpoint @ merge scale | synthetic CER tf / ct2 |"
+            " real-speech CER tf / ct2 | full-scale tf synthetic / real |\n|---|---|---|---|---|---|---|---|")
     lines = [head]
     for name, r in rows.items():
         full = r.get("tf_at_1.0")
+        chosen = f"{r['checkpoint']} @ {r['scale']}" if r["scale"] is not None else "-"
         lines.append(
-            f"| {name} | {r.get('weight') or '-'} | {r['train_seconds']:.0f} | {r['scale'] if r['scale'] is not None else '-'} | "
+            f"| {name} | {r.get('lora_r') or '-'} | {r.get('weight') or '-'} | {r['train_seconds']:.0f} | {chosen} | "
             f"{r['transformers_synthetic-test']:.3f} / {r['ct2_synthetic-test']:.3f} | "
             f"{r['transformers_real-speech']:.3f} / {r['ct2_real-speech']:.3f} | "
             + (f"{full['synthetic-test']:.3f} / {full['real-speech']:.3f} |" if full else "- |")

@@ -95,7 +95,7 @@ def _settings(cfg: DemoConfig, out: Path, train_cfg, test_data: str) -> dict[str
     return settings
 
 
-def _guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, test_data: str, guard_name: str):
+def guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, test_data: str, guard_name: str):
     """Choose the checkpoint and merge scale with the guard (see
     :func:`~whisper_finetune.demo.measure.choose_checkpoint_and_scale`), note why, and move
     the winning merge to ``out/merged``. Returns ``(scale, adapter, merged or None)``."""
@@ -185,7 +185,7 @@ def run_demo(cfg: DemoConfig) -> Report:
     with stages("merge"):
         scale, adapter, merged = 1.0, result.final_dir, None
         if cfg.guard_data and cfg.method != "full":
-            scale, adapter, merged = _guarded_merge(cfg, report, out, result, test_data, datasets[GUARD_SET][0])
+            scale, adapter, merged = guarded_merge(cfg, report, out, result, test_data, datasets[GUARD_SET][0])
         elif result.best_checkpoint:
             report.notes.append(f"checkpoint used: {_relative(result.best_checkpoint, out)} (best by the test subset's CER)")
         if cfg.method == "full":
