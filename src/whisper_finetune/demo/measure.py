@@ -203,7 +203,7 @@ def choose_checkpoint_and_scale(
     guard on every backend; that merge is scored on the test subset with transformers, and
     the lowest CER wins (a tie goes to the later checkpoint). A checkpoint whose every scale
     breaks the guard is not a candidate. An earlier checkpoint can win: on the demo's
-    adapter, checkpoint 30 of 60 merged at 0.5 gave synthetic 0.136 / real speech 0.114,
+    rank-32 adapter, checkpoint 30 of 60 merged at 0.5 gave synthetic 0.136 / real speech 0.114,
     where checkpoint 60 kept the guard only at 0.3, giving 0.206 / 0.114
     (``benchmarks/forgetting.py --cuts_of``).
 
