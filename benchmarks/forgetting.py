@@ -216,6 +216,10 @@ def _cers(report: Report, stage: str, hf, ct2) -> dict:
     return {f"{b}_{key}": (m.value if m else float("nan")) for (b, key), m in found.items()}
 
 
+def _cer(value: float) -> str:
+    return "-" if value != value else f"{value:.3f}"  # nan: not measured
+
+
 def _table(rows: dict) -> str:
     head = ("| method | rank | weight | train s | checkpoint @ merge scale | synthetic CER tf / ct2 |"
             " real-speech CER tf / ct2 | full-scale tf synthetic / real |\n|---|---|---|---|---|---|---|---|")
@@ -225,8 +229,8 @@ def _table(rows: dict) -> str:
         chosen = f"{r['checkpoint']} @ {r['scale']}" if r["scale"] is not None else "-"
         lines.append(
             f"| {name} | {r.get('lora_r') or '-'} | {r.get('weight') or '-'} | {r['train_seconds']:.0f} | {chosen} | "
-            f"{r['transformers_synthetic-test']:.3f} / {r['ct2_synthetic-test']:.3f} | "
-            f"{r['transformers_real-speech']:.3f} / {r['ct2_real-speech']:.3f} | "
+            f"{_cer(r['transformers_synthetic-test'])} / {_cer(r['ct2_synthetic-test'])} | "
+            f"{_cer(r['transformers_real-speech'])} / {_cer(r['ct2_real-speech'])} | "
             + (f"{full['synthetic-test']:.3f} / {full['real-speech']:.3f} |" if full else "- |")
         )
     return "\n".join(lines)
