@@ -50,9 +50,10 @@ class DemoConfig:
     noise_share: float = field(default=0.02, metadata={"help": "no-speech clips, as a share of num_train"})
     pack: bool = field(default=True, metadata={"help": "pack training utterances into <=30 s windows"})
     method: str = field(default="lora", metadata={"help": "lora, adalora or full"})
-    # measured (benchmarks/forgetting.py): rank 8 forgets less than rank 32 for the same
-    # synthetic CER (checkpoint 60 merged at 0.7: synthetic 0.125 / real speech 0.100,
-    # against rank 32's 0.123 / 0.142 at 0.5), at the same cost a step
+    # measured (benchmarks/forgetting.py --methods rank-32 rank-8): through the guarded
+    # merge, rank 8 gave synthetic 0.118 against rank 32's 0.136 with real speech within the
+    # guard, at the same cost a step; per checkpoint (docs/forgetting-ranks.json), rank 8's
+    # checkpoint 60 at scale 0.7 gave 0.125 / real 0.100, rank 32's at 0.5 0.123 / 0.142
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (alpha = 2 x rank)"})
     # encoder-only adapters learn the new acoustics and leave Whisper's language model as
     # it was (adapting the decoder too was seen to raise test.wav's CER from 0.12 to 0.15-0.18)
