@@ -21,7 +21,7 @@ both backends, and the test subset choosing among those merges
 Usage::
 
     python benchmarks/forgetting.py --output_dir runs/forgetting [--methods rank-32 rank-8 kd l2]
-        [--kd_weight 1.0] [--l2_weight 0.05] [--max_steps 60] [--parts]
+        [--kd_weight 1.0] [--l2_weight 0.05] [--max_steps 60] [--beam_size 1] [--parts]
 
 ``--parts`` also merges each part of an adapter alone (lower or upper encoder layers,
 attention or feed-forward) at full scale and measures it with transformers.
@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--l2_weight", type=float, default=0.05)
     parser.add_argument("--max_steps", type=int, default=DemoConfig.max_steps)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--beam_size", type=int, default=DemoConfig.beam_size,
+                        help="beam width of every evaluation, the guard's included (faster-whisper's default is 5)")
     parser.add_argument("--parts", action="store_true",
                         help="also merge parts of each adapter (lower / upper layers, attention / "
                              "feed-forward) at full scale: which part learns, which part forgets")
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = DemoConfig(output_dir=str(out), max_steps=args.max_steps, precision=args.precision)
+    cfg = DemoConfig(output_dir=str(out), max_steps=args.max_steps, precision=args.precision, beam_size=args.beam_size)
     stages = Stages()
     train_data, test_data = build_data(cfg, out, stages)
     datasets = {"synthetic-test": (SETS["synthetic-test"], test_data), "real-speech": (SETS["real-speech"], cfg.guard_data)}

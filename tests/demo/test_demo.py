@@ -208,3 +208,28 @@ def test_the_guarded_merge_with_the_lowest_subset_cer_wins(tmp_path, monkeypatch
         checkpoints, "guard.jsonl", {}, cfg, tmp_path / "none", "subset.jsonl"
     )
     assert chosen is None and merged is None and scale == cfg.merge_scales[-1]
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_every_demo_evaluation_decodes_with_its_beam_width(tmp_path, monkeypatch, beam_size):
+    """``--beam_size`` reaches every evaluation the demo runs (the guard's too), each
+    manifest with the demo's language and token limit."""
+    from types import SimpleNamespace
+
+    from whisper_finetune.demo import measure
+    from whisper_finetune.evaluation import evaluate as evaluation
+    from whisper_finetune.inference import loader
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio": {"path": "a.wav"}, "duration": 1.0, "sentence": "你好"}) + "\n")
+    seen = []
+    monkeypatch.setattr(loader, "load_transcriber", lambda *a, **k: "transcriber")
+    monkeypatch.setattr(measure, "token_limit", lambda sentences, base: 40)
+    monkeypatch.setattr(
+        evaluation, "evaluate", lambda t, records, cfg: seen.append(cfg.decode) or SimpleNamespace()
+    )
+    monkeypatch.setattr(evaluation, "write_report", lambda *a, **k: None)
+    cfg = DemoConfig(output_dir=str(tmp_path), beam_size=beam_size)
+    backend = measure.backends(cfg)[1]
+    measure.evaluate_model("model", backend, {tmp_path / "a": str(manifest), tmp_path / "b": str(manifest)}, cfg)
+    assert [(d.beam_size, d.language, d.max_new_tokens) for d in seen] == [(beam_size, "zh", 40)] * 2

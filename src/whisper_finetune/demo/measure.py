@@ -49,7 +49,10 @@ def evaluate_model(model: str, backend: Backend, manifests: dict[Path, str], cfg
         records = read_manifest(manifest)
         limit = cfg.max_new_tokens or token_limit([r.sentence for r in records], cfg.base_model)
         options = DecodeOptions(
-            language=cfg.language, without_timestamps=True, max_new_tokens=limit
+            language=cfg.language,
+            without_timestamps=True,
+            max_new_tokens=limit,
+            beam_size=cfg.beam_size,
         )
         report = evaluate(
             transcriber, records, EvalConfig(batch_size=cfg.batch_size, decode=options)
