@@ -8,10 +8,14 @@ CTranslate2 int8, next to the base model's.
 
 Methods:
 
-* ``rank-32``: plain encoder-only LoRA of rank 32 (the demo's recipe until 2026-11-30).
-* ``rank-8``: the same at rank 8 (the demo's recipe now): fewer directions to move in.
+* ``rank-32``: plain encoder-only LoRA of rank 32, learning rate 1e-3 for 60 steps (the
+  demo's recipe until 2026-11-30).
+* ``rank-8``: the same at rank 8 (the demo's recipe on 2026-11-30): fewer directions to move in.
+* ``rank-8-lr-5e-4``: rank 8 at learning rate 5e-4 for 80 steps, a checkpoint every 40 (the
+  demo's recipe now): smaller steps.
 * ``kd``: the demo's recipe trained with ``--anchor=kd`` (distillation toward the base model).
 * ``l2``: the demo's recipe trained with ``--anchor=l2`` (penalty on the adapter's weight change).
+* ``specaugment``: the demo's recipe with SpecAugment (10% of frames, 5% of mel bins masked).
 
 Every method then goes through the demo's guarded merge: each saved checkpoint merged at the
 largest scale that keeps the guard set's CER within ``guard_max_increase`` of the base's on
@@ -20,11 +24,19 @@ both backends, and the test subset choosing among those merges
 
 Usage::
 
-    python benchmarks/forgetting.py --output_dir runs/forgetting [--methods rank-32 rank-8 kd l2]
-        [--kd_weight 1.0] [--l2_weight 0.05] [--max_steps 60] [--beam_size 1] [--parts]
+    python benchmarks/forgetting.py --output_dir runs/forgetting [--methods rank-32 rank-8 rank-8-lr-5e-4 kd l2]
+        [--kd_weight 1.0] [--l2_weight 0.05] [--max_steps N] [--beam_size 1] [--parts]
 
 ``--parts`` also merges each part of an adapter alone (lower or upper encoder layers,
 attention or feed-forward) at full scale and measures it with transformers.
+
+``--curve N`` follows each method along its training instead: a checkpoint every N steps,
+the test subset's and the guard's CER at each (adapter at full scale), and each checkpoint
+merged at each of ``--curve_scales``, measured with transformers on the whole split and the
+guard set (the README's rank table)::
+
+    python benchmarks/forgetting.py --output_dir runs/curve --methods rank-32 rank-8 --curve 15 \
+        --curve_scales 1.0 0.7
 
 ``--cuts_of ADAPTER`` trains nothing: it merges an existing adapter's weight change cut
 down in other ways than the merge scale (its top singular directions per matrix, or its
@@ -57,11 +69,14 @@ from whisper_finetune.training.callbacks import TrainClock
 from whisper_finetune.training.merge import merge_adapter
 from whisper_finetune.training.train import finetune
 
-METHODS = {  # name -> (anchor, DemoConfig changes)
-    "rank-32": ("none", {"lora_r": 32}),
-    "rank-8": ("none", {"lora_r": 8}),
-    "kd": ("kd", {}),
-    "l2": ("l2", {}),
+_OLD_SCHEDULE = {"learning_rate": 1e-3, "max_steps": 60, "eval_steps": 30}  # the recipe until 2026-12-01
+METHODS = {  # name -> (anchor, DemoConfig changes, FinetuneConfig changes)
+    "rank-32": ("none", {"lora_r": 32, **_OLD_SCHEDULE}, {}),
+    "rank-8": ("none", {"lora_r": 8, **_OLD_SCHEDULE}, {}),
+    "rank-8-lr-5e-4": ("none", {"lora_r": 8}, {}),
+    "kd": ("kd", {}, {}),
+    "l2": ("l2", {}, {}),
+    "specaugment": ("none", {}, {"apply_spec_augment": True, "mask_time_prob": 0.1, "mask_feature_prob": 0.05}),
 }
 SETS = {"synthetic-test": "synthetic test split", "real-speech": "real speech (guard)"}
 
@@ -72,13 +87,16 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--kd_weight", type=float, default=1.0)
     parser.add_argument("--l2_weight", type=float, default=0.05)
-    parser.add_argument("--max_steps", type=int, default=DemoConfig.max_steps)
+    parser.add_argument("--max_steps", type=int, default=None, help="every method's steps (default: its own)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--beam_size", type=int, default=DemoConfig.beam_size,
                         help="beam width of every evaluation, the guard's included (faster-whisper's default is 5)")
     parser.add_argument("--parts", action="store_true",
                         help="also merge parts of each adapter (lower / upper layers, attention / "
                              "feed-forward) at full scale: which part learns, which part forgets")
+    parser.add_argument("--curve", type=int, metavar="N",
+                        help="checkpoint every N steps; merge each at --curve_scales and measure (no guarded merge)")
+    parser.add_argument("--curve_scales", type=float, nargs="+", default=[1.0])
     parser.add_argument("--cuts_of", metavar="ADAPTER",
                         help="only merge this adapter's weight change cut by rank or magnitude, and measure")
     args = parser.parse_args(argv)
@@ -86,7 +104,7 @@ def main(argv=None) -> int:
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = DemoConfig(output_dir=str(out), max_steps=args.max_steps, precision=args.precision, beam_size=args.beam_size)
+    cfg = DemoConfig(output_dir=str(out), precision=args.precision, beam_size=args.beam_size)
     stages = Stages()
     train_data, test_data = build_data(cfg, out, stages)
     datasets = {"synthetic-test": (SETS["synthetic-test"], test_data), "real-speech": (SETS["real-speech"], cfg.guard_data)}
@@ -94,6 +112,12 @@ def main(argv=None) -> int:
     if args.cuts_of:
         found = _cuts(args.cuts_of, out / "cuts", datasets, cfg, hf)
         (out / "cuts.json").write_text(json.dumps(found, indent=2))
+        return 0
+    if args.curve:
+        found = {m: _curve(_method_config(cfg, m, args), m, args, out, train_data, test_data, datasets, hf)
+                 for m in args.methods}
+        (out / "curve.json").write_text(json.dumps(found, indent=2))
+        print(_curve_table(found))
         return 0
     report = Report(title="forgetting")
     # the base model on both sets with ct2, and on the guard set with transformers too (its
@@ -104,13 +128,12 @@ def main(argv=None) -> int:
     rows = {"base": {"train_seconds": 0.0, "scale": None, **_cers(report, "base", hf, ct2)}}
 
     for method in args.methods:
-        anchor, changes = METHODS[method]
-        weight = {"kd": args.kd_weight, "l2": args.l2_weight}.get(anchor, 1.0)
-        mcfg = replace(cfg, anchor=anchor, anchor_weight=weight, **changes)
+        mcfg, overrides = _method_config(cfg, method, args)
+        weight = mcfg.anchor_weight if mcfg.anchor != "none" else None
         folder = out / method
         shutil.rmtree(folder, ignore_errors=True)
         clock = TrainClock()
-        result = finetune(training_config(mcfg, folder / "train", train_data, test_data), callbacks=[clock])
+        result = finetune(training_config(mcfg, folder / "train", train_data, test_data, **overrides), callbacks=[clock])
         scale, adapter, merged = guarded_merge(mcfg, report, folder, result, test_data, SETS["real-speech"])
         if merged is None:  # no checkpoint kept the guard: the best by the subset, at the smallest scale
             merged = merge_adapter(str(adapter), folder / "merged", scale=scale, overwrite=True)
@@ -125,7 +148,8 @@ def main(argv=None) -> int:
             "scale": scale,
             "checkpoint": Path(adapter).name,
             "lora_r": mcfg.lora_r,
-            "weight": weight if anchor != "none" else None,
+            "schedule": f"{mcfg.learning_rate:g} x {mcfg.max_steps}",
+            "weight": weight,
             "curve": [p for p in clock.points if "eval_cer" in p],
             **_cers(report, method, hf, ct2),
             "tf_at_1.0": {k: report.find(f"{method}@1.0", hf.label, name).value for k, name in SETS.items()},
@@ -136,6 +160,54 @@ def main(argv=None) -> int:
         print(_table(rows), flush=True)
     print(_table(rows))
     return 0
+
+
+def _method_config(cfg: DemoConfig, method: str, args) -> tuple[DemoConfig, dict]:
+    """The demo's config with ``method``'s changes, and its FinetuneConfig overrides."""
+    anchor, changes, overrides = METHODS[method]
+    weight = {"kd": args.kd_weight, "l2": args.l2_weight}.get(anchor, 1.0)
+    if args.max_steps is not None:
+        changes = {**changes, "max_steps": args.max_steps}
+    return replace(cfg, anchor=anchor, anchor_weight=weight, **changes), overrides
+
+
+def _curve(method_config, method: str, args, out: Path, train_data, test_data, datasets, hf) -> dict:
+    """Train with a checkpoint every ``args.curve`` steps; merge each at each scale; measure."""
+    mcfg, overrides = method_config
+    folder = out / method
+    shutil.rmtree(folder, ignore_errors=True)
+    result = finetune(training_config(replace(mcfg, eval_steps=args.curve), folder / "train", train_data,
+                                      test_data, save_total_limit=None, **overrides))
+    history = json.loads((Path(result.output_dir) / "trainer_state.json").read_text())["log_history"]
+    during = {}
+    for h in history:
+        for key in ("eval_cer", "eval_guard_cer"):
+            if key in h:
+                during.setdefault(str(h["step"]), {})[key.removeprefix("eval_")] = h[key]
+    merged = {}
+    for checkpoint in sorted(Path(result.output_dir).glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[1])):
+        for scale in args.curve_scales:
+            work = folder / "curve" / f"{checkpoint.name}-{scale:.2f}"
+            model = merge_adapter(str(checkpoint), work / "merged", scale=scale, overwrite=True)
+            report = Report(title=method)
+            measure(report, "curve", str(model), datasets, work / "eval", mcfg, (hf,))
+            shutil.rmtree(model, ignore_errors=True)
+            merged[f"{checkpoint.name.split('-')[1]}@{scale:.2f}"] = {
+                k: report.find("curve", hf.label, name).value for k, (name, _) in datasets.items()}
+    return {"during_training": during, "merged": merged}
+
+
+def _curve_table(found: dict) -> str:
+    lines = ["| method | step | subset / guard during training | merge scale | synthetic / real merged |",
+             "|---|---|---|---|---|"]
+    for method, f in found.items():
+        for key, m in f["merged"].items():
+            step, scale = key.split("@")
+            d = f["during_training"].get(step, {})
+            lines.append(f"| {method} | {step} | {_cer(d.get('cer', float('nan')))} / "
+                         f"{_cer(d.get('guard_cer', float('nan')))} | {scale} | "
+                         f"{m['synthetic-test']:.3f} / {m['real-speech']:.3f} |")
+    return "\n".join(lines)
 
 
 PARTS = {  # part -> regex on the adapter's tensor names
@@ -223,14 +295,14 @@ def _cer(value: float) -> str:
 
 
 def _table(rows: dict) -> str:
-    head = ("| method | rank | weight | train s | checkpoint @ merge scale | synthetic CER tf / ct2 |"
-            " real-speech CER tf / ct2 | full-scale tf synthetic / real |\n|---|---|---|---|---|---|---|---|")
+    head = ("| method | rank | lr x steps | weight | train s | checkpoint @ merge scale | synthetic CER tf / ct2 |"
+            " real-speech CER tf / ct2 | full-scale tf synthetic / real |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for name, r in rows.items():
         full = r.get("tf_at_1.0")
         chosen = f"{r['checkpoint']} @ {r['scale']}" if r["scale"] is not None else "-"
         lines.append(
-            f"| {name} | {r.get('lora_r') or '-'} | {r.get('weight') or '-'} | {r['train_seconds']:.0f} | {chosen} | "
+            f"| {name} | {r.get('lora_r') or '-'} | {r.get('schedule') or '-'} | {r.get('weight') or '-'} | {r['train_seconds']:.0f} | {chosen} | "
             f"{_cer(r['transformers_synthetic-test'])} / {_cer(r['ct2_synthetic-test'])} | "
             f"{_cer(r['transformers_real-speech'])} / {_cer(r['ct2_real-speech'])} | "
             + (f"{full['synthetic-test']:.3f} / {full['real-speech']:.3f} |" if full else "- |")
