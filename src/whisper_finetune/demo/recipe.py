@@ -69,8 +69,9 @@ class DemoConfig:
     # measured (2026-12-01, rank 8, merged on the whole split, transformers greedy):
     # learning rate 1e-3 for 60 steps gave synthetic / real 0.092 / 0.137 at checkpoint 60,
     # 0.109 / 0.110 merged at 0.8; 5e-4 for 80 steps 0.101 / 0.114 at checkpoint 60 and
-    # 0.103 / 0.119 at 80, unscaled (2e-3 forgot more still): a smaller step moves the
-    # encoder less for what it learns
+    # 0.103 / 0.119 at 80, unscaled, on one thread (on two, checkpoint 80 gave 0.107 /
+    # 0.132: the guard's noise) (2e-3 forgot more still): a smaller step moves the encoder
+    # less for what it learns (docs/forgetting-2026-12-01.json)
     max_steps: int = field(default=80, metadata={"help": "optimizer steps (<= 0: use num_train_epochs)"})
     num_train_epochs: float = field(default=3.0, metadata={"help": "epochs, when max_steps <= 0"})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "batch size"})
