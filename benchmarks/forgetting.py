@@ -66,6 +66,7 @@ from whisper_finetune.demo.recipe import DemoConfig, Stages, build_data, trainin
 from whisper_finetune.demo.report import Report
 from whisper_finetune.models.convert import convert_to_ct2
 from whisper_finetune.training.callbacks import TrainClock
+from whisper_finetune.training.checkpoints import complete_checkpoints
 from whisper_finetune.training.merge import merge_adapter
 from whisper_finetune.training.train import finetune
 
@@ -114,8 +115,7 @@ def main(argv=None) -> int:
         (out / "cuts.json").write_text(json.dumps(found, indent=2))
         return 0
     if args.curve:
-        found = {m: _curve(_method_config(cfg, m, args), m, args, out, train_data, test_data, datasets, hf)
-                 for m in args.methods}
+        found = {m: _curve(cfg, m, args, out, train_data, test_data, datasets, hf) for m in args.methods}
         (out / "curve.json").write_text(json.dumps(found, indent=2))
         print(_curve_table(found))
         return 0
@@ -171,9 +171,16 @@ def _method_config(cfg: DemoConfig, method: str, args) -> tuple[DemoConfig, dict
     return replace(cfg, anchor=anchor, anchor_weight=weight, **changes), overrides
 
 
-def _curve(method_config, method: str, args, out: Path, train_data, test_data, datasets, hf) -> dict:
+def _tf_cers(model: str, datasets: dict, work: Path, cfg: DemoConfig, hf) -> dict:
+    """CER of ``model`` on each dataset (slug -> (name, manifest)) with transformers."""
+    report = Report(title=Path(model).name)
+    measure(report, "model", model, datasets, work, cfg, (hf,))
+    return {slug: report.find("model", hf.label, name).value for slug, (name, _) in datasets.items()}
+
+
+def _curve(cfg: DemoConfig, method: str, args, out: Path, train_data, test_data, datasets, hf) -> dict:
     """Train with a checkpoint every ``args.curve`` steps; merge each at each scale; measure."""
-    mcfg, overrides = method_config
+    mcfg, overrides = _method_config(cfg, method, args)
     folder = out / method
     shutil.rmtree(folder, ignore_errors=True)
     result = finetune(training_config(replace(mcfg, eval_steps=args.curve), folder / "train", train_data,
@@ -185,15 +192,12 @@ def _curve(method_config, method: str, args, out: Path, train_data, test_data, d
             if key in h:
                 during.setdefault(str(h["step"]), {})[key.removeprefix("eval_")] = h[key]
     merged = {}
-    for checkpoint in sorted(Path(result.output_dir).glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[1])):
+    for checkpoint in complete_checkpoints(result.output_dir):
         for scale in args.curve_scales:
             work = folder / "curve" / f"{checkpoint.name}-{scale:.2f}"
             model = merge_adapter(str(checkpoint), work / "merged", scale=scale, overwrite=True)
-            report = Report(title=method)
-            measure(report, "curve", str(model), datasets, work / "eval", mcfg, (hf,))
+            merged[f"{checkpoint.name.split('-')[1]}@{scale:.2f}"] = _tf_cers(str(model), datasets, work / "eval", mcfg, hf)
             shutil.rmtree(model, ignore_errors=True)
-            merged[f"{checkpoint.name.split('-')[1]}@{scale:.2f}"] = {
-                k: report.find("curve", hf.label, name).value for k, (name, _) in datasets.items()}
     return {"during_training": during, "merged": merged}
 
 
@@ -231,9 +235,7 @@ def _parts(adapter: str, work: Path, datasets: dict, cfg: DemoConfig, hf) -> dic
         kept = {k: v if "lora_B" not in k or re.search(pattern, k) else v * 0 for k, v in weights.items()}
         save_file(kept, str(folder / "adapter" / "adapter_model.safetensors"))
         merged = merge_adapter(str(folder / "adapter"), folder / "merged", scale=1.0, overwrite=True)
-        report = Report(title=part)
-        measure(report, "part", str(merged), datasets, folder / "eval", cfg, (hf,))
-        found[part] = {k: report.find("part", hf.label, name).value for k, name in SETS.items()}
+        found[part] = _tf_cers(str(merged), datasets, folder / "eval", cfg, hf)
         shutil.rmtree(folder / "merged", ignore_errors=True)
         print(f"{part}: synthetic {found[part]['synthetic-test']:.3f}, real {found[part]['real-speech']:.3f}",
               flush=True)
@@ -277,9 +279,7 @@ def _cuts(adapter: str, work: Path, datasets: dict, cfg: DemoConfig, hf) -> dict
             weights = {k: (v.float() + cut(merged[k].float() - v.float())).to(v.dtype) if k in changed else v
                        for k, v in original.items()}
             save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
-        report = Report(title=name)
-        measure(report, "cut", str(folder), datasets, folder / "eval", cfg, (hf,))
-        found[name] = {k: report.find("cut", hf.label, label).value for k, (label, _) in datasets.items()}
+        found[name] = _tf_cers(str(folder), datasets, folder / "eval", cfg, hf)
         print(f"{name}: synthetic {found[name]['synthetic-test']:.3f}, real {found[name]['real-speech']:.3f}",
               flush=True)
     return found

@@ -97,9 +97,11 @@ class DemoConfig:
     quantization: str = field(default="int8", metadata={"help": "CTranslate2 quantization"})
     batch_size: int = field(default=8, metadata={"help": "evaluation batch size"})
     # greedy is what transformers' generate does by default; faster-whisper's default is 5.
-    # Measured on the demo's merge (2026-12-01): beam 5 lowers the base model's real-speech
-    # CER from 0.110 / 0.119 to 0.087 / 0.087 (tf / ct2 int8) but the merge's only to 0.114
-    # / 0.110, so forgetting shows more at beam 5; it also costs 2-4x on the looping base
+    # Measured (2026-12-01): beam 5 lowers the base model's real-speech CER from 0.110 /
+    # 0.119 to 0.087 / 0.087 (tf / ct2 int8), the lr 1e-3 demo merge's only from 0.119 /
+    # 0.114 to 0.114 / 0.110, so forgetting can show more at beam 5 (this recipe's merge:
+    # 0.096 / 0.091); it costs most on the base model, whose output loops on the synthetic
+    # split (transformers: 596 s at beam 5 on one thread beside other jobs, 139 s greedy)
     beam_size: int = field(
         default=1, metadata={"help": "beam width of every evaluation, the guard's included (1: greedy)"}
     )
