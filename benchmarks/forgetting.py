@@ -12,10 +12,14 @@ Methods:
   demo's recipe until 2026-11-30).
 * ``rank-8``: the same at rank 8 (the demo's recipe on 2026-11-30): fewer directions to move in.
 * ``rank-8-lr-5e-4``: rank 8 at learning rate 5e-4 for 80 steps, a checkpoint every 40 (the
-  demo's recipe now): smaller steps.
+  demo's recipe on 2026-12-01 until the next): smaller steps. These three adapt the encoder only.
+* ``all-layers``: the same on the encoder and the decoder, the guard's merge scale weighing the
+  decoder's adapters only (the demo's recipe now).
+* ``decoder``: the decoder only.
+* ``feed-forward``: the encoder's feed-forward layers only.
 * ``kd``: the demo's recipe trained with ``--anchor=kd`` (distillation toward the base model).
 * ``l2``: the demo's recipe trained with ``--anchor=l2`` (penalty on the adapter's weight change).
-* ``specaugment``: the demo's recipe with SpecAugment (10% of frames, 5% of mel bins masked).
+* ``specaugment``: ``rank-8-lr-5e-4`` with SpecAugment (10% of frames, 5% of mel bins masked).
 
 Every method then goes through the demo's guarded merge: each saved checkpoint merged at the
 largest scale that keeps the guard set's CER within ``guard_max_increase`` of the base's on
@@ -32,7 +36,7 @@ attention or feed-forward) at full scale and measures it with transformers.
 
 ``--curve N`` follows each method along its training instead: a checkpoint every N steps,
 the test subset's and the guard's CER at each (adapter at full scale), and each checkpoint
-merged at each of ``--curve_scales``, measured with transformers on the whole split and the
+merged at each of ``--curve_scales`` (weighing the adapters the method's ``scale_part`` names), measured with transformers on the whole split and the
 guard set (the README's rank table)::
 
     python benchmarks/forgetting.py --output_dir runs/curve --methods rank-32 rank-8 --curve 15 \
@@ -71,13 +75,17 @@ from whisper_finetune.training.merge import merge_adapter
 from whisper_finetune.training.train import finetune
 
 _OLD_SCHEDULE = {"learning_rate": 1e-3, "max_steps": 60, "eval_steps": 30}  # the recipe until 2026-12-01
+_ENCODER = {"lora_layers": "encoder", "scale_part": "all"}  # the demo's adapters until 2026-12-01
 METHODS = {  # name -> (anchor, DemoConfig changes, FinetuneConfig changes)
-    "rank-32": ("none", {"lora_r": 32, **_OLD_SCHEDULE}, {}),
-    "rank-8": ("none", {"lora_r": 8, **_OLD_SCHEDULE}, {}),
-    "rank-8-lr-5e-4": ("none", {"lora_r": 8}, {}),
+    "rank-32": ("none", {"lora_r": 32, **_ENCODER, **_OLD_SCHEDULE}, {}),
+    "rank-8": ("none", {"lora_r": 8, **_ENCODER, **_OLD_SCHEDULE}, {}),
+    "rank-8-lr-5e-4": ("none", {"lora_r": 8, **_ENCODER}, {}),
+    "all-layers": ("none", {"lora_layers": "all", "scale_part": "decoder"}, {}),
+    "decoder": ("none", {"lora_layers": "decoder", "scale_part": "decoder"}, {}),
+    "feed-forward": ("none", _ENCODER, {"target_modules": ("fc1", "fc2")}),
     "kd": ("kd", {}, {}),
     "l2": ("l2", {}, {}),
-    "specaugment": ("none", {}, {"apply_spec_augment": True, "mask_time_prob": 0.1, "mask_feature_prob": 0.05}),
+    "specaugment": ("none", _ENCODER, {"apply_spec_augment": True, "mask_time_prob": 0.1, "mask_feature_prob": 0.05}),
 }
 SETS = {"synthetic-test": "synthetic test split", "real-speech": "real speech (guard)"}
 
@@ -195,7 +203,7 @@ def _curve(cfg: DemoConfig, method: str, args, out: Path, train_data, test_data,
     for checkpoint in complete_checkpoints(result.output_dir):
         for scale in args.curve_scales:
             work = folder / "curve" / f"{checkpoint.name}-{scale:.2f}"
-            model = merge_adapter(str(checkpoint), work / "merged", scale=scale, overwrite=True)
+            model = merge_adapter(str(checkpoint), work / "merged", overwrite=True, **mcfg.merge_weights(scale))
             merged[f"{checkpoint.name.split('-')[1]}@{scale:.2f}"] = _tf_cers(str(model), datasets, work / "eval", mcfg, hf)
             shutil.rmtree(model, ignore_errors=True)
     return {"during_training": during, "merged": merged}

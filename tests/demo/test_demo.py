@@ -233,3 +233,45 @@ def test_every_demo_evaluation_decodes_with_its_beam_width(tmp_path, monkeypatch
     backend = measure.backends(cfg)[1]
     measure.evaluate_model("model", backend, {tmp_path / "a": str(manifest), tmp_path / "b": str(manifest)}, cfg)
     assert [(d.beam_size, d.language, d.max_new_tokens) for d in seen] == [(beam_size, "zh", 40)] * 2
+
+
+@pytest.mark.parametrize(
+    ("lora_layers", "scale_part", "expected"),
+    [
+        ("all", "auto", {"scale": 1.0, "decoder_scale": 0.9}),  # the demo's default
+        ("encoder", "auto", {"scale": 0.9}),
+        ("all", "all", {"scale": 0.9}),
+    ],
+)
+def test_the_guard_scales_the_adapters_scale_part_names(tmp_path, monkeypatch, lora_layers, scale_part, expected):
+    """The guard's merge scale weighs the decoder's adapters only (the encoder's whole) when
+    the decoder has adapters, else the whole adapter; a scale that breaks the guard is
+    followed by the next."""
+    from types import SimpleNamespace
+
+    from whisper_finetune.demo import measure
+    from whisper_finetune.training import merge
+
+    merges = []
+
+    def fake_merge(adapter, out, overwrite=False, **weights):
+        merges.append(weights)
+        Path(out).mkdir(parents=True)
+        return Path(out)
+
+    guard = iter([0.5, 0.1])  # the first scale breaks the guard, the second keeps it
+    monkeypatch.setattr(merge, "merge_adapter", fake_merge)
+    monkeypatch.setattr(measure, "evaluate_model", lambda *a: [SimpleNamespace(value=next(guard, 0.1))])
+    monkeypatch.setattr("whisper_finetune.models.convert.convert_to_ct2", lambda merged, out, **k: Path(out))
+    cfg = DemoConfig(output_dir=str(tmp_path), lora_layers=lora_layers, scale_part=scale_part, merge_scales=(1.0, 0.9))
+    scale, tried = measure.choose_merge_scale("adapter", "guard.jsonl", {"transformers": 0.1, "ct2": 0.1}, cfg, tmp_path)
+    assert scale == 0.9 and [s for s, _ in tried] == [1.0, 0.9]
+    whole = {k: 1.0 for k in expected}
+    assert merges == [whole, expected]
+
+
+def test_scale_part_is_checked_against_the_adapters():
+    with pytest.raises(ValueError, match="no decoder part"):
+        DemoConfig(lora_layers="encoder", scale_part="decoder")
+    with pytest.raises(ValueError, match="--scale_part must be"):
+        DemoConfig(scale_part="encoder")

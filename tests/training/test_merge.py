@@ -103,6 +103,28 @@ def test_scale_interpolates_between_base_and_adapted(tiny_model_dir, lora_adapte
         merge_adapter(lora_adapter, tmp_path / "bad", scale=1.5)
 
 
+def test_decoder_scale_weighs_the_decoders_adapters_apart(tiny_model_dir, lora_adapter, tmp_path):
+    from whisper_finetune.cli import main
+
+    base = _base(tiny_model_dir).state_dict()
+    full = _base(merge_adapter(lora_adapter, tmp_path / "s1")).state_dict()
+    out = tmp_path / "dec"
+    assert main(["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}", "--decoder_scale=0.25"]) == 0
+    mixed = _base(out).state_dict()
+    changed = [k for k in base if not torch.equal(full[k], base[k])]
+    assert any(k.startswith("model.encoder.") for k in changed)
+    assert any(k.startswith("model.decoder.") for k in changed)
+    for key in changed:
+        weight = 0.25 if key.startswith("model.decoder.") else 1.0  # "encoder_attn" is the decoder's
+        torch.testing.assert_close(
+            mixed[key], base[key] + weight * (full[key] - base[key]), rtol=1e-5, atol=1e-6
+        )
+    provenance = json.loads((out / PROVENANCE_FILE).read_text())
+    assert (provenance["scale"], provenance["decoder_scale"]) == (1.0, 0.25)
+    with pytest.raises(ValueError, match=r"--decoder_scale must be in \[0, 1\]"):
+        merge_adapter(lora_adapter, tmp_path / "bad", decoder_scale=-0.1)
+
+
 def test_output_is_atomic_and_never_clobbered(tiny_model_dir, lora_adapter, tmp_path):
     out = tmp_path / "merged"
     out.mkdir()

@@ -10,6 +10,8 @@ Examples::
     whisper-finetune merge --lora_model=output/base-lora/final --output_dir=models/base-zh
     whisper-finetune merge --lora_model=output/base-lora/checkpoint-2000 \\
         --output_dir=models/base-zh-half --scale=0.5 --overwrite
+    whisper-finetune merge --lora_model=output/base-lora/final --output_dir=models/base-zh-dec08 \\
+        --decoder_scale=0.8
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class MergeOptions:
     scale: float = field(
         default=1.0, metadata={"help": "adapter weight in [0, 1]: W = W_base + scale * delta"}
     )
+    decoder_scale: float | None = field(
+        default=None,
+        metadata={"help": "weight in [0, 1] of the decoder's adapters (default: --scale)"},
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output_dir"})
 
 
@@ -41,7 +47,11 @@ def _run(args: argparse.Namespace) -> int:
     if not opts.lora_model or not opts.output_dir:
         raise ValueError("--lora_model and --output_dir are required")
     out = merge_adapter(
-        opts.lora_model, opts.output_dir, scale=opts.scale, overwrite=opts.overwrite
+        opts.lora_model,
+        opts.output_dir,
+        scale=opts.scale,
+        overwrite=opts.overwrite,
+        decoder_scale=opts.decoder_scale,
     )
     print(f"merged: {out}")
     return 0

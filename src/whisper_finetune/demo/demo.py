@@ -8,14 +8,15 @@ whisper-base and the built-in synthetic Mandarin corpus unless told otherwise:
    30 s, so packing divides the encoder's cost per utterance by about 7);
 3. **baseline**: CER of the base model with both backends (transformers fp32 and
    CTranslate2 int8) on the test split and on real speech;
-4. **finetune**: encoder-only LoRA in bf16 where the CPU has it (``--anchor`` adds a
+4. **finetune**: LoRA on the encoder and the decoder, in bf16 where the CPU has it (``--anchor`` adds a
    term that keeps the model near the base; off by default, see
    ``benchmarks/forgetting.py``), with the real-speech guard set (the package's
    ``real-dev`` clips plus ``test.wav``) scored with a test subset every ``eval_steps``
    for the CER-against-time curve;
-5. **merge**: each saved checkpoint merged at the largest scale (1.0, 0.9, ...) that keeps
+5. **merge**: each saved checkpoint merged at the largest scale (1.0, 0.95, 0.9, ...) that keeps
    the guard's CER within ``guard_max_increase`` of the base model's on both backends (a
-   scaled merge interpolates between base and adapted weights), and of those the one with
+   scaled merge interpolates between base and adapted weights; ``--scale_part`` says whose:
+   the decoder's adapters, the encoder's kept whole), and of those the one with
    the lowest test-subset CER (an earlier checkpoint often forgets less for what it
    learns); without a guard, the checkpoint with the lowest test-subset CER, unscaled;
 6. **evaluate**, **convert** to CTranslate2 int8, **evaluate** again;
@@ -110,9 +111,10 @@ def guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, test_data:
     chosen, scale, kept, rows = choose_checkpoint_and_scale(
         checkpoints or [Path(result.final_dir)], cfg.guard_data, baselines, cfg, out / "scales", str(subset)
     )
+    part = "the decoder's adapters, the encoder's whole" if cfg.scale_part == "decoder" else "the whole adapter"
     for row in rows:
         report.notes.append(
-            f"merge scale chosen by the guard for {_relative(row['checkpoint'], out)} (guard CER per backend): "
+            f"merge scale chosen by the guard for {_relative(row['checkpoint'], out)} ({part}; guard CER per backend): "
             + "; ".join(f"{s:.2f} -> " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()) for s, values in row["tried"])
             + f" (base: transformers {baselines['transformers']:.3f}, ct2 {baselines['ct2']:.3f};"
             + f" allowed +{cfg.guard_max_increase})"
@@ -126,7 +128,7 @@ def guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, test_data:
         )
         return scale, result.final_dir, None
     report.notes.append(
-        f"checkpoint used: {_relative(chosen, out)} at scale {scale:.2f} (of the checkpoints whose "
+        f"checkpoint used: {_relative(chosen, out)} at scale {scale:.2f} ({part}; of the checkpoints whose "
         f"merge keeps the guard, the lowest test-subset CER; by the test subset alone: {by_subset})"
     )
     report.settings["checkpoint"] = _relative(chosen, out)
@@ -191,7 +193,7 @@ def run_demo(cfg: DemoConfig) -> Report:
         if cfg.method == "full":
             merged = result.final_dir
         elif merged is None:
-            merged = merge_adapter(str(adapter), out / "merged", scale=scale, overwrite=True)
+            merged = merge_adapter(str(adapter), out / "merged", overwrite=True, **cfg.merge_weights(scale))
     report.settings["merge_scale"] = f"{scale:.2f}"
     with stages("convert"):
         ct2_dir = convert_to_ct2(merged, out / f"ct2-{cfg.quantization}", quantization=cfg.quantization, force=True, verify=False)

@@ -149,6 +149,8 @@ def choose_merge_scale(
 ):
     """The largest scale in ``cfg.merge_scales`` whose merge keeps the guard on every backend.
 
+    The scale weighs the adapters ``cfg.scale_part`` names (the decoder's, or all).
+
     A scale passes when the merged model's CER on the guard set stays within
     ``cfg.guard_max_increase`` of the base model's with transformers fp32 *and* after
     conversion to CTranslate2 (``cfg.quantization``): quantization can tip a merge that
@@ -170,7 +172,7 @@ def choose_merge_scale(
     tried = []
     for scale in cfg.merge_scales:
         folder = work / f"scale-{scale:.2f}"
-        merged = merge_adapter(adapter, folder / "merged", scale=scale, overwrite=True)
+        merged = merge_adapter(adapter, folder / "merged", overwrite=True, **cfg.merge_weights(scale))
         values = {}
         [r] = evaluate_model(str(merged), hf, {folder / "eval-transformers": guard_manifest}, cfg)
         values["transformers"] = r.value

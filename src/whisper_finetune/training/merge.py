@@ -14,7 +14,9 @@ complete.
 
 ``scale`` merges a scaled adapter, ``W = W_base + scale * delta``: 0 gives the base
 weights, 1 the adapted model, values between interpolate (a simple knob against
-forgetting).
+forgetting). ``decoder_scale`` weighs the decoder's adapters apart from the rest: for an
+adapter on both halves, the decoder's part was measured to cost real speech while the
+encoder's part did not (the demo's guard therefore scales the decoder's part alone).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _check_destination(
             )
 
 
-def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict):
+def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict, decoder_scale: float):
     import torch
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
@@ -89,16 +91,16 @@ def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict):
         # peft checks it as the latter and warns, then resizes the modules correctly
         warnings.filterwarnings("ignore", message="The following rank_pattern keys did not match")
         peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
-    if scale != 1.0:
+    if scale != 1.0 or decoder_scale != 1.0:
         if config.get("modules_to_save"):
             raise ValueError("--scale != 1 is not supported for adapters with modules_to_save")
-        layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+        # AdaLoRA layers are LoRA layers too
+        layers = [(n, m) for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)]
         if not layers:
             raise ValueError(f"--scale: {adapter_dir} holds no LoRA-type layers to scale")
-        for layer in layers:  # AdaLoRA layers are LoRA layers too
-            layer.scale_layer(
-                scale
-            )  # delta = scale * (B @ A) * alpha / r; 0 merges exactly nothing
+        for name, layer in layers:
+            # delta = scale * (B @ A) * alpha / r; 0 merges exactly nothing
+            layer.scale_layer(decoder_scale if ".decoder." in f".{name}." else scale)
     merged = peft_model.merge_and_unload()
     merged.config.use_cache = True  # training switched it off
     return merged
@@ -109,6 +111,7 @@ def merge_adapter(
     output_dir: str | os.PathLike,
     scale: float = 1.0,
     overwrite: bool = False,
+    decoder_scale: float | None = None,
 ) -> Path:
     """Merge an adapter into its base model and save a standalone model folder.
 
@@ -119,6 +122,8 @@ def merge_adapter(
         overwrite: replace a non-empty ``output_dir`` that holds an earlier merge (a
             folder with foreign files, or one containing the adapter or the base model,
             is refused: see :func:`whisper_finetune.staging.check_replaceable`).
+        decoder_scale: weight in [0, 1] of the decoder's adapters (default: ``scale``);
+            ``scale`` then weighs the rest (the encoder's).
 
     Returns:
         The output folder.
@@ -135,18 +140,25 @@ def merge_adapter(
     from whisper_finetune.version import __version__
 
     adapter_dir, output_dir = Path(lora_model), Path(output_dir)
-    if not 0.0 <= float(scale) <= 1.0:
-        raise ValueError(f"--scale must be in [0, 1], got {scale}")
+    decoder_scale = scale if decoder_scale is None else decoder_scale
+    for flag, value in (("--scale", scale), ("--decoder_scale", decoder_scale)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{flag} must be in [0, 1], got {value}")
     config = read_adapter_config(adapter_dir)
     base_name = config["base_model_name_or_path"]
     base_path = resolve_model(base_name)
     _check_destination(output_dir, adapter_dir, overwrite, base_path)
     logger.info(
-        "merging %s (%s) into %s, scale %g", adapter_dir, config.get("peft_type"), base_name, scale
+        "merging %s (%s) into %s, scale %g (decoder %g)",
+        adapter_dir,
+        config.get("peft_type"),
+        base_name,
+        scale,
+        decoder_scale,
     )
 
     with staged_dir(output_dir) as tmp:
-        merged = _load_merged(adapter_dir, base_path, float(scale), config)
+        merged = _load_merged(adapter_dir, base_path, float(scale), config, float(decoder_scale))
         merged.save_pretrained(tmp)
         # tokenizer and mel settings: the adapter's copies when the run saved them
         has_tokenizer = any((adapter_dir / f).is_file() for f in _TOKENIZER_FILES)
@@ -163,6 +175,7 @@ def merge_adapter(
             "adapter": str(adapter_dir.resolve()),
             "peft_type": config.get("peft_type"),
             "scale": float(scale),
+            "decoder_scale": float(decoder_scale),
             "whisper_finetune_version": __version__,
         }
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
