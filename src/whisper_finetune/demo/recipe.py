@@ -56,10 +56,10 @@ class DemoConfig:
     # checkpoint 60 at scale 0.7 gave 0.125 / real 0.100, rank 32's at 0.5 0.123 / 0.142
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (alpha = 2 x rank)"})
     # measured (2026-12-01, rank 8, lr 5e-4, merged on the whole split, transformers
-    # greedy; docs/forgetting-2026-12-01.json): adapters on both halves reached synthetic
-    # 0.092 / real 0.119 at checkpoint 80 where encoder-only ones reached 0.103 / 0.119, and
-    # the test subset's 0.10 after 246 training s instead of 466; decoder-only ones learned
-    # little (0.648 at step 20)
+    # greedy, one thread; docs/forgetting-adapter-halves.json): adapters on both halves
+    # reached synthetic 0.092 / real 0.119 at checkpoint 80 where encoder-only ones reached
+    # 0.103 / 0.119, and the test subset's 0.10 after 248 training s instead of 466 (the
+    # demo, two threads); decoder-only ones learned little (0.648 at step 20)
     lora_layers: str = field(default="all", metadata={"help": "all, encoder, decoder or a regex"})
     # measured in benchmarks/forgetting.py: distillation (kd, weight 1) kept no checkpoint
     # within the guard and slowed learning, so the demo trains plainly and lets the
@@ -98,7 +98,7 @@ class DemoConfig:
         default=(1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3), metadata={"help": "merge scales tried, largest first"}
     )
     # measured on the demo's checkpoint 80 (2026-12-01, transformers greedy, synthetic /
-    # real): the decoder's adapters at 0.8 and the encoder's whole gave 0.098 / 0.110, the
+    # real; same file): the decoder's adapters at 0.8 and the encoder's whole gave 0.098 / 0.110, the
     # encoder's at 0.8 and the decoder's whole 0.114 / 0.123: what costs real speech is
     # the decoder's part (the encoder's part alone gave 0.129 / 0.128: the halves learn together)
     scale_part: str = field(
