@@ -36,8 +36,9 @@ attention or feed-forward) at full scale and measures it with transformers.
 
 ``--curve N`` follows each method along its training instead: a checkpoint every N steps,
 the test subset's and the guard's CER at each (adapter at full scale), and each checkpoint
-merged at each of ``--curve_scales`` (weighing the adapters the method's ``scale_part`` names), measured with transformers on the whole split and the
-guard set (the README's rank table)::
+merged at each of ``--curve_scales`` (weighing the adapters the method's ``scale_part``
+names), measured with transformers on the whole split and the guard set (the README's rank
+table)::
 
     python benchmarks/forgetting.py --output_dir runs/curve --methods rank-32 rank-8 --curve 15 \
         --curve_scales 1.0 0.7

@@ -114,7 +114,8 @@ class DemoConfig:
     # Measured (2026-12-01): beam 5 lowers the base model's real-speech CER from 0.110 /
     # 0.119 to 0.087 / 0.087 (tf / ct2 int8), the lr 1e-3 demo merge's only from 0.119 /
     # 0.114 to 0.114 / 0.110, so forgetting can show more at beam 5 (this recipe's merge:
-    # 0.096 / 0.091); it costs most on the base model, whose output loops on the synthetic
+    # 0.119 / 0.105 greedy, 0.100 / 0.091 at beam 5: +0.014 on transformers, over the
+    # guard's +0.01); it costs most on the base model, whose output loops on the synthetic
     # split (transformers: 596 s at beam 5 on one thread beside other jobs, 139 s greedy)
     beam_size: int = field(
         default=1, metadata={"help": "beam width of every evaluation, the guard's included (1: greedy)"}

@@ -93,7 +93,7 @@ def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict, 
         peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     if scale != 1.0 or decoder_scale != 1.0:
         if config.get("modules_to_save"):
-            raise ValueError("--scale != 1 is not supported for adapters with modules_to_save")
+            raise ValueError("--scale or --decoder_scale != 1 is not supported for adapters with modules_to_save")
         # AdaLoRA layers are LoRA layers too
         layers = [(n, m) for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)]
         if not layers:
