@@ -22,6 +22,15 @@ def real_dev_manifest() -> Path:
     return REAL_SPEECH_DIR / "real-dev" / "manifest.jsonl"
 
 
+def real_zh_dev_manifest() -> Path:
+    """40 more real recordings (5.8 min: FLEURS, THCHS-30, AISHELL-3, spontaneous prompts).
+
+    Disjoint from :func:`real_speech_manifest`'s clips; sources and licences in
+    ``real_speech/real-zh-dev/README.md`` and on each manifest line.
+    """
+    return REAL_SPEECH_DIR / "real-zh-dev" / "manifest.jsonl"
+
+
 def test_wav_manifest() -> Path:
     """``test.wav`` alone, as a JSON-list manifest."""
     return REAL_SPEECH_DIR / "test.json"
