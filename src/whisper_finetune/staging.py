@@ -62,7 +62,7 @@ def _publish(tmp: Path, dst: Path, replace: bool) -> None:
 
 # --- the rule for replacing a folder -------------------------------------------------
 #
-# A command that replaces a folder (``convert --force``, ``merge --overwrite``,
+# A command that replaces a folder (``convert --force``, ct2 and ggml alike, ``merge --overwrite``,
 # ``models import-ct2 --overwrite``, ``demo --overwrite``, an evaluation's output folder,
 # ``prepare pack``'s window folder) removes it only when
 #
@@ -101,8 +101,12 @@ _MODEL_FILES = frozenset(
     }
 )
 _SHARD = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
+# whisper.cpp files written by ``convert --format=ggml`` (ggml-model.bin, ggml-model-q8_0.bin)
+_GGML = re.compile(r"ggml-model(-[a-z0-9_]+)?\.bin")
 EVAL_FILES = ("summary.json", "utterances.jsonl")
-_DEMO_ENTRIES = re.compile(r"corpus|packed|eval|train|scales|merged|report|ct2-.+|" + re.escape(MARKER_FILE))
+_DEMO_ENTRIES = re.compile(
+    r"corpus|packed|eval|train|scales|merged|report|ct2-.+|" + re.escape(MARKER_FILE)
+)
 
 
 class UnsafeOutputError(ValueError):
@@ -110,7 +114,7 @@ class UnsafeOutputError(ValueError):
 
 
 def _model_entry(name: str) -> bool:
-    return name in _MODEL_FILES or bool(_SHARD.fullmatch(name))
+    return name in _MODEL_FILES or bool(_SHARD.fullmatch(name) or _GGML.fullmatch(name))
 
 
 def _eval_entry(name: str) -> bool:
@@ -128,16 +132,28 @@ def _marker_kind(folder: Path) -> str | None:
 
 # kind -> (is this folder ours?, may this entry be in it?, what we call it)
 _KINDS = {
-    "model": (lambda d: _marker_kind(d) == "model", _model_entry, f"a model folder written by whisper-finetune (with {MARKER_FILE})"),
+    "model": (
+        lambda d: _marker_kind(d) == "model",
+        _model_entry,
+        f"a model folder written by whisper-finetune (with {MARKER_FILE})",
+    ),
     # an evaluation folder is recognised by its files alone (ranks of one run write
     # their own files into it side by side)
-    "evaluation": (lambda d: True, _eval_entry, "an evaluation report (summary.json, utterances.jsonl)"),
+    "evaluation": (
+        lambda d: True,
+        _eval_entry,
+        "an evaluation report (summary.json, utterances.jsonl)",
+    ),
     "demo": (
         lambda d: _marker_kind(d) == "demo" or (d / "report" / "report.md").is_file(),
         lambda n: bool(_DEMO_ENTRIES.fullmatch(n)),
         "a demo output folder",
     ),
-    "pack": (lambda d: True, lambda n: bool(re.fullmatch(r"window-\d{6}\.wav", n)), "packed windows (window-NNNNNN.wav)"),
+    "pack": (
+        lambda d: True,
+        lambda n: bool(re.fullmatch(r"window-\d{6}\.wav", n)),
+        "packed windows (window-NNNNNN.wav)",
+    ),
 }
 
 
@@ -263,4 +279,6 @@ def _check_creatable(folder: Path, what: str, target: Path) -> None:
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        raise UnsafeOutputError(f"{what} {target}: cannot write in {probe}: {exc.strerror or exc}") from exc
+        raise UnsafeOutputError(
+            f"{what} {target}: cannot write in {probe}: {exc.strerror or exc}"
+        ) from exc

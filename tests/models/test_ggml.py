@@ -223,3 +223,51 @@ def test_convert_sample_fails_on_an_f16_mismatch_and_reports_quantized(
     # a type of the other format is refused before any work
     assert main([*argv, f"--output_dir={tmp_path / 'x'}", "--quantization=int8"]) == 1
     assert "--format=ggml takes --quantization in" in capsys.readouterr().err
+
+
+def _tree(root: Path) -> dict:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("target", ["file", "foreign", "source", "parent"])
+def test_ggml_force_never_deletes_what_output_dir_is(tiny_cpp_dir, tmp_path, capsys, target):
+    """Issue 27.1: ``convert --format=ggml --force`` follows the folder rule of staging.py."""
+    import shutil
+
+    from whisper_finetune.cli import main
+
+    root = tmp_path / "work"
+    src = root / "models" / "whisper"
+    shutil.copytree(tiny_cpp_dir, src)
+    (root / "models" / "other-model.bin").write_bytes(b"weights")
+    (root / "notes.txt").write_text("a month of notes")
+    (root / "mine").mkdir()
+    (root / "mine" / "keep.txt").write_text("mine")
+    before = _tree(root)
+    out = {
+        "file": root / "notes.txt",
+        "foreign": root / "mine",
+        "source": src,
+        "parent": src.parent,
+    }[target]
+    argv = ["convert", "--format=ggml", f"--model_path={src}", f"--output_dir={out}", "--force"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    expected = {
+        "file": "is not a folder",
+        "foreign": "holds keep.txt",
+        "source": "would delete the input",
+        "parent": "would delete the input",
+    }[target]
+    assert expected in err and str(out) in err
+    assert _tree(root) == before  # every file kept, byte for byte
+    assert not [p for p in root.rglob(".*")]  # no staging folder left behind
+
+
+def test_ggml_force_replaces_an_earlier_ggml_output(tiny_cpp_dir, tmp_path):
+    out = tmp_path / "ggml"
+    convert_to_ggml(tiny_cpp_dir, out, verify=False)
+    convert_to_ggml(tiny_cpp_dir, out, quantization="f32", force=True, verify=False)
+    assert sorted(p.name for p in out.iterdir()) == ["ggml-model-f32.bin", "whisper_finetune.json"]

@@ -40,7 +40,7 @@ from whisper_finetune.models.ggml_check import (
     require_extra,
     verify_ggml,
 )
-from whisper_finetune.staging import staged_dir
+from whisper_finetune.staging import check_replaceable, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +263,8 @@ def convert_to_ggml(
     Raises:
         ValueError: for an unknown quantization.
         FileExistsError: if ``output_dir`` is not empty and ``force`` is false.
+        UnsafeOutputError: if ``output_dir`` is (or holds) the source, is a file, or
+            holds anything but an earlier conversion (``force`` or not).
         FileNotFoundError: if the source is not a local transformers Whisper folder.
         MissingExtraError: for a quantized type without the ``gguf`` package.
     """
@@ -277,6 +279,8 @@ def convert_to_ggml(
     if not is_transformers_dir(src):
         raise FileNotFoundError(f"{source} is not a local transformers Whisper folder")
     dst = Path(output_dir).expanduser()
+    # the folder rule (staging.py): never the input, never anything but an earlier output
+    check_replaceable(dst, kind="model", sources=(src, source), what="--output_dir")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not force:
         raise FileExistsError(f"{dst} exists and is not empty (use --force to replace it)")
     name = ggml_file_name(quantization)
