@@ -405,8 +405,8 @@ def test_folder_txt_sidecars(tmp_path):
     (root / "orphan.txt").write_text("没有音频", encoding="utf-8")
     (root / "empty.wav").write_bytes(b"")
     (root / "empty.txt").write_text("空", encoding="utf-8")
-    with pytest.raises(ValueError) as err:
-        prepare_folder(FolderConfig(input_dir=str(root)))
+    with pytest.raises(ValueError) as err:  # the first run's manifests are in root now
+        prepare_folder(FolderConfig(input_dir=str(root), overwrite=True))
     message = str(err.value)
     assert "audio without transcript (1): c.wav" in message
     assert "transcript without audio (1): orphan.txt" in message

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from whisper_finetune.data.manifest import Record, TimedText, write_manifest
 from whisper_finetune.data.recipes import AUDIO_EXTENSIONS, audio_duration_s
+from whisper_finetune.staging import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class FolderConfig:
         default=False, metadata={"help": "keep empty transcripts as no-speech samples"}
     )
     language: str = field(default="zh", metadata={"help": "language code of every record"})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "replace train.jsonl / test.jsonl already in the target folder"},
+    )
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,19 @@ def _records(
     return records
 
 
+def _check_outputs(outputs: dict[str, Path], root: Path, overwrite: bool) -> None:
+    """Before any work: never write over a file the user already has (issue 27.3)."""
+    inputs = tuple(root / n for n in ("metadata.csv", "metadata.jsonl"))
+    for path in outputs.values():
+        check_output_file(path, "--target_dir", sources=inputs)
+    taken = [str(p) for p in outputs.values() if p.exists()]
+    if taken and not overwrite:
+        raise FileExistsError(
+            f"{' and '.join(taken)} already exist{'s' if len(taken) == 1 else ''}: pass "
+            "--overwrite to replace, or choose another --target_dir (nothing was written)"
+        )
+
+
 def prepare_folder(config: FolderConfig) -> FolderResult:
     """Index a folder of recordings with transcripts into train/test manifests.
 
@@ -204,6 +222,8 @@ def prepare_folder(config: FolderConfig) -> FolderResult:
 
     Raises:
         FileNotFoundError: ``input_dir`` does not exist.
+        FileExistsError: ``train.jsonl`` or ``test.jsonl`` is already in the target
+            folder (without ``overwrite``).
         ValueError: unmatched, empty or unreadable items (without ``skip_problems``), a
             bad metadata file or a bad ``test_ratio``.
     """
@@ -212,6 +232,9 @@ def prepare_folder(config: FolderConfig) -> FolderResult:
     root = _abs(Path(config.input_dir).expanduser())
     if not root.is_dir():
         raise FileNotFoundError(f"input folder not found: {root}")
+    out_dir = Path(config.target_dir).expanduser() if config.target_dir else root
+    outputs = {split: out_dir / f"{split}.jsonl" for split in ("train", "test")}
+    _check_outputs(outputs, root, config.overwrite)
     problems: dict[str, list[str]] = {
         k: []
         for k in (
@@ -241,10 +264,9 @@ def prepare_folder(config: FolderConfig) -> FolderResult:
         raise ValueError(f"{root}: no usable recordings with transcripts found")
     by_path = {r.audio_path: r for r in records}
     train, test = _split(list(by_path), config.test_ratio, config.seed)
-    out_dir = Path(config.target_dir).expanduser() if config.target_dir else root
     manifests, utterances = {}, {}
     for split, paths in (("train", train), ("test", test)):
-        manifests[split] = str(out_dir / f"{split}.jsonl")
+        manifests[split] = str(outputs[split])
         utterances[split] = write_manifest((by_path[p] for p in paths), manifests[split])
         logger.info("Wrote %d records to %s", utterances[split], manifests[split])
     return FolderResult(manifests, utterances, {k: tuple(v) for k, v in problems.items()})

@@ -34,11 +34,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from whisper_finetune.data.checkcache import CheckCache, fingerprint, record_key, write_cache
+from whisper_finetune.data.checkcache import (
+    CheckCache,
+    cache_path,
+    fingerprint,
+    record_key,
+    write_cache,
+)
 from whisper_finetune.data.cuts import is_cutset
 from whisper_finetune.data.manifest import Manifest, ManifestError, Record, parse_record
 from whisper_finetune.data.recipes import audio_duration_s, decoded_duration_s
 from whisper_finetune.data.wavheader import wav_truncation
+from whisper_finetune.staging import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +82,10 @@ class ValidateConfig:
         default=True,
         metadata={"help": "decode every file (false: read only the headers, faster)"},
     )
-    report: str | None = field(default=None, metadata={"help": "also write the report as JSON"})
+    report: str | None = field(
+        default=None,
+        metadata={"help": "also write the report as JSON (never over the manifest or its audio)"},
+    )
     workers: int = field(
         default=0,
         metadata={"help": "processes that decode the audio (0: one per CPU core)"},
@@ -339,6 +349,11 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
             f"{path} is a Lhotse CutSet: write its manifest with `whisper-finetune prepare "
             f"lhotse --cuts={path}` and validate that"
         )
+    report_path = None
+    if config.report:  # before any work: the report never replaces an input
+        report_path = check_output_file(
+            config.report, "--report", sources=(path, cache_path(path) if config.cache else None)
+        )
     count, counter = load_token_counter(config.tokenizer)
     print_ = fingerprint(path) if config.cache else None
     manifest = Manifest(path, check=False)  # raises on an empty manifest
@@ -347,6 +362,8 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
         with contextlib.suppress(ManifestError):
             if not isinstance(obj, ManifestError):
                 paths.setdefault(parse_record(obj, where, path.parent).audio_path)
+    if report_path is not None and report_path.exists():  # nor the audio a record names
+        check_output_file(report_path, "--report", sources=tuple(paths))
     workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
     checker = _Checker(config, count, _measure_all(list(paths), config.decode, workers))
     problems: list[Problem] = []
@@ -374,8 +391,8 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
             logger.info("Wrote the audio checks to %s (finetune reuses them)", written)
         except OSError as exc:  # a read-only corpus folder: the check itself still counts
             logger.warning("could not write the check cache beside %s: %s", path, exc)
-    if config.report:
-        report = Path(config.report).expanduser()
+    if report_path is not None:
+        report = report_path
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(
             json.dumps(result.to_json(), ensure_ascii=False, indent=2), encoding="utf-8"
