@@ -184,7 +184,7 @@ def compute_metrics(tokenizer, metric: str):
 def training_arguments(cfg: FinetuneConfig, has_eval: bool, world_size: int):
     """The ``Seq2SeqTrainingArguments`` of a run: the one place config meets transformers."""
     selection = cfg.selection_metric if has_eval else None
-    return Seq2SeqTrainingArguments(
+    kwargs = dict(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
@@ -229,6 +229,45 @@ def training_arguments(cfg: FinetuneConfig, has_eval: bool, world_size: int):
         ddp_find_unused_parameters=False if world_size > 1 else None,
         ddp_backend="gloo" if world_size > 1 and cfg.device == "cpu" else None,
     )
+    return Seq2SeqTrainingArguments(**accepted_kwargs(kwargs, Seq2SeqTrainingArguments))
+
+
+# Arguments that transformers renamed within the versions pyproject.toml admits: the name
+# we pass -> the older spelling to use where the installed release lacks the new one.
+# transformers 5.25 added ``activation_checkpointing(_kwargs)`` and kept
+# ``gradient_checkpointing(_kwargs)`` as deprecated aliases (to be removed in v6);
+# 5.0-5.24 know only the old names (on 5.17 the new one was a TypeError at startup).
+RENAMED_ARGUMENTS = {
+    "activation_checkpointing": "gradient_checkpointing",
+    "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
+}
+
+
+def accepted_kwargs(kwargs: dict, arguments_class) -> dict:
+    """``kwargs`` spelled the way the installed ``arguments_class`` (a TrainingArguments
+    dataclass) accepts them: a renamed argument falls back to its older name; an argument
+    it knows under neither name is an error naming the argument and the installed
+    transformers, not a ``TypeError`` from deep inside the Trainer."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(arguments_class) if f.init}
+    out, unknown = {}, []
+    for name, value in kwargs.items():
+        if name in fields:
+            out[name] = value
+        elif RENAMED_ARGUMENTS.get(name) in fields:
+            out[RENAMED_ARGUMENTS[name]] = value
+        else:
+            unknown.append(name)
+    if unknown:
+        import transformers
+
+        raise RuntimeError(
+            f"transformers {transformers.__version__}: {arguments_class.__name__} has no "
+            f"argument {', '.join(unknown)}; this project needs transformers>=5.0 "
+            "(pip install -U 'transformers>=5.0,<6')"
+        )
+    return out
 
 
 def guard_baseline(trainer, cfg: FinetuneConfig, model, n_guard: int, is_main: bool) -> float:
