@@ -13,7 +13,13 @@
    CJK character: Chinese is written without spaces, so ``"你 好" == "你好"`` and
    ``"用 Python 写" == "用Python写"``, while ``"hello  world"`` keeps one space.
 
-This module imports nothing heavy (no torch); OpenCC is loaded on first use.
+With ``normalize_numbers`` (:func:`normalize_numerals`), Arabic numerals become Chinese
+ones (cn2an ``an2cn``) before punctuation goes, so ``"40%"`` and ``百分之四十`` or
+``"1767年"`` and ``一七六七年`` score the same. The direction is Arabic to Chinese because
+it rewrites only digits: the other (``cn2an``) also rewrites words that merely contain a
+numeral character (``一样`` -> ``1样``, ``十 一头`` -> ``10 1头``).
+
+This module imports nothing heavy (no torch); OpenCC and cn2an are loaded on first use.
 """
 
 from __future__ import annotations
@@ -61,6 +67,39 @@ def to_simplified_chinese(text: str) -> str:
     return _t2s_converter().convert(text) if text else text
 
 
+# a thousands separator between digit groups ("1,000"), dropped before conversion
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_ASCII_DIGIT = re.compile(r"[0-9]")
+
+
+def normalize_numerals(text: str) -> str:
+    """Arabic numerals to Chinese ones with cn2an (``"40%"`` -> ``百分之四十``).
+
+    cn2an reads a four-digit number before 年 as a year, digit by digit (``1998年`` ->
+    ``一九九八年``), other numbers as quantities (``19500`` -> ``一万九千五百``), and
+    converts decimals, percentages, fractions and signs (``2.4`` -> ``二点四``). Thousands
+    separators (``1,000``) are dropped first. Text without an ASCII digit is returned
+    unchanged; so is text cn2an cannot parse (logged at debug level), since a scorer must
+    not fail on a hypothesis.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"normalize_numerals expects a str, got {type(text).__name__}")
+    if not _ASCII_DIGIT.search(text):
+        return text
+    import warnings
+
+    import cn2an
+
+    text = _THOUSANDS_COMMA.sub("", text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cn2an warns on every span it leaves alone
+        try:
+            return cn2an.transform(text, "an2cn")
+        except (ValueError, KeyError, IndexError) as exc:
+            logger.debug("cn2an could not convert %r: %s", text, exc)
+            return text
+
+
 def _fold_compatibility_forms(text: str) -> str:
     """NFKC-fold letters, digits and spaces only, leaving punctuation as written."""
     text = unicodedata.normalize("NFC", text)
@@ -90,7 +129,12 @@ def _drop_invisible(text: str) -> str:
     )
 
 
-def normalize_text(text: str, remove_punctuation: bool = True, to_simplified: bool = True) -> str:
+def normalize_text(
+    text: str,
+    remove_punctuation: bool = True,
+    to_simplified: bool = True,
+    normalize_numbers: bool = False,
+) -> str:
     """Normalize a transcript for training targets and for CER/WER scoring.
 
     The same function is applied to references and hypotheses, so scores do not depend
@@ -102,6 +146,8 @@ def normalize_text(text: str, remove_punctuation: bool = True, to_simplified: bo
             CJK punctuation such as ``，。！？「」《》``, with spaces (then collapsed).
             Apostrophes are deleted instead, so ``"don't"`` becomes ``"dont"``.
         to_simplified: convert traditional Chinese to simplified with OpenCC ``t2s``.
+        normalize_numbers: write Arabic numerals as Chinese ones
+            (:func:`normalize_numerals`), so ``"40"`` and ``四十`` are the same.
 
     Returns:
         The normalized text: lowercase, single spaces between non-CJK words, no spaces
@@ -120,6 +166,8 @@ def normalize_text(text: str, remove_punctuation: bool = True, to_simplified: bo
     text = _drop_invisible(text)
     if to_simplified:
         text = _t2s_converter().convert(text) if text else text
+    if normalize_numbers:
+        text = normalize_numerals(text)
     if remove_punctuation:
         text = _strip_punctuation(text)
     text = text.lower()

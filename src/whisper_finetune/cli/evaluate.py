@@ -2,7 +2,8 @@
 
 Replaces the original ``evaluation.py``. Punctuation removal and traditional-to-simplified
 conversion are on by default (``--remove_pun=false`` / ``--to_simple=false`` turn them
-off). The summary is printed as JSON; with ``--output_dir`` it is also written to
+off), and so, for records in Chinese, is numeral normalisation (``--normalize_numbers``:
+``40`` and ``四十`` score the same; ``=false`` turns it off, ``=true`` forces it on). The summary is printed as JSON; with ``--output_dir`` it is also written to
 ``summary.json`` next to ``utterances.jsonl`` (one line per utterance: audio,
 reference, hypothesis, both normalized, errors, reference units).
 
@@ -54,6 +55,13 @@ class EvaluateOptions:
     to_simple: bool = field(
         default=True, metadata={"help": "convert traditional Chinese to simplified before scoring"}
     )
+    normalize_numbers: bool | None = field(
+        default=None,
+        metadata={
+            "help": "write Arabic numerals as Chinese ones on both sides before scoring (cn2an), "
+            "so 40 and 四十 are the same; unset: on for records in Chinese (zh), off otherwise"
+        },
+    )
     output_dir: str | None = field(
         default=None, metadata={"help": "write summary.json and utterances.jsonl here"}
     )
@@ -81,10 +89,14 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=opts.batch_size,
         remove_punctuation=opts.remove_pun,
         to_simplified=opts.to_simple,
+        normalize_numbers=opts.normalize_numbers,
         decode=dataclass_from_args(DecodeOptions, args, language=opts.language),
         progress=opts.progress,
     )
     meta = {"model": runtime.model_path, "backend": runtime.backend, "test_data": opts.test_data}
+    meta["normalize_numbers"] = (
+        "auto (zh)" if opts.normalize_numbers is None else opts.normalize_numbers
+    )
     if runtime.backend == "ct2" or runtime.compute_type != "default":
         meta["compute_type"] = runtime.compute_type
     quiet_libraries(args)

@@ -37,6 +37,17 @@ SUMMARY_FILE = "summary.json"
 UTTERANCES_FILE = "utterances.jsonl"
 
 
+# languages whose numerals normalize_numbers=None (auto) converts: cn2an reads Chinese
+NUMERAL_LANGUAGES = ("zh",)
+
+
+def numbers_normalized(config: EvalConfig, language: str | None) -> bool:
+    """Whether numerals are normalized for a record in ``language`` under ``config``."""
+    if config.normalize_numbers is not None:
+        return config.normalize_numbers
+    return language in NUMERAL_LANGUAGES
+
+
 class EvalDataError(ValueError):
     """A manifest record cannot be evaluated; the message names the manifest line."""
 
@@ -64,8 +75,12 @@ def check_audio(manifest: str | os.PathLike, *, decode: bool = False) -> dict[in
     from whisper_finetune.data.recipes.validate import ValidateConfig, validate_manifest
 
     config = ValidateConfig(
-        manifest=str(manifest), max_duration=math.inf, max_tokens=2**62, decode=decode,
-        workers=1, cache=False,  # a header check is quick; leave no cache beside a test set
+        manifest=str(manifest),
+        max_duration=math.inf,
+        max_tokens=2**62,
+        decode=decode,
+        workers=1,
+        cache=False,  # a header check is quick; leave no cache beside a test set
     )
     found: dict[str, list[str]] = {}
     for p in validate_manifest(config).problems:
@@ -110,6 +125,10 @@ class EvalConfig:
         batch_size: utterances per :meth:`~whisper_finetune.inference.base.Transcriber.transcribe_batch` call.
         remove_punctuation: strip punctuation from both sides before scoring.
         to_simplified: convert traditional Chinese to simplified on both sides.
+        normalize_numbers: write Arabic numerals as Chinese ones on both sides
+            (:func:`~whisper_finetune.text.normalize_numerals`, cn2an), so ``40`` and
+            ``四十`` score the same; ``None`` (the default) does so for records in Chinese
+            (:data:`NUMERAL_LANGUAGES`) only.
         decode: decoding options; a record's own ``language`` overrides ``decode.language``.
         progress: show a tqdm progress bar (on stderr).
     """
@@ -118,6 +137,7 @@ class EvalConfig:
     batch_size: int = 8
     remove_punctuation: bool = True
     to_simplified: bool = True
+    normalize_numbers: bool | None = None
     decode: DecodeOptions = field(default_factory=lambda: DecodeOptions(language="zh"))
     progress: bool = True
 
@@ -261,8 +281,9 @@ def _score_batch(transcriber, batch: list[Record], config: EvalConfig, elapsed: 
     from whisper_finetune.evaluation.metrics import error_counts, is_repetition
     from whisper_finetune.text import normalize_text
 
-    def norm(text: str) -> str:
-        return normalize_text(text, config.remove_punctuation, config.to_simplified)
+    def norm(text: str, language: str | None) -> str:
+        numbers = numbers_normalized(config, language)
+        return normalize_text(text, config.remove_punctuation, config.to_simplified, numbers)
 
     clips = [_load(r) for r in batch]
     hyps: list[str] = [""] * len(batch)
@@ -277,7 +298,7 @@ def _score_batch(transcriber, batch: list[Record], config: EvalConfig, elapsed: 
         for i, t in zip(idx, transcripts, strict=True):
             hyps[i] = t.text
     for record, clip, hyp, language in zip(batch, clips, hyps, languages, strict=True):
-        ref_n, hyp_n = norm(record.sentence), norm(hyp)
+        ref_n, hyp_n = norm(record.sentence, language), norm(hyp, language)
         errors, units = error_counts(ref_n, hyp_n, config.metric)
         yield UtteranceResult(
             audio=record.audio_path,
