@@ -283,8 +283,9 @@ def pipeline(work: Path, samples: int, long_opus: Path) -> dict:
         f"when torch is installed), {numpy_s * 1000:.1f} ms on numpy"
     )
     print(
-        f"\nGPU: {w.GPU_BF16_PEAK_TFLOPS:g} TFLOP/s dense bf16 (H100/H200) at "
-        f"{w.UTILISATION:.0%} utilisation; LoRA r=32 on {', '.join(w.LORA_TARGETS)}; "
+        f"\nGPU: {w.GPU_BF16_PEAK_TFLOPS:g} TFLOP/s dense bf16 (H100/H200) at the "
+        f"utilisation measured on an H100 (small {w.UTILISATION['small']:.1%}, large-v3 "
+        f"{w.UTILISATION['large']:.1%}; data/workers.py); LoRA r=32 on {', '.join(w.LORA_TARGETS)}; "
         f"30 s input, {w.LABEL_TOKENS} label tokens; batch 16\n"
     )
     print(
@@ -296,15 +297,15 @@ def pipeline(work: Path, samples: int, long_opus: Path) -> dict:
     gpu = {}
     for size, name in (("small", "whisper-small"), ("large", "whisper-large-v3")):
         flops = w.lora_training_flops(size)
-        rate = w.gpu_samples_per_s(flops)
-        need = [math.ceil(rate / worker), math.ceil(rate / slowest)]
+        rate = w.gpu_samples_per_s(flops, w.UTILISATION[size])
+        need = [math.ceil(rate * w.HEADROOM / worker), math.ceil(rate * w.HEADROOM / slowest)]
         gpu[name] = {"tflop_per_sample": flops / 1e12, "samples_per_s": rate, "workers": need}
         print(
             f"| {name} | {flops / 1e12:.3f} | {rate:.0f} | {rate / 16:.1f} | {need[0]} "
             f"| {need[1]} | {w.workers_needed(size)} |"
         )
     print(
-        f"\nWorkers needed = GPU samples/s over a worker's samples per CPU-second (what it "
+        f"\nWorkers needed = GPU samples/s x {w.HEADROOM:g} (headroom) over a worker's samples per CPU-second (what it "
         f"makes on a core of its own). The --num_workers default on a GPU takes the slowest "
         f"input measured ({w.WORKER_SAMPLES_PER_S:g} in data/workers.py), capped by the "
         f"cores per GPU less one."

@@ -29,7 +29,16 @@ def test_smaller_models_need_more_workers():
     need = {s: workers.workers_needed(s) for s in workers.GPU_SAMPLES_PER_S}
     assert need["tiny"] > need["base"] > need["small"] > need["medium"] >= need["large"] >= 1
     rate = workers.GPU_SAMPLES_PER_S["small"]
-    assert need["small"] == math.ceil(rate / workers.WORKER_SAMPLES_PER_S)
+    assert need["small"] == math.ceil(rate * workers.HEADROOM / workers.WORKER_SAMPLES_PER_S)
+
+
+def test_measured_sizes_use_the_measured_rates():
+    # issue 23's H100 figures, not an assumed utilisation: the GPU rate of a measured size
+    # is its measurement, and an unmeasured size is rated at the next measured one's MFU
+    for size, rate in workers.MEASURED_GPU_SAMPLES_PER_S.items():
+        assert workers.GPU_SAMPLES_PER_S[size] == pytest.approx(rate)
+    assert workers.UTILISATION["base"] == workers.UTILISATION["small"] < 0.10
+    assert workers.UTILISATION["medium"] == workers.UTILISATION["large"] < 0.15
 
 
 def test_default_num_workers(monkeypatch):
@@ -57,6 +66,7 @@ def test_finetune_config_uses_it(monkeypatch):
 @pytest.mark.parametrize("size", ["tiny", "small"])
 def test_the_gpu_table_follows_from_the_counted_flops(size):
     flops = workers.lora_training_flops(size)
-    assert workers.gpu_samples_per_s(flops) == pytest.approx(
+    assert flops / 1e12 == pytest.approx(workers.TFLOP_PER_SAMPLE[size], rel=0.01)
+    assert workers.gpu_samples_per_s(flops, workers.UTILISATION[size]) == pytest.approx(
         workers.GPU_SAMPLES_PER_S[size], rel=0.01
     )
