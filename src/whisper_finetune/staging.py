@@ -12,6 +12,7 @@ and :func:`check_output_dir` check, before any work, that an output can be writt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -282,3 +283,113 @@ def _check_creatable(folder: Path, what: str, target: Path) -> None:
         raise UnsafeOutputError(
             f"{what} {target}: cannot write in {probe}: {exc.strerror or exc}"
         ) from exc
+
+
+# --- one writer per output folder ----------------------------------------------------
+#
+# Two runs writing one output folder at once (two merges, two fine-tunes, a conversion
+# and a merge) would each publish over the other, or mix one run's weights with the
+# other's config. Every command that writes a folder holds :func:`output_lock` for its
+# whole run; a second writer fails at once, naming the folder and the holder's pid.
+#
+# The lock file lives beside the folder (``.<name>.lock``), not in it: commands that
+# publish atomically swap the folder itself, and a lock inside would be swapped away
+# with it. It is an advisory ``flock``, released by the kernel when its holder exits
+# however it exits, and removed by its holder at the end of the run.
+
+
+def holds_output_lock(param: str = "output_dir", what: str = "--output_dir"):
+    """Decorate a function that writes the folder named by its argument ``param``: it runs
+    holding :func:`output_lock` on that folder (nothing is locked when it is empty)."""
+    import functools
+    import inspect
+
+    def wrap(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            folder = signature.bind(*args, **kwargs).arguments.get(param)
+            if not folder:
+                return fn(*args, **kwargs)
+            with output_lock(folder, what):
+                return fn(*args, **kwargs)
+
+        return run
+
+    return wrap
+
+
+def lock_path(folder: str | os.PathLike) -> Path:
+    """The lock file of the output folder ``folder``: ``<parent>/.<name>.lock``."""
+    target = Path(os.path.abspath(Path(folder).expanduser()))
+    return target.parent / f".{target.name or 'root'}.lock"
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096).decode("utf-8"))
+        return f"pid {info['pid']} on {info['host']}, since {info['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid not yet recorded"
+
+
+@contextmanager
+def output_lock(folder: str | os.PathLike, what: str = "--output_dir") -> Iterator[Path]:
+    """Hold the output folder ``folder`` for this run; fail at once if another run holds it.
+
+    Args:
+        folder: the output folder (it need not exist yet; its parent is created).
+        what: the flag naming it, for the message.
+
+    Yields:
+        the lock file's path.
+
+    Raises:
+        UnsafeOutputError: another run (its pid, host and start time named) is writing
+            ``folder``, or the lock file cannot be created.
+    """
+    import datetime
+    import fcntl
+    import socket
+
+    lock = lock_path(folder)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnsafeOutputError(f"{what} {folder}: cannot create {lock.parent}: {exc}") from exc
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UnsafeOutputError(
+                f"{what} {folder}: cannot create its lock file {lock}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise UnsafeOutputError(
+                f"{what} {folder} is being written by another run ({holder}; lock {lock}): "
+                "wait for it to finish, or choose another folder; nothing was changed"
+            ) from None
+        # its last holder may have removed the file between our open and our lock
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)
+    try:
+        since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(info) + "\n").encode("utf-8"))
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # while still held: a waiting opener sees it gone and retries
+        os.close(fd)

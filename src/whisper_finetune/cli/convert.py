@@ -92,8 +92,11 @@ def _run(args: argparse.Namespace) -> int:
     allowed = QUANTIZATIONS if opts.format == "ct2" else GGML_QUANTIZATIONS
     if quantization not in allowed:
         raise ValueError(f"--format={opts.format} takes --quantization in {allowed}")
+    from whisper_finetune.staging import output_lock
+
     try:
-        out = _convert(opts.format, opts.model_path, opts.output_dir, quantization, opts.force)
+        with output_lock(opts.output_dir):  # one writer per folder (issue 27.4)
+            out = _convert(opts.format, opts.model_path, opts.output_dir, quantization, opts.force)
     except FileExistsError as exc:  # not a FileNotFoundError: report it the same way
         raise ValueError(str(exc)) from exc
     print(f"converted: {out} ({quantization})")

@@ -51,9 +51,11 @@ def _run_path(args: argparse.Namespace) -> int:
 
 def _run_import(args: argparse.Namespace) -> int:
     from whisper_finetune.models.ct2format import ct2_to_transformers
+    from whisper_finetune.staging import output_lock
 
     try:
-        out = ct2_to_transformers(args.src, args.dst, overwrite=args.overwrite)
+        with output_lock(args.dst, "DST"):  # one writer per folder (issue 27.4)
+            out = ct2_to_transformers(args.src, args.dst, overwrite=args.overwrite)
     except FileExistsError as exc:
         raise ValueError(f"{exc}; pass --overwrite") from exc
     print(out)

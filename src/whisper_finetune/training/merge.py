@@ -29,6 +29,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+from whisper_finetune.staging import holds_output_lock
+
 PROVENANCE_FILE = "whisper_finetune.json"
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
@@ -108,6 +110,7 @@ def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict, 
 
 def merge_adapter(
     lora_model: str | os.PathLike,
+@holds_output_lock("output_dir")  # one writer at a time (issue 27.4)
     output_dir: str | os.PathLike,
     scale: float = 1.0,
     overwrite: bool = False,

@@ -179,7 +179,7 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
 
     threads = torch.get_num_threads()
     try:
-        with _known_warnings_silenced():
+        with _known_warnings_silenced(), _one_writer(cfg.output_dir):
             return _finetune(cfg, callbacks)
     finally:
         torch.set_num_threads(threads)  # num_threads applies to this run only
@@ -191,6 +191,18 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
 
     from whisper_finetune.data.collator import WhisperCollator
     from whisper_finetune.data.dataset import LabelBuilder
+def _one_writer(output_dir: str):
+    """Rank 0 holds the run folder for the whole run: a second run into it fails at once
+    (issue 27.4; the ranks of one run share it)."""
+    import contextlib
+
+    from whisper_finetune.staging import output_lock
+
+    if int(os.environ.get("RANK", 0)) != 0 or not output_dir:
+        return contextlib.nullcontext()
+    return output_lock(output_dir)
+
+
     from whisper_finetune.models.resolve import resolve_model
     from whisper_finetune.training.adapters import build_model
     from whisper_finetune.training.anchor import Anchor

@@ -1,0 +1,112 @@
+"""Issue 27 (round two), the commands: two writers of one output folder, resuming with
+changed flags, adapters that are not whole, and --config files read strictly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from finetune_data import CLIPS, write_manifest
+
+from whisper_finetune.cli import main
+from whisper_finetune.staging import lock_path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+_HOLD = """
+import sys, time
+from whisper_finetune.staging import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held_by_another_process():
+    """Hold an output folder's lock in another process, as a second run would."""
+    procs = []
+
+    def hold(folder: Path) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, str(folder)], env=env, stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import WhisperForConditionalGeneration
+
+    from whisper_finetune.training.adapters import stored_base_name
+
+    torch.manual_seed(0)
+    base = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    config = LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj"]
+    )
+    model = get_peft_model(base, config)
+    model.peft_config["default"].base_model_name_or_path = stored_base_name(str(tiny_model_dir))
+    out = tmp_path_factory.mktemp("adapters") / "lora"
+    model.save_pretrained(out)
+    return out
+
+
+# ------------------------------------------------------ 27.4: two writers, one folder
+
+
+def test_a_second_merge_into_a_folder_being_written_fails_at_once(
+    lora_adapter, tmp_path, capsys, held_by_another_process
+):
+    out = tmp_path / "merged"
+    holder = held_by_another_process(out)
+    assert main(["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}"]) == 1
+    err = capsys.readouterr().err
+    assert f"--output_dir {out} is being written by another run (pid {holder.pid}" in err
+    assert not out.exists()
+    # killed, the holder leaves its lock file behind, but the kernel released the lock
+    holder.kill()
+    holder.wait()
+    assert lock_path(out).exists()
+    assert main(["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}"]) == 0
+    assert (out / "model.safetensors").is_file() and not lock_path(out).exists()
+
+
+def test_the_lock_is_released_and_removed_when_a_run_ends(lora_adapter, tmp_path):
+    out = tmp_path / "merged"
+    assert main(["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}"]) == 0
+    assert not lock_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+
+
+def test_a_second_finetune_into_a_folder_being_written_fails_at_once(
+    tiny_model_dir, tmp_path, capsys, held_by_another_process
+):
+    train = write_manifest(tmp_path / "data", clips=CLIPS[:2])
+    out = tmp_path / "run"
+    pid = held_by_another_process(out).pid
+    argv = [
+        "finetune",
+        f"--base_model={tiny_model_dir}",
+        f"--train_data={train}",
+        f"--output_dir={out}",
+        "--max_steps=1",
+        "--lora_r=4",
+        "--report_to=none",
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"--output_dir {out} is being written by another run (pid {pid}" in err
+    assert not out.exists()
