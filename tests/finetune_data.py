@@ -55,8 +55,13 @@ def write_manifest(
     return path
 
 
-def small_config(model, train, out, **overrides):
-    """A ``FinetuneConfig`` for a few LoRA steps on the tiny model; keyword arguments override."""
+def small_config(model, train, out, *, resolve: bool = False, **overrides):
+    """A ``FinetuneConfig`` for a few LoRA steps on the tiny model; keyword arguments override.
+
+    The one test-config helper of the training tests: each test file binds its own
+    differences with ``functools.partial``. ``resolve=True`` returns what ``finetune``
+    would run on a CPU (``resolved(cuda_available=False, bf16_supported=False)``).
+    """
     from whisper_finetune.training.config import FinetuneConfig
 
     base = dict(
@@ -64,8 +69,15 @@ def small_config(model, train, out, **overrides):
         train_data=str(train),
         output_dir=str(out),
         per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        max_steps=2,
+        save_steps=2,
+        logging_steps=1,
+        learning_rate=1e-2,
         warmup_steps=0,
         lora_r=4,
+        seed=7,
         report_to=("none",),
     )
-    return FinetuneConfig(**{**base, **overrides})
+    cfg = FinetuneConfig(**{**base, **overrides})
+    return cfg.resolved(False, False) if resolve else cfg

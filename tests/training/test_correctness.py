@@ -8,6 +8,7 @@ only timed sentences, a useless cache with workers, NaN losses trained on silent
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -32,17 +33,7 @@ MIXED = (  # a Mandarin set and an English guard set in one manifest
 )
 
 
-def _cfg(model, train, out, **kw) -> FinetuneConfig:
-    specific = dict(
-        per_device_eval_batch_size=4,
-        max_steps=2,
-        save_steps=2,
-        logging_steps=1,
-        learning_rate=1e-2,
-        lora_dropout=0.0,
-        seed=7,
-    )
-    return small_config(model, train, out, **{**specific, **kw}).resolved(False, False)
+_cfg = functools.partial(small_config, per_device_eval_batch_size=4, lora_dropout=0.0, resolve=True)
 
 
 @pytest.fixture(scope="module")

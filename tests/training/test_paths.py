@@ -4,6 +4,7 @@ training in 8 bit and fp16/bf16 (run where a GPU is present)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -14,14 +15,12 @@ import pytest
 from finetune_data import CLIPS, small_config, write_manifest
 from transformers import TrainerCallback
 
-from whisper_finetune.training.train import FinetuneConfig, finetune
+from whisper_finetune.training.train import finetune
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def _cfg(model, train, out, **kw) -> FinetuneConfig:
-    specific = dict(max_steps=1, save_steps=1)
-    return small_config(model, train, out, **{**specific, **kw})
+_cfg = functools.partial(small_config, max_steps=1, save_steps=1)
 
 
 class CheckpointingSeen(TrainerCallback):

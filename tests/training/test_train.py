@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -43,18 +44,7 @@ def data(tmp_path_factory):
     }
 
 
-def _cfg(model, train, out, **kw) -> FinetuneConfig:
-    specific = dict(
-        per_device_eval_batch_size=2,
-        max_steps=4,
-        save_steps=2,
-        logging_steps=1,
-        learning_rate=1e-2,
-        lora_alpha=8,
-        generation_max_length=6,
-        seed=7,
-    )
-    return small_config(model, train, out, **{**specific, **kw})
+_cfg = functools.partial(small_config, max_steps=4, lora_alpha=8, generation_max_length=6)
 
 
 class LossRecorder(TrainerCallback):
