@@ -27,9 +27,9 @@ import os
 import warnings
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
-
 from whisper_finetune.staging import holds_output_lock
+
+logger = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "whisper_finetune.json"
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
@@ -108,9 +108,9 @@ def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict, 
     return merged
 
 
+@holds_output_lock("output_dir")  # one writer at a time (issue 27.4)
 def merge_adapter(
     lora_model: str | os.PathLike,
-@holds_output_lock("output_dir")  # one writer at a time (issue 27.4)
     output_dir: str | os.PathLike,
     scale: float = 1.0,
     overwrite: bool = False,
