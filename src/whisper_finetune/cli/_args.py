@@ -250,3 +250,29 @@ def apply_config(args: argparse.Namespace, argv: list[str]) -> argparse.Namespac
             continue
         setattr(args, action.dest, _convert(action, key, value, path))
     return args
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    *,
+    help: str,
+    description: str | None,
+    options: tuple[type, ...],
+    func,
+    exclude: dict[type, tuple[str, ...]] | None = None,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` whose flags are the fields of the ``options`` dataclasses.
+
+    ``exclude`` leaves out fields of one dataclass (another one owns that flag).
+    """
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for cls in options:
+        add_dataclass_args(parser, cls, exclude=(exclude or {}).get(cls, ()))
+    parser.set_defaults(func=func)
+    return parser

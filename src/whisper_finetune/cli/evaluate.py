@@ -31,7 +31,7 @@ import argparse
 import json
 from dataclasses import dataclass, field
 
-from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
+from whisper_finetune.cli._args import add_command, dataclass_from_args
 from whisper_finetune.cli.infer import RuntimeOptions, quiet_libraries, runtime_kwargs
 from whisper_finetune.inference.transcript import DecodeOptions
 
@@ -117,13 +117,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` command to the top-level parser."""
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "evaluate",
         help="corpus CER/WER of a model on a manifest, with a per-utterance report",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        options=(EvaluateOptions, RuntimeOptions, DecodeOptions),
+        exclude={DecodeOptions: ("language",)},
+        func=_run,
     )
-    add_dataclass_args(parser, EvaluateOptions)
-    add_dataclass_args(parser, RuntimeOptions)
-    add_dataclass_args(parser, DecodeOptions, exclude=("language",))
-    parser.set_defaults(func=_run)

@@ -29,7 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
+from whisper_finetune.cli._args import add_command, dataclass_from_args
 from whisper_finetune.inference.base import BACKENDS
 from whisper_finetune.inference.transcript import OUTPUT_FORMATS, DecodeOptions
 
@@ -181,13 +181,11 @@ def _run_many(opts: InferOptions, runtime: RuntimeOptions, decode, args) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``infer`` command to the top-level parser."""
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "infer",
         help="transcribe an audio file (transformers or CTranslate2), print JSON/txt/srt/vtt",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        options=(InferOptions, RuntimeOptions, DecodeOptions),
+        func=_run,
     )
-    add_dataclass_args(parser, InferOptions)
-    add_dataclass_args(parser, RuntimeOptions)
-    add_dataclass_args(parser, DecodeOptions)
-    parser.set_defaults(func=_run)
