@@ -13,7 +13,9 @@ from whisper_finetune.cli import build_parser, main
 from whisper_finetune.cli._args import apply_config, dataclass_from_args
 from whisper_finetune.training.config import FinetuneConfig
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "src" / "whisper_finetune" / "configs").glob("*.yaml"))
+CONFIGS = sorted(
+    (Path(__file__).resolve().parents[2] / "src" / "whisper_finetune" / "configs").glob("*.yaml")
+)
 FINETUNE_CONFIGS = [p for p in CONFIGS if not p.name.startswith("accelerate")]
 
 
@@ -88,23 +90,38 @@ def test_saved_finetune_config_repeats_the_run(tmp_path):
         tmp_path / "run" / "finetune_config.json",
         provenance={"resolved_base_model": "/x", "world_size": 1, "version": "0"},
     )
-    again = _finetune_config([f"--config={saved}"]).resolved(cuda_available=False, bf16_supported=False)
+    again = _finetune_config([f"--config={saved}"]).resolved(
+        cuda_available=False, bf16_supported=False
+    )
     assert again == first
     # and a flag still overrides the saved value
     changed = _finetune_config([f"--config={saved}", "--learning_rate=1e-4"])
     assert changed.learning_rate == 1e-4
-    assert dataclasses.replace(changed, learning_rate=first.learning_rate).resolved(
-        cuda_available=False, bf16_supported=False
-    ) == first
+    assert (
+        dataclasses.replace(changed, learning_rate=first.learning_rate).resolved(
+            cuda_available=False, bf16_supported=False
+        )
+        == first
+    )
 
 
 def test_other_subcommands_take_config_files(tmp_path):
     path = tmp_path / "infer.json"
-    path.write_text(json.dumps({"audio_path": "a.wav", "beam_size": 3, "language": "zh"}), encoding="utf-8")
+    path.write_text(
+        json.dumps({"audio_path": "a.wav", "beam_size": 3, "language": "zh"}), encoding="utf-8"
+    )
     argv = ["infer", f"--config={path}", "--beam_size=2"]
     args = apply_config(build_parser().parse_args(argv), argv)
     assert (args.audio_path, args.beam_size, args.language) == ("a.wav", 2, "zh")
-    for command in (["evaluate"], ["merge"], ["convert"], ["serve"], ["demo"], ["prepare", "pack"], ["models", "list"]):
+    for command in (
+        ["evaluate"],
+        ["merge"],
+        ["convert"],
+        ["serve"],
+        ["demo"],
+        ["prepare", "pack"],
+        ["models", "list"],
+    ):
         assert build_parser().parse_args([*command, "--config=x.yaml"]).config == "x.yaml"
     # a nested subcommand reads its own options from the file
     path = tmp_path / "pack.yaml"
@@ -112,3 +129,16 @@ def test_other_subcommands_take_config_files(tmp_path):
     argv = ["prepare", "pack", f"--config={path}"]
     args = apply_config(build_parser().parse_args(argv), argv)
     assert (args.manifest, args.output) == ("train.jsonl", "packed.jsonl")
+
+
+def test_a_shipped_example_is_found_by_its_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    by_name = _finetune_config(["--config=cpu.yaml"])
+    by_path = _finetune_config([f"--config={CONFIGS[0].parent / 'cpu.yaml'}"])
+    assert by_name == by_path
+    # a file of that name where the user stands wins over the shipped one
+    (tmp_path / "cpu.yaml").write_text("train_data: mine.jsonl\n", encoding="utf-8")
+    assert _finetune_config(["--config=cpu.yaml"]).train_data == "mine.jsonl"
+    # neither here nor shipped: the error names the path given
+    with pytest.raises(ValueError, match="no-such.yaml"):
+        _finetune_config(["--config=no-such.yaml"])

@@ -133,6 +133,21 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(_leaf_parser=parser)
 
 
+def packaged_config(path: str):
+    """``path`` itself, or the example config of that name shipped in the package.
+
+    ``--config lora-24gb-gpu.yaml`` finds ``whisper_finetune/configs/lora-24gb-gpu.yaml``
+    when no such file exists where the user stands (a file that does exist wins).
+    """
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if p.exists() or p.parent != Path("."):
+        return p
+    shipped = Path(__file__).resolve().parents[1] / "configs" / p.name
+    return shipped if shipped.is_file() else p
+
+
 def read_config_file(path: str) -> dict[str, Any]:
     """Read a YAML or JSON config file into one flat ``{flag name: value}`` mapping.
 
@@ -144,11 +159,10 @@ def read_config_file(path: str) -> dict[str, Any]:
         ValueError: unreadable file, not a mapping, or one key given twice.
     """
     import json
-    from pathlib import Path
 
     import yaml
 
-    p = Path(path)
+    p = packaged_config(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
