@@ -190,3 +190,78 @@ def decode_slice(
     skip = -first % step if first >= 0 else -first  # to the next shared grid point
     out = resample(samples[skip:], rate, sample_rate)
     return cut(out, (first + skip) * sample_rate // rate, start, end, sample_rate, True)
+
+
+class AudioTooLong(AudioError):
+    """The audio lasts longer than the caller allows; found while decoding, or from a
+    header that gives the exact length (FLAC, WAV), before any of it is decoded."""
+
+    def __init__(self, name: str, max_seconds: float, seen: float, declared: bool) -> None:
+        how = "its header says" if declared else "decoding passed"
+        super().__init__(
+            f"{name}: the audio lasts longer than the limit of {max_seconds:g} s "
+            f"({how} {seen:.1f} s); send a shorter file"
+        )
+        self.max_seconds = max_seconds
+        self.seconds = seen
+
+
+# codecs whose header gives the exact number of samples (FLAC's STREAMINFO, a WAV's size)
+_EXACT_LENGTH_CODECS = ("flac", "pcm_")
+_BOUNDED_FIRST_BUFFER = 1 << 28  # samples reserved at once (1 GiB, touched only as filled)
+
+
+def decode_bounded(
+    source, name: str, max_seconds: float, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """Decode the first audio stream (a path or a binary file) to mono float32, refusing
+    audio longer than ``max_seconds`` frame by frame, before the rest is decoded.
+
+    A small file can hold hours of audio (a FLAC of silence compresses ~1000:1): the
+    check is on the decoded length, never the file size. The samples go into one buffer
+    reserved for the limit (memory is used only as it is filled), so a refused file
+    costs at most the limit's samples, returned to the system at once.
+
+    Raises:
+        AudioTooLong: longer than ``max_seconds``.
+        AudioError: not decodable audio.
+    """
+    import av
+
+    limit = max(1, math.ceil(max_seconds * sample_rate))
+    buffer = np.empty(min(limit, _BOUNDED_FIRST_BUFFER), dtype=np.float32)
+    filled = 0
+    try:
+        with av.open(source, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioError(f"no audio stream in {name}")
+            stream = container.streams.audio[0]
+            codec = stream.codec_context.name or ""
+            if (
+                codec.startswith(_EXACT_LENGTH_CODECS)
+                and stream.duration
+                and stream.time_base is not None
+                and float(stream.duration * stream.time_base) > max_seconds
+            ):
+                raise AudioTooLong(
+                    name, max_seconds, float(stream.duration * stream.time_base), True
+                )
+            frames = valid_frames(container.decode(stream), name)
+            for chunk in resample_frames(frames, sample_rate):
+                if filled + chunk.size > limit:
+                    raise AudioTooLong(
+                        name, max_seconds, (filled + chunk.size) / sample_rate, False
+                    )
+                if (
+                    filled + chunk.size > buffer.size
+                ):  # only when the limit exceeds the first buffer
+                    grown = np.empty(min(limit, 2 * buffer.size + chunk.size), dtype=np.float32)
+                    grown[:filled] = buffer[:filled]
+                    buffer = grown
+                buffer[filled : filled + chunk.size] = chunk
+                filled += chunk.size
+    except av.error.FFmpegError as exc:
+        if isinstance(exc, OSError):  # e.g. permission denied: keep the OS error type
+            raise
+        raise AudioError(f"cannot decode audio file {name}: {reason(exc)}") from exc
+    return buffer[:filled]

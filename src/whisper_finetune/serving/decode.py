@@ -7,6 +7,13 @@ and hand the segments on at the end.
 
 Nothing here touches a path a request names: the upload is read from the temporary
 file the multipart parser spooled it to, and its file name is only used in messages.
+
+Long audio is bounded twice: the upload is decoded frame by frame and refused (HTTP 413)
+as soon as it passes the job's ``max_seconds`` (a small FLAC can hold hours of silence),
+and audio longer than :data:`PIECE_SECONDS` is transcribed in pieces cut at its quietest
+half second near each boundary, so no backend ever builds a log-mel of the whole file
+(faster-whisper's sequential decoder computes the features of all the audio it is given
+at once: gigabytes for an hour). A job is also cancelled between two pieces.
 """
 
 from __future__ import annotations
@@ -17,10 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
+import numpy as np
+
 from whisper_finetune.data.audio import SAMPLE_RATE, load_audio
 from whisper_finetune.inference.base import clamp_segments
 from whisper_finetune.inference.transcript import DecodeOptions, Segment, Transcript, Word
+from whisper_finetune.serving.errors import ApiError
 from whisper_finetune.serving.queue import Cancelled
+
+PIECE_SECONDS = 300.0  # longer audio is transcribed in pieces of about this length
+QUIET_SEARCH_SECONDS = 20.0  # each piece ends at the quietest half second of its last 20 s
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ class Job:
     filename: str
     options: DecodeOptions
     normalize: Normalize = Normalize()
+    # decoded audio longer than this is refused (HTTP 413) while decoding; None: no limit
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -77,12 +92,19 @@ def read_samples(job: Job):
 
     Raises:
         AudioUnreadable: empty, truncated, or not audio at all.
+        ApiError: 413 when the audio lasts longer than ``job.max_seconds``.
     """
     from whisper_finetune.data.audio import AudioError
+    from whisper_finetune.data.codec import AudioTooLong, decode_bounded
 
     job.file.seek(0)
     try:
-        samples = load_audio(job.file)
+        if job.max_seconds is None:
+            samples = load_audio(job.file)
+        else:
+            samples = decode_bounded(job.file, job.filename, job.max_seconds)
+    except AudioTooLong as exc:
+        raise ApiError(413, str(exc), code="audio_too_long") from exc
     except (AudioError, OSError, RuntimeError, EOFError) as exc:
         # the upload has no path: drop the placeholder name the decoder gives it
         reason = re.sub(r"\s*(<in-memory audio>|\bNone)(?=:)", "", str(exc))
@@ -111,6 +133,34 @@ def _ct2_segment(s) -> Segment:
     return Segment(float(s.start), float(s.end), s.text.strip(), words)
 
 
+def pieces(samples: np.ndarray) -> list[tuple[int, int]]:
+    """``(first, end)`` sample ranges of about :data:`PIECE_SECONDS`; one for shorter audio.
+
+    Each piece but the last ends at the middle of the quietest half second (0.1 s steps)
+    of its last :data:`QUIET_SEARCH_SECONDS`, so that no word is cut in two.
+    """
+    piece, search = int(PIECE_SECONDS * SAMPLE_RATE), int(QUIET_SEARCH_SECONDS * SAMPLE_RATE)
+    step, window = SAMPLE_RATE // 10, 5
+    bounds, first = [], 0
+    while samples.size - first > piece:
+        lo = first + piece - search
+        frames = samples[lo : lo + search].reshape(-1, step).astype(np.float64)
+        energy = np.convolve((frames**2).sum(axis=1), np.ones(window), mode="valid")
+        quietest = np.flatnonzero(energy <= energy.min() * 1.05 + 1e-9)[-1]  # the latest of ties
+        end = lo + (int(quietest) + window // 2) * step
+        bounds.append((first, end))
+        first = end
+    bounds.append((first, samples.size))
+    return bounds
+
+
+def _shifted(segment: Segment, offset: float) -> Segment:
+    if not offset:
+        return segment
+    words = tuple(replace(w, start=w.start + offset, end=w.end + offset) for w in segment.words)
+    return replace(segment, start=segment.start + offset, end=segment.end + offset, words=words)
+
+
 def run(
     transcriber,
     job: Job,
@@ -121,37 +171,42 @@ def run(
 
     Raises:
         AudioUnreadable: the upload is not decodable audio.
+        ApiError: 413, the audio is longer than the job allows.
         Cancelled: ``cancel`` was set (the client went away).
     """
     samples = read_samples(job)
     duration = samples.size / SAMPLE_RATE
     if emit:
         emit("audio", duration)
-    if cancel.is_set():
-        raise Cancelled("client disconnected")
     segments: list[Segment] = []
     details: list[dict[str, Any]] = []
-    language = job.options.language
-    if getattr(transcriber, "backend", "") == "ct2" and hasattr(transcriber, "stream"):
-        raw, info = transcriber.stream(samples, job.options)
-        language = info.language
-        for s in raw:  # each step decodes one more segment
+    options = job.options
+    streams = getattr(transcriber, "backend", "") == "ct2" and hasattr(transcriber, "stream")
+    for first, end in pieces(samples):
+        if cancel.is_set():
+            raise Cancelled("client disconnected")
+        piece, offset = samples[first:end], first / SAMPLE_RATE
+        if streams:
+            raw, info = transcriber.stream(piece, options)
+            if options.language is None and info.language:  # detected once, kept for the rest
+                options = replace(options, language=info.language)
+            decoded = ((_ct2_segment(s), s) for s in raw)  # each step decodes one more segment
+        else:
+            transcript = transcriber.transcribe(piece, options)
+            if options.language is None and transcript.language:
+                options = replace(options, language=transcript.language)
+            decoded = ((s, None) for s in transcript.segments)
+        for segment, source in decoded:
             if cancel.is_set():
                 raise Cancelled("client disconnected")
-            kept = clamp_segments([_ct2_segment(s)], duration)
+            kept = clamp_segments([segment], piece.size / SAMPLE_RATE)
             if not kept:
                 continue
-            segment = job.normalize.segment(kept[0])
-            detail = _detail(s, len(segments))
+            segment = job.normalize.segment(_shifted(kept[0], offset))
+            detail = _detail(source, len(segments))
+            detail["seek"] += first * 100 // SAMPLE_RATE  # 10 ms frames from the file's start
             segments.append(segment)
             details.append(detail)
             if emit:
                 emit("segment", (segment, detail))
-        transcript = Transcript.from_segments(segments, language, duration)
-    else:
-        transcript = job.normalize.transcript(transcriber.transcribe(samples, job.options))
-        for i, segment in enumerate(transcript.segments):
-            details.append(_detail(None, i))
-            if emit:
-                emit("segment", (segment, details[-1]))
-    return Result(transcript, details)
+    return Result(Transcript.from_segments(segments, options.language, duration), details)

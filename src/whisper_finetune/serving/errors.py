@@ -16,6 +16,7 @@ ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
     404: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
@@ -114,9 +115,12 @@ def install_handlers(app) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request, exc: HTTPException):
-        code = {413: "file_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code
-        )
+        code = {
+            413: "file_too_large",
+            404: "not_found",
+            405: "method_not_allowed",
+            408: "request_timeout",
+        }.get(exc.status_code)
         return respond(
             request, exc.status_code, str(exc.detail), None, code, getattr(exc, "headers", None)
         )

@@ -17,8 +17,11 @@ here, as it always was.
 # no "from __future__ import annotations": FastAPI resolves the endpoints' annotations
 # at runtime, and they name classes imported inside register()
 
+import dataclasses
+
 from whisper_finetune.inference.transcript import OUTPUT_FORMATS, format_transcript
 from whisper_finetune.serving.errors import ApiError
+from whisper_finetune.serving.limits import check_options
 from whisper_finetune.serving.runner import (
     Running,
     ServerState,
@@ -30,8 +33,14 @@ from whisper_finetune.serving.runner import (
 )
 
 
-def register(app, state: ServerState) -> None:
-    """Add ``/v1/transcribe`` and ``/recognition`` to ``app``."""
+def register(app, state: ServerState, max_audio_seconds: float | None = None) -> None:
+    """Add ``/v1/transcribe`` and ``/recognition`` to ``app`` (``max_audio_seconds``: see
+    :func:`whisper_finetune.serving.openai_api.register`)."""
+
+    def job_for(upload, name, options, to_simple, remove_pun):
+        job = make_job(upload, name, options, to_simple, remove_pun)
+        return dataclasses.replace(job, max_seconds=max_audio_seconds)
+
     from fastapi import File, Form, Request, UploadFile
     from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -62,9 +71,10 @@ def register(app, state: ServerState) -> None:
             beam_size=beam_size,
             without_timestamps=without_timestamps,
         )
+        check_options(options)
         name = check_upload(state, audio, "audio")
         running = Running(
-            state, request, make_job(audio, name, options, to_simple, remove_pun), audio_status=400
+            state, request, job_for(audio, name, options, to_simple, remove_pun), audio_status=400
         )
         transcript = (await running.result()).transcript
         if output_format == "json":
@@ -83,9 +93,10 @@ def register(app, state: ServerState) -> None:
         options = options_for(
             state, {"task": "task"}, language=check_language(state, language), task=check_task(task)
         )
+        check_options(options)
         name = check_upload(state, audio, "audio")
         running = Running(
-            state, request, make_job(audio, name, options, to_simple, remove_pun), audio_status=400
+            state, request, job_for(audio, name, options, to_simple, remove_pun), audio_status=400
         )
         transcript = (await running.result()).transcript
         results = [s.to_dict() for s in transcript.segments]

@@ -18,11 +18,13 @@ object carrying its ``start`` and ``end``), then ``transcript.text.done``.
 # no "from __future__ import annotations": FastAPI resolves the endpoints' annotations
 # at runtime, and they name classes imported inside register()
 
+import dataclasses
 import json
 import math
 
 from whisper_finetune.inference.transcript import Segment, Transcript, to_srt, to_vtt
 from whisper_finetune.serving.errors import ApiError
+from whisper_finetune.serving.limits import check_options
 from whisper_finetune.serving.runner import (
     Running,
     ServerState,
@@ -76,8 +78,9 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def register(app, state: ServerState) -> None:
-    """Add the OpenAI-compatible routes to ``app``."""
+def register(app, state: ServerState, max_audio_seconds: float | None = None) -> None:
+    """Add the OpenAI-compatible routes to ``app``; longer audio than
+    ``max_audio_seconds`` is refused (413) while it is decoded."""
     from fastapi import Depends, File, Form, Request, UploadFile
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
@@ -166,8 +169,11 @@ def register(app, state: ServerState) -> None:
             initial_prompt=prompt or None,
             word_timestamps=True if words else None,
         )
+        check_options(options, {"initial_prompt": "prompt"})
         name = check_upload(state, file, "file")
-        running = Running(state, request, make_job(file, name, options, to_simple, remove_pun))
+        job = make_job(file, name, options, to_simple, remove_pun)
+        job = dataclasses.replace(job, max_seconds=max_audio_seconds)
+        running = Running(state, request, job)
         if stream:
             await running.started()  # undecodable audio is still a 415, not an event
             return StreamingResponse(

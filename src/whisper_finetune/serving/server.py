@@ -15,13 +15,18 @@ Routes:
 - ``POST /v1/transcribe`` and ``POST /recognition``: the earlier endpoints (:mod:`.legacy`).
 
 ``serve`` checks its settings and binds the port before it loads the model, so a bad or
-taken port fails in a second with a clear message.
+taken port fails in a second with a clear message. It also bounds what clients can hold:
+decoded audio (``--max_audio_seconds``, :mod:`.decode`), decoding options
+(:mod:`.limits`), open connections and the time a request head or body may take
+(:mod:`.connections`, :mod:`.guard`), and which ``Host`` a request may name
+(``--allowed_hosts``: DNS rebinding).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ from whisper_finetune.inference.base import BACKENDS
 from whisper_finetune.serving import legacy, openai_api, page
 from whisper_finetune.serving.errors import install_handlers
 from whisper_finetune.serving.guard import Guard
+from whisper_finetune.serving.limits import check_defaults
 from whisper_finetune.serving.queue import WorkQueue
 from whisper_finetune.serving.runner import ServerState, whisper_languages
 
@@ -76,6 +82,39 @@ class ServeConfig:
     cpu_threads: int = dataclasses.field(
         default=0, metadata={"help": "CPU threads per worker; 0 = the library's default"}
     )
+    max_audio_seconds: float = dataclasses.field(
+        default=3600.0,
+        metadata={
+            "help": "longest audio accepted, seconds, checked while decoding (a small file "
+            "can hold hours); longer gets HTTP 413"
+        },
+    )
+    max_connections: int = dataclasses.field(
+        default=1000,
+        metadata={
+            "help": "open connections; past it the one idle longest is closed (kept under "
+            "the open-file limit, which is raised to its hard limit at start)"
+        },
+    )
+    header_timeout: float = dataclasses.field(
+        default=10.0,
+        metadata={"help": "seconds a connection has to send a whole request head"},
+    )
+    body_timeout: float = dataclasses.field(
+        default=30.0,
+        metadata={
+            "help": "seconds a request body has, plus 1 s per 16 KiB received; a slower "
+            "body gets HTTP 408"
+        },
+    )
+    allowed_hosts: str = dataclasses.field(
+        default="",
+        metadata={
+            "help": "comma-separated host names the Host header may carry (*.example.com "
+            "for subdomains, * for any); empty = this machine's names when --host is all "
+            "interfaces, else the --host name; IP addresses and localhost always pass"
+        },
+    )
 
     def check(self) -> None:
         """Raise ValueError for settings that cannot work, before anything is loaded."""
@@ -91,6 +130,42 @@ class ServeConfig:
             raise ValueError(f"--max_upload_mb must be >= 1, got {self.max_upload_mb}")
         if self.cpu_threads < 0:
             raise ValueError(f"--cpu_threads must be >= 0, got {self.cpu_threads}")
+        for flag, value in (
+            ("max_audio_seconds", self.max_audio_seconds),
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"--{flag} must be a number of seconds > 0, got {value}")
+        if self.max_connections < 16:
+            raise ValueError(f"--max_connections must be >= 16, got {self.max_connections}")
+        check_api_key(self.api_key, "--api_key")
+
+
+def check_api_key(key: str | None, origin: str) -> None:
+    """A key a client can send: printable ASCII without spaces (HTTP headers are Latin-1,
+    and clients encode them as ASCII)."""
+    if key and not all("!" <= ch <= "~" for ch in key):
+        bad = next(ch for ch in key if not "!" <= ch <= "~")
+        raise ValueError(
+            f"{origin}: the API key holds {bad!r}; a client cannot send it in an HTTP header. "
+            "Use printable ASCII without spaces (letters, digits, -_.~ and the like)"
+        )
+
+
+def allowed_host_names(setting: str, host: str) -> tuple[str, ...] | None:
+    """The names ``Host`` may carry (see :func:`whisper_finetune.serving.guard.host_allowed`),
+    or None (``*``: no check). Empty ``setting``: ``host`` if it is a name, and this
+    machine's names when ``host`` is every interface."""
+    names = [n.strip().lower().rstrip(".") for n in setting.split(",") if n.strip()]
+    if "*" in names:
+        return None
+    if not names:
+        if host in ("", "0.0.0.0", "::"):
+            names = [socket.gethostname().lower(), socket.getfqdn().lower()]
+        else:
+            names = [host.lower().strip("[]")]
+    return tuple(dict.fromkeys(["localhost", *names]))
 
 
 def create_app(
@@ -103,6 +178,9 @@ def create_app(
     api_key: str | None = None,
     max_queue: int = 8,
     workers: int = 1,
+    max_audio_seconds: float | None = None,
+    allowed_hosts: tuple[str, ...] | None = None,
+    body_timeout: float | None = None,
 ):
     """Build the ASGI application around a loaded transcriber.
 
@@ -116,6 +194,9 @@ def create_app(
         api_key: when set, ``/v1/...`` and ``/recognition`` need ``Authorization: Bearer``.
         max_queue: requests that may wait for a worker; more get HTTP 429.
         workers: requests transcribed at the same time.
+        max_audio_seconds: longer decoded audio gets HTTP 413; None: no limit.
+        allowed_hosts: names a ``Host`` header may carry (see :class:`Guard`); None: any.
+        body_timeout: seconds a request body has (see :class:`Guard`); None: no limit.
 
     Returns:
         the ASGI application (the FastAPI app behind the :class:`Guard` middleware).
@@ -149,9 +230,16 @@ def create_app(
         }
 
     page.register(app, state)
-    openai_api.register(app, state)
-    legacy.register(app, state)
-    app.add_middleware(Guard, api_key=api_key, max_upload_bytes=max_upload_bytes, queue=queue)
+    openai_api.register(app, state, max_audio_seconds)
+    legacy.register(app, state, max_audio_seconds)
+    app.add_middleware(
+        Guard,
+        api_key=api_key,
+        max_upload_bytes=max_upload_bytes,
+        queue=queue,
+        allowed_hosts=allowed_hosts,
+        body_timeout=body_timeout,
+    )
     return app
 
 
@@ -178,9 +266,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(config: ServeConfig, defaults=None) -> None:
     """Check the settings, bind the port, load the model once, serve until interrupted."""
-    import uvicorn
-
     from whisper_finetune.inference.loader import load_transcriber
+    from whisper_finetune.serving.connections import RateLimitedLog, build_server, run_server
 
     config.check()
     languages = whisper_languages()
@@ -193,7 +280,12 @@ def serve(config: ServeConfig, defaults=None) -> None:
         raise ValueError(
             f"--language {defaults.language!r} is not a language Whisper knows; use a code such as zh or en"
         )
+    if defaults is not None:
+        check_defaults(defaults)
     api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
+    if not config.api_key:
+        check_api_key(api_key, API_KEY_ENV)
+    allowed_hosts = allowed_host_names(config.allowed_hosts, config.host)
     sock = bind(config.host, config.port)
     app = None
     try:
@@ -214,6 +306,9 @@ def serve(config: ServeConfig, defaults=None) -> None:
             api_key=api_key,
             max_queue=config.max_queue,
             workers=config.workers,
+            max_audio_seconds=config.max_audio_seconds,
+            allowed_hosts=allowed_hosts,
+            body_timeout=config.body_timeout,
         )
         shown = f"[{host}]" if ":" in host else host
         logger.info(
@@ -228,10 +323,14 @@ def serve(config: ServeConfig, defaults=None) -> None:
         )
         # one log line per request (ours): faster-whisper's per-call lines stay out
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
-        server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        log = RateLimitedLog()
+        server = build_server(
+            app,
+            max_connections=config.max_connections,
+            header_timeout=config.header_timeout,
+            log=log,
         )
-        server.run(sockets=[sock])
+        run_server(server, sock, log)
     finally:
         sock.close()
         if app is not None:
