@@ -95,6 +95,7 @@ _MODEL_FILES = frozenset(
         "preprocessor_config.json",
         "processor_config.json",
         "chat_template.jinja",
+        "README.md",  # the model card merge writes (and convert copies)
         # CTranslate2
         "model.bin",
         "vocabulary.json",

@@ -38,6 +38,17 @@ class MergeOptions:
         metadata={"help": "weight in [0, 1] of the decoder's adapters (default: --scale)"},
     )
     overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output_dir"})
+    language: str | None = field(
+        default=None,
+        metadata={"help": "language for generation_config.json (default: the run's config)"},
+    )
+    task: str | None = field(
+        default=None,
+        metadata={
+            "help": "task for generation_config.json (default: the run's config)",
+            "choices": ("transcribe", "translate"),
+        },
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -52,6 +63,8 @@ def _run(args: argparse.Namespace) -> int:
         scale=opts.scale,
         overwrite=opts.overwrite,
         decoder_scale=opts.decoder_scale,
+        language=opts.language,
+        task=opts.task,
     )
     print(f"merged: {out}")
     return 0

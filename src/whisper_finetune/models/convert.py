@@ -154,8 +154,10 @@ def convert_to_ct2(
 
             n_mels = json.loads((src / "config.json").read_text()).get("num_mel_bins", 80)
             write_preprocessor_config(built, n_mels=int(n_mels))
+        facts = _keep_facts(src, built)
         (built / PROVENANCE_FILE).write_text(
-            json.dumps(_provenance(source, quantization), indent=2) + "\n", encoding="utf-8"
+            json.dumps({**_provenance(source, quantization), **facts}, indent=2) + "\n",
+            encoding="utf-8",
         )
         if verify:
             _verify(built)
@@ -171,3 +173,27 @@ def _verify(ct2_dir: Path) -> None:
         if not (ct2_dir / name).is_file():
             raise RuntimeError(f"conversion produced no {name} in {ct2_dir}")
     ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="default")
+
+
+def _keep_facts(src: Path, built: Path) -> dict:
+    """Keep the source's language, task and alignment heads: ``generation_config.json``
+    and the model card are copied beside ``model.bin`` (CTranslate2's converter already
+    put ``generation_config.alignment_heads`` into its ``config.json``; faster-whisper
+    reads no default language, so it is recorded for our loader and for people)."""
+    import shutil
+
+    from whisper_finetune.models.modelcard import CARD_FILE, GENERATION_CONFIG, read_facts
+
+    for name in (GENERATION_CONFIG, CARD_FILE):
+        if (src / name).is_file():
+            shutil.copy2(src / name, built / name)
+    facts = read_facts(src)
+    ct2_config = built / "config.json"
+    if facts.alignment_heads and ct2_config.is_file():
+        heads = json.loads(ct2_config.read_text(encoding="utf-8")).get("alignment_heads")
+        if [tuple(h) for h in heads or []] != list(facts.alignment_heads):
+            raise RuntimeError(
+                f"{ct2_config}: alignment_heads {heads} differ from the source's "
+                f"generation_config.json {list(facts.alignment_heads)}"
+            )
+    return facts.to_json()

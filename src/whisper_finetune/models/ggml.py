@@ -294,6 +294,9 @@ def convert_to_ggml(
             "source_model": source,
             "quantization": quantization,
             "tensor_types": counts,
+            # GGML has no field for them: whisper.cpp takes the language per call and the
+            # alignment heads as the context parameter dtw_aheads
+            **_facts(src),
             "whisper_finetune_version": _version(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -310,3 +313,9 @@ def _version() -> str:
     from whisper_finetune.version import __version__
 
     return __version__
+
+
+def _facts(src: Path) -> dict:
+    from whisper_finetune.models.modelcard import read_facts
+
+    return read_facts(src).to_json()

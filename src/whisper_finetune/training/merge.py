@@ -6,7 +6,9 @@ The base model is the one named in the adapter's ``adapter_config.json``
 folders all work; nothing is guessed from paths. The output holds the merged weights,
 ``config.json``, ``generation_config.json``, the tokenizer (``tokenizer.json``
 included) and ``preprocessor_config.json`` (which faster-whisper reads its mel settings
-from), plus ``whisper_finetune.json`` recording where it came from.
+from), plus ``whisper_finetune.json`` recording where it came from, and a model card
+``README.md`` (:mod:`whisper_finetune.models.modelcard`); the run's language and task go
+into ``generation_config.json``.
 
 The folder is written under a temporary name next to the destination and renamed
 into place at the end, so an interrupted merge never leaves a folder that looks
@@ -115,6 +117,8 @@ def merge_adapter(
     scale: float = 1.0,
     overwrite: bool = False,
     decoder_scale: float | None = None,
+    language: str | None = None,
+    task: str | None = None,
 ) -> Path:
     """Merge an adapter into its base model and save a standalone model folder.
 
@@ -127,6 +131,9 @@ def merge_adapter(
             is refused: see :func:`whisper_finetune.staging.check_replaceable`).
         decoder_scale: weight in [0, 1] of the decoder's adapters (default: ``scale``);
             ``scale`` then weighs the rest (the encoder's).
+        language, task: written into ``generation_config.json`` (default: the run's
+            ``finetune_config.json`` beside or above the adapter), so the model transcribes
+            its language without being told; the model card ``README.md`` says the same.
 
     Returns:
         The output folder.
@@ -181,6 +188,55 @@ def merge_adapter(
             "decoder_scale": float(decoder_scale),
             "whisper_finetune_version": __version__,
         }
+        facts = _describe(
+            tmp, output_dir.name, adapter_dir, base_name, config, language, task, provenance
+        )
+        provenance.update(language=facts.language, task=facts.task)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
     logger.info("merged model written to %s", output_dir)
     return output_dir
+
+
+def _describe(
+    tmp: Path,
+    name: str,
+    adapter_dir: Path,
+    base_name: str,
+    config: dict,
+    language: str | None,
+    task: str | None,
+    provenance: dict,
+):
+    """Write the run's language and task into ``generation_config.json`` and the model
+    card ``README.md`` (flags win over the run's ``finetune_config.json``)."""
+    from whisper_finetune.models.modelcard import CardInfo, write_card, write_facts
+    from whisper_finetune.training.runinfo import card_details, read_run
+
+    run = read_run(adapter_dir)
+    language = language or run.config.get("language")
+    task = task or run.config.get("task")
+    facts = write_facts(tmp, language=language, task=task)
+    if facts.language is None:
+        logger.warning("%s: language unknown (no run config, no --language): none set", name)
+    cfg = run.config
+    info = CardInfo(
+        base_model=base_name,
+        language=facts.language,
+        task=facts.task,
+        method=cfg.get("method") or config.get("peft_type"),
+        train_data=tuple(d for d in str(cfg.get("train_data") or "").split(",") if d),
+        test_data=cfg.get("test_data"),
+        metric=run.metric,
+        eval_value=run.eval_value,
+        guard_data=cfg.get("guard_data"),
+        guard_value=run.guard_value,
+        guard_baseline=run.guard_baseline,
+        guard_max_increase=cfg.get("guard_max_increase"),
+        step=run.step,
+        scale=provenance["scale"],
+        decoder_scale=provenance["decoder_scale"],
+        alignment_heads=facts.alignment_heads,
+        details=card_details(cfg),
+    )
+    write_card(tmp, info, name=name)
+    return facts
