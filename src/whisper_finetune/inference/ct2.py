@@ -143,7 +143,9 @@ class CT2Transcriber:
         on_cpu = getattr(inner, "device", "cpu") == "cpu"
         if replicas is None:
             replicas = (
-                num_workers if num_workers > 1 else min(cpu_threads or available_cpus(), MAX_REPLICAS)
+                num_workers
+                if num_workers > 1
+                else min(cpu_threads or available_cpus(), MAX_REPLICAS)
             )
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
@@ -302,9 +304,15 @@ class CT2Transcriber:
         return iter(()), info
 
     def transcribe_batch(
-        self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
+        self,
+        audios: Sequence[np.ndarray],
+        options: DecodeOptions = DEFAULT_OPTIONS,
+        batch_size: int | None = None,
     ) -> list[Transcript]:
         """Transcribe clips; batched when ``batch_size > 1`` and the language is known.
+
+        ``batch_size`` (default: the transcriber's) lets a caller that gathered the clips
+        itself (the server, batching concurrent requests) batch them on any transcriber.
 
         Batching lays the clips (each at most 30 s) end to end on whole-second
         boundaries and gives faster-whisper their positions as ``clip_timestamps``, so
@@ -312,11 +320,14 @@ class CT2Transcriber:
         longer clips or an unknown language (detected per clip), clips run one by one.
         """
         clips = [as_samples(a) for a in audios]
-        return gated(clips, options, lambda kept: self._decode(kept, options))
+        return gated(clips, options, lambda kept: self._decode(kept, options, batch_size))
 
-    def _decode(self, clips: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
+    def _decode(
+        self, clips: list[np.ndarray], options: DecodeOptions, batch_size: int | None = None
+    ) -> list[Transcript]:
+        batch_size = batch_size or self.batch_size
         batchable = (
-            self.batch_size > 1
+            batch_size > 1
             and options.language is not None
             and not options.word_timestamps
             and all(0 < c.size <= CHUNK_SAMPLES for c in clips)
@@ -324,7 +335,7 @@ class CT2Transcriber:
         if not batchable or len(clips) < 2:
             # one by one with faster-whisper's sequential decoder (no VAD unless asked)
             return [self._transcribe(c, options, batched=False) for c in clips]
-        return self._batched(clips, options)
+        return self._batched(clips, options, batch_size)
 
     def _unpadded(
         self, clips: list[np.ndarray], options: DecodeOptions, batch_size: int

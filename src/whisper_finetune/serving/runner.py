@@ -5,6 +5,11 @@ upload (400 missing or empty, 413 too large), then asks the :class:`WorkQueue` f
 (429 with ``Retry-After`` when full) and waits for the job's events without blocking
 the event loop. While it waits it watches the connection: a client that goes away gets
 its job cancelled and its slot back.
+
+On the CTranslate2 backend, requests of at most 30 s whose options allow it (a language
+given, no word timestamps, no VAD filter) are batched across requests (:class:`Batcher`):
+concurrent requests with the same options are decoded as one batch with the
+transcriber's ``transcribe_batch``; a request that finds no company is decoded as before.
 """
 
 from __future__ import annotations
@@ -15,12 +20,23 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from whisper_finetune.data.audio import SAMPLE_RATE
+from whisper_finetune.inference.base import CHUNK_SAMPLES
 from whisper_finetune.inference.transcript import TASKS, DecodeOptions, language_code
-from whisper_finetune.serving.decode import AudioUnreadable, Job, Normalize, Result, run, safe_name
+from whisper_finetune.serving.decode import (
+    AudioUnreadable,
+    Job,
+    Normalize,
+    Result,
+    read_samples,
+    run,
+    safe_name,
+)
 from whisper_finetune.serving.errors import ApiError
-from whisper_finetune.serving.queue import Cancelled, QueueFull, WorkQueue
+from whisper_finetune.serving.queue import Batcher, Cancelled, QueueFull, WorkQueue
 
 POLL_SECONDS = 0.25  # how often a waiting request checks that its client is still there
+MAX_BATCH = 16  # the most requests decoded in one batch
 
 
 @dataclass
@@ -34,6 +50,70 @@ class ServerState:
     backend: str = ""
     max_upload_bytes: int = 100 * 1024 * 1024
     languages: dict[str, str] = dataclasses.field(default_factory=dict)
+    # decodes concurrent requests together; None where the backend cannot batch
+    batcher: Batcher | None = None
+
+    def __post_init__(self) -> None:
+        if self.batcher is None and getattr(self.transcriber, "backend", "") == "ct2":
+            self.batcher = Batcher(self.queue, batch_decoder(self.transcriber), MAX_BATCH)
+
+    def batchable(self, options: DecodeOptions) -> bool:
+        """Whether requests with these options may be batched with others."""
+        return (
+            self.batcher is not None
+            and options.language is not None
+            and not options.word_timestamps
+            and not options.vad_filter
+        )
+
+
+def batch_decoder(transcriber):
+    """``(options, [(samples, normalize), ...]) -> [Result, ...]``: one batch, one call."""
+
+    def decode(options: DecodeOptions, payloads: list) -> list[Result]:
+        clips = [samples for samples, _ in payloads]
+        transcripts = transcriber.transcribe_batch(clips, options, batch_size=len(clips))
+        results = []
+        for transcript, (_, normalize) in zip(transcripts, payloads, strict=True):
+            transcript = normalize.transcript(transcript)
+            # as on the backends that decode in one call: no per-segment decoder details
+            details = [
+                {"id": i, "seek": int(round(s.start * 100)), "tokens": [], "temperature": 0.0,
+                 "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0}
+                for i, s in enumerate(transcript.segments)
+            ]  # fmt: skip
+            results.append(Result(transcript, details))
+        return results
+
+    return decode
+
+
+def run_batched(state: ServerState, job: Job, cancel, emit) -> tuple[bool, Result]:
+    """Decode one request's audio in a batch with concurrent ones where it is short enough.
+
+    Returns:
+        whether the result came from a batch (its segments not yet handed on), and it.
+    """
+
+    def quiet(kind: str, value: Any) -> None:  # run() announces the audio once more
+        if kind != "audio":
+            emit(kind, value)
+
+    def alone() -> tuple[bool, Result]:
+        return False, run(state.transcriber, job, cancel, quiet)
+
+    with state.batcher.arriving() as token:
+        samples = read_samples(job)
+        emit("audio", samples.size / SAMPLE_RATE)
+        if cancel.is_set():
+            raise Cancelled("client disconnected")
+        if samples.size <= CHUNK_SAMPLES:
+            found = state.batcher.run(
+                job.options, (samples, job.normalize), cancel, alone=alone, token=token
+            )
+            return found if isinstance(found, tuple) else (True, found)
+    with state.queue.slot(cancel):  # longer than one window: on its own, as before
+        return alone()
 
 
 def whisper_languages() -> dict[str, str]:
@@ -128,16 +208,27 @@ class Running:
         def emit(kind: str, value: Any) -> None:
             loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
 
+        batched = state.batchable(job.options)
+
         def work(cancel):
             try:
-                emit("done", run(state.transcriber, job, cancel, emit))
+                if not batched:
+                    emit("done", run(state.transcriber, job, cancel, emit))
+                    return
+                from_batch, result = run_batched(state, job, cancel, emit)
+                if from_batch:
+                    for segment, detail in zip(
+                        result.transcript.segments, result.details, strict=True
+                    ):
+                        emit("segment", (segment, detail))
+                emit("done", result)
             except BaseException as exc:  # handed to the event loop, raised there
                 emit("error", exc)
                 if isinstance(exc, Cancelled):
                     raise  # the queue counts the job as cut short
 
         try:
-            self.future, self.cancel = state.queue.submit(work)
+            self.future, self.cancel = state.queue.submit(work, batched=batched)
         except QueueFull as exc:
             raise ApiError(
                 429,
