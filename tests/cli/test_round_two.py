@@ -3,6 +3,7 @@ changed flags, adapters that are not whole, and --config files read strictly."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -110,3 +111,67 @@ def test_a_second_finetune_into_a_folder_being_written_fails_at_once(
     err = capsys.readouterr().err
     assert f"--output_dir {out} is being written by another run (pid {pid}" in err
     assert not out.exists()
+
+
+# ------------------------------------------ 27.5 (and 27.15): resuming with other flags
+
+
+def test_resume_refuses_changed_flags_or_applies_them_when_told(tiny_model_dir, tmp_path, capsys):
+    train = write_manifest(tmp_path / "data", clips=CLIPS[:2])
+    out = tmp_path / "run"
+    run = [
+        "finetune",
+        f"--base_model={tiny_model_dir}",
+        f"--train_data={train}",
+        f"--output_dir={out}",
+        "--save_steps=2",
+        "--lora_r=4",
+        "--report_to=none",
+        "--warmup_steps=0",
+        "--logging_steps=1",
+        "--per_device_train_batch_size=2",
+    ]
+    assert main([*run, "--max_steps=2", "--learning_rate=0.001"]) == 0
+    recorded = (out / "finetune_config.json").read_text()
+    resume = [*run, "--max_steps=4", "--resume_from_checkpoint=true"]
+    capsys.readouterr()
+
+    assert main([*resume, "--learning_rate=0.002", "--weight_decay=0.1"]) == 1
+    err = capsys.readouterr().err
+    assert "--learning_rate 0.001 -> 0.002" in err and "--weight_decay 0.0 -> 0.1" in err
+    assert "--allow_changed_optimization" in err
+    assert (out / "finetune_config.json").read_text() == recorded  # nothing recorded
+    # another adapter shape or base model: refused, override or not
+    lora8 = [a if a != "--lora_r=4" else "--lora_r=8" for a in resume]
+    assert main([*lora8, "--allow_changed_optimization"]) == 1
+    assert "--lora_r 4 -> 8" in capsys.readouterr().err
+    other_base = [*resume[:1], "--base_model=embedded:whisper-base", *resume[2:]]
+    assert main(other_base) == 1
+    assert "--base_model" in capsys.readouterr().err
+
+    # told to, the new learning rate is applied to the restored scheduler, and recorded
+    assert main([*resume, "--learning_rate=0.002", "--allow_changed_optimization"]) == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    lr = {e["step"]: e["learning_rate"] for e in state["log_history"] if "learning_rate" in e}
+    # the rate each step used: linear from the peak to 0 over the 4 steps, the old peak
+    # for steps 1-2, the new one from step 3 on (the restored scheduler alone gives 0.0005)
+    assert lr[1] == pytest.approx(0.001) and lr[3] == pytest.approx(0.002 * 2 / 4)
+    assert json.loads((out / "finetune_config.json").read_text())["learning_rate"] == 0.002
+
+
+def test_resume_from_a_damaged_trainer_state_names_the_file(tiny_model_dir, tmp_path, capsys):
+    train = write_manifest(tmp_path / "data", clips=CLIPS[:2])
+    out = tmp_path / "run"
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2,')
+    argv = [
+        "finetune",
+        f"--base_model={tiny_model_dir}",
+        f"--train_data={train}",
+        f"--output_dir={out}",
+        "--resume_from_checkpoint=true",
+        "--report_to=none",
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'checkpoint-2' / 'trainer_state.json'}: the checkpoint's training state does not parse" in err

@@ -80,12 +80,25 @@ def _resume_path(cfg: FinetuneConfig) -> str | None:
             raise ValueError(
                 f"--resume_from_checkpoint=true: no complete checkpoint in {cfg.output_dir}"
             )
-        return str(found)
+        return _readable_state(str(found))
     if not (Path(value) / "trainer_state.json").is_file():
         raise ValueError(
             f"--resume_from_checkpoint: {value} is not a complete checkpoint (no trainer_state.json)"
         )
-    return value
+    return _readable_state(value)
+
+
+def _readable_state(checkpoint: str) -> str:
+    """The checkpoint, once its ``trainer_state.json`` is known to parse (issue 27.15)."""
+    path = Path(checkpoint) / "trainer_state.json"
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(
+            f"{path}: the checkpoint's training state does not parse ({exc}); resume from "
+            "an earlier checkpoint with --resume_from_checkpoint=<its folder>"
+        ) from exc
+    return checkpoint
 
 
 def _check_adalora_resume(cfg: FinetuneConfig, checkpoint: str | None) -> None:
@@ -105,3 +118,149 @@ def _check_adalora_resume(cfg: FinetuneConfig, checkpoint: str | None) -> None:
             f"(merge or evaluate it), or restart the run (LoRA runs resume exactly)."
         )
     logger.warning("resuming AdaLoRA: its rank-importance statistics restart from zero")
+
+
+# --- resuming with the run's own settings (issue 27.5) --------------------------------
+
+# flags that decide what the checkpoint's weights are: another value cannot load them
+# (a size mismatch) or would train another model under the same name
+SHAPE_FLAGS = (
+    "method",
+    "lora_r",
+    "lora_alpha",
+    "target_modules",
+    "lora_layers",
+    "adalora_init_r",
+    "freeze_encoder",
+)
+# flags the restored optimizer and scheduler carry: a new value is ignored by them unless
+# applied, so it is refused unless --allow_changed_optimization says to apply it
+OPTIMIZATION_FLAGS = (
+    "learning_rate",
+    "weight_decay",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "max_grad_norm",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+)
+RUN_CONFIG = "finetune_config.json"
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _same_model(old: str, new: str, old_resolved: str | None) -> bool:
+    if old == new:
+        return True
+    new_path = Path(new).expanduser()
+    if not new_path.exists():
+        return False
+    candidates = [Path(p).expanduser() for p in (old, old_resolved) if p]
+    return any(p.exists() and p.resolve() == new_path.resolve() for p in candidates)
+
+
+def check_resumed_config(cfg: FinetuneConfig, checkpoint: str | None) -> list:
+    """Refuse a resume whose flags differ from the run that wrote ``checkpoint``.
+
+    The run's settings are read from ``finetune_config.json`` beside the checkpoint
+    (what that run recorded). A different base model or adapter shape is always refused
+    (the weights would not load, or would be another model's); changed optimisation
+    flags are refused, each named with its old and new value, unless
+    ``cfg.allow_changed_optimization``, in which case the new values are applied to the
+    restored optimizer and scheduler (the returned callback does it), so that the run's
+    ``finetune_config.json`` records what ran.
+
+    Returns:
+        the Trainer callbacks that apply the changed values (empty when none changed).
+
+    Raises:
+        ValueError: naming each changed flag, or a run config that does not parse.
+    """
+    if checkpoint is None:
+        return []
+    record = Path(checkpoint).parent / RUN_CONFIG
+    if not record.is_file():
+        logger.warning(
+            "%s: no %s beside it: the resumed run's flags cannot be compared with the run "
+            "that wrote it",
+            checkpoint,
+            RUN_CONFIG,
+        )
+        return []
+    try:
+        old = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{record}: cannot read the run's recorded config: {exc}") from exc
+    if not isinstance(old, dict):
+        raise ValueError(f"{record}: the run's recorded config is not a JSON object")
+
+    def changed(names) -> list[str]:
+        return [
+            f"--{n} {_plain(old[n])!r} -> {_plain(getattr(cfg, n))!r}"
+            for n in names
+            if n in old and _plain(old[n]) != _plain(getattr(cfg, n))
+        ]
+
+    provenance = old.get("provenance") if isinstance(old.get("provenance"), dict) else {}
+    shape = changed(SHAPE_FLAGS)
+    if "base_model" in old and not _same_model(
+        str(old["base_model"]), cfg.base_model, provenance.get("resolved_base_model")
+    ):
+        shape.insert(0, f"--base_model {old['base_model']!r} -> {cfg.base_model!r}")
+    if shape:
+        raise ValueError(
+            f"cannot resume {checkpoint}: its run ({record}) was trained with other "
+            f"settings: {'; '.join(shape)}. Its weights belong to those settings; resume "
+            "with the run's values, or start a new run (--overwrite_output_dir, or another "
+            "--output_dir)"
+        )
+    optimization = changed(OPTIMIZATION_FLAGS)
+    if not optimization:
+        return []
+    if not cfg.allow_changed_optimization:
+        raise ValueError(
+            f"cannot resume {checkpoint} with changed optimisation flags: "
+            f"{'; '.join(optimization)} (old -> new; the restored optimizer and scheduler "
+            "would keep the old values). Resume with the run's values, or pass "
+            "--allow_changed_optimization to apply the new ones from here on"
+        )
+    logger.warning(
+        "resuming %s with changed optimisation flags, applied from step on: %s",
+        checkpoint,
+        "; ".join(optimization),
+    )
+    return [_apply_optimization(cfg.learning_rate, cfg.weight_decay)]
+
+
+def _apply_optimization(learning_rate: float, weight_decay: float):
+    """A callback that puts the new learning rate and weight decay into the optimizer and
+    scheduler the Trainer restored from the checkpoint (it runs once they are loaded).
+
+    The schedule's shape (type, warm-up, length) and clipping, batch size and
+    accumulation come from the new arguments anyway; the peak learning rate and the
+    weight decay are what the restored state would otherwise keep."""
+    from transformers import TrainerCallback
+
+    class ApplyChangedOptimization(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
+            if optimizer is None:
+                return
+            groups = optimizer.param_groups
+            for i, group in enumerate(groups):
+                group["initial_lr"] = learning_rate
+                if i == 0 or group.get("weight_decay"):  # the Trainer's decay group is first
+                    group["weight_decay"] = weight_decay
+            lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+            if lambdas is None:
+                for group in groups:
+                    group["lr"] = learning_rate
+                return
+            lr_scheduler.base_lrs = [learning_rate] * len(groups)
+            step = lr_scheduler.last_epoch
+            for group, factor in zip(groups, lambdas, strict=False):
+                group["lr"] = learning_rate * factor(step)
+            lr_scheduler._last_lr = [group["lr"] for group in groups]
+
+    return ApplyChangedOptimization()

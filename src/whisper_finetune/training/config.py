@@ -164,6 +164,11 @@ class FinetuneConfig:
     overwrite_output_dir: bool = _f(
         False, "start a new run in an --output_dir that already holds checkpoints"
     )
+    allow_changed_optimization: bool = _f(
+        False,
+        "resume even though optimisation flags (learning rate, schedule, batch size, ...) "
+        "differ from the checkpoint's run: the new values are applied from the resumed step",
+    )
     # ---- forgetting guard ----
     guard_data: str | None = _f(
         None, "second eval set (e.g. real speech), logged as eval_guard_<metric>"

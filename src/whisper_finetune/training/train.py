@@ -34,6 +34,7 @@ from whisper_finetune.training.checkpoints import (
     _clear_previous_run,
     _drop_incomplete_checkpoints,
     _resume_path,
+    check_resumed_config,
     latest_checkpoint,
 )
 from whisper_finetune.training.config import FinetuneConfig, adalora_total_step
@@ -185,12 +186,6 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
         torch.set_num_threads(threads)  # num_threads applies to this run only
 
 
-def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
-    import torch
-    from transformers import WhisperProcessor, set_seed
-
-    from whisper_finetune.data.collator import WhisperCollator
-    from whisper_finetune.data.dataset import LabelBuilder
 def _one_writer(output_dir: str):
     """Rank 0 holds the run folder for the whole run: a second run into it fails at once
     (issue 27.4; the ranks of one run share it)."""
@@ -203,6 +198,12 @@ def _one_writer(output_dir: str):
     return output_lock(output_dir)
 
 
+def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
+    import torch
+    from transformers import WhisperProcessor, set_seed
+
+    from whisper_finetune.data.collator import WhisperCollator
+    from whisper_finetune.data.dataset import LabelBuilder
     from whisper_finetune.models.resolve import resolve_model
     from whisper_finetune.training.adapters import build_model
     from whisper_finetune.training.anchor import Anchor
@@ -228,6 +229,7 @@ def _one_writer(output_dir: str):
     is_main = int(os.environ.get("RANK", 0)) == 0
     resume = _resume_path(cfg)
     _check_adalora_resume(cfg, resume)
+    resumed = check_resumed_config(cfg, resume)  # issue 27.5: the run's own settings
     if resume and is_main:
         _drop_incomplete_checkpoints(cfg.output_dir)
     elif cfg.overwrite_output_dir and is_main and latest_checkpoint(cfg.output_dir):
@@ -254,7 +256,7 @@ def _one_writer(output_dir: str):
     data = _load_data(cfg, labels, processor.feature_extractor, is_main)
     model = build_model(cfg, model_path, len(data["train"]), world_size)
 
-    extra = [EpochSeedCallback(data["train"]), NonFiniteLossCallback()]
+    extra = [EpochSeedCallback(data["train"]), NonFiniteLossCallback(), *resumed]
     if cfg.method == "adalora":
         extra.append(AdaLoraCallback())
     if os.environ.get(WEIGHT_DIGEST_ENV):
