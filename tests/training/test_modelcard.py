@@ -164,3 +164,22 @@ def test_conversions_keep_language_task_and_heads(run_dir, tmp_path):
     )
     with pytest.raises(ValueError, match="outside"):
         write_facts(merged, alignment_heads=[(9, 0)])
+
+
+def test_merge_chooses_alignment_heads_on_timed_data(run_dir, tmp_path):
+    """--alignment_data: the heads are chosen on it and recorded; "none" skips it, and
+    a manifest that is not there is named."""
+    from finetune_data import write_manifest
+
+    timed = write_manifest(tmp_path / "timed")
+    merged = merge_adapter(run_dir / "final", tmp_path / "m", alignment_data=str(timed))
+    record = json.loads((merged / PROVENANCE_FILE).read_text())["alignment_heads"]
+    assert record["data"] == str(timed) and record["records_check"] >= 1
+    heads = read_facts(merged).alignment_heads
+    assert (list(map(list, heads)) == record["heads"]) == record["written"]
+    skipped = merge_adapter(run_dir / "final", tmp_path / "s", alignment_data="none")
+    assert "alignment_heads" not in json.loads((skipped / PROVENANCE_FILE).read_text())
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        merge_adapter(
+            run_dir / "final", tmp_path / "x", alignment_data=str(tmp_path / "missing.jsonl")
+        )

@@ -22,6 +22,7 @@ _COMMANDS = (
     "prepare",
     "finetune",
     "merge",
+    "alignment_heads",
     "evaluate",
     "infer",
     "convert",

@@ -49,6 +49,13 @@ class MergeOptions:
             "choices": ("transcribe", "translate"),
         },
     )
+    alignment_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "manifest with timed sentences to choose alignment heads on (default: "
+            "the run's test/train manifest when timed; none: skip)"
+        },
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -65,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         decoder_scale=opts.decoder_scale,
         language=opts.language,
         task=opts.task,
+        alignment_data=opts.alignment_data,
     )
     print(f"merged: {out}")
     return 0

@@ -295,3 +295,39 @@ def write_card(model_dir: str | os.PathLike, info: CardInfo, name: str | None = 
     path = Path(model_dir) / CARD_FILE
     path.write_text(card_text(info, name or Path(model_dir).name), encoding="utf-8")
     return path
+
+
+def write_converted_facts(folder: str | os.PathLike, heads: list[tuple[int, int]]) -> str:
+    """Put alignment heads into a converted model: a CTranslate2 folder's ``config.json``
+    (and its copy of ``generation_config.json``), or a GGML folder's
+    ``whisper_finetune.json`` (whisper.cpp takes them as ``dtw_aheads``).
+
+    Returns:
+        ``"ct2"`` or ``"ggml"``.
+
+    Raises:
+        ValueError: for a folder that is neither.
+    """
+    folder = Path(folder)
+    pairs = [[int(a), int(b)] for a, b in heads]
+    if (folder / "model.bin").is_file() and (folder / "config.json").is_file():
+        path = folder / "config.json"
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg["alignment_heads"] = pairs
+        path.write_text(json.dumps(cfg, indent=4) + "\n", encoding="utf-8")
+        gen = folder / GENERATION_CONFIG
+        if gen.is_file():
+            data = json.loads(gen.read_text(encoding="utf-8"))
+            data["alignment_heads"] = pairs
+            gen.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return "ct2"
+    marker = folder / "whisper_finetune.json"
+    if marker.is_file() and any(folder.glob("ggml-model*.bin")):
+        data = json.loads(marker.read_text(encoding="utf-8"))
+        data["alignment_heads"] = pairs
+        marker.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        return "ggml"
+    raise ValueError(
+        f"{folder} is neither a CTranslate2 folder (model.bin, config.json) nor a GGML "
+        "folder written by convert --format=ggml"
+    )

@@ -119,6 +119,7 @@ def merge_adapter(
     decoder_scale: float | None = None,
     language: str | None = None,
     task: str | None = None,
+    alignment_data: str | None = None,
 ) -> Path:
     """Merge an adapter into its base model and save a standalone model folder.
 
@@ -134,6 +135,9 @@ def merge_adapter(
         language, task: written into ``generation_config.json`` (default: the run's
             ``finetune_config.json`` beside or above the adapter), so the model transcribes
             its language without being told; the model card ``README.md`` says the same.
+        alignment_data: a manifest with timed ``sentences`` to choose the word-timestamp
+            alignment heads on (:mod:`whisper_finetune.evaluation.heads`); default: the
+            run's test, else training, manifest when it has timed records; ``"none"``: skip.
 
     Returns:
         The output folder.
@@ -189,7 +193,15 @@ def merge_adapter(
             "whisper_finetune_version": __version__,
         }
         facts = _describe(
-            tmp, output_dir.name, adapter_dir, base_name, config, language, task, provenance
+            tmp,
+            output_dir.name,
+            adapter_dir,
+            base_name,
+            config,
+            language,
+            task,
+            provenance,
+            alignment_data,
         )
         provenance.update(language=facts.language, task=facts.task)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
@@ -206,10 +218,11 @@ def _describe(
     language: str | None,
     task: str | None,
     provenance: dict,
+    alignment_data: str | None,
 ):
     """Write the run's language and task into ``generation_config.json`` and the model
     card ``README.md`` (flags win over the run's ``finetune_config.json``)."""
-    from whisper_finetune.models.modelcard import CardInfo, write_card, write_facts
+    from whisper_finetune.models.modelcard import CardInfo, read_facts, write_card, write_facts
     from whisper_finetune.training.runinfo import card_details, read_run
 
     run = read_run(adapter_dir)
@@ -218,6 +231,13 @@ def _describe(
     facts = write_facts(tmp, language=language, task=task)
     if facts.language is None:
         logger.warning("%s: language unknown (no run config, no --language): none set", name)
+    data = _alignment_data(alignment_data, run.config)
+    if data is not None:
+        from whisper_finetune.evaluation.heads import update_alignment_heads
+
+        choice = update_alignment_heads(tmp, data, language=facts.language, max_records=8)
+        provenance["alignment_heads"] = choice.to_json() | {"data": str(data)}
+        facts = read_facts(tmp)
     cfg = run.config
     info = CardInfo(
         base_model=base_name,
@@ -240,3 +260,27 @@ def _describe(
     )
     write_card(tmp, info, name=name)
     return facts
+
+
+def _alignment_data(flag: str | None, run_config: dict) -> str | None:
+    """The manifest to choose alignment heads on: the flag, else the run's test or training
+    manifest when it has timed records (the first few hundred are looked at)."""
+    if flag is not None:
+        if flag.lower() == "none":
+            return None
+        if not Path(flag).is_file():
+            raise FileNotFoundError(f"--alignment_data: manifest not found: {flag}")
+        return flag
+    from whisper_finetune.evaluation.heads import timed_records
+
+    for key in ("test_data", "train_data"):
+        path = run_config.get(key)
+        if not path or "," in str(path):
+            continue
+        if not Path(path).is_file():
+            logger.warning("alignment heads: the run's %s %s is gone; not chosen", key, path)
+            continue
+        if len(timed_records(path, 2)) >= 2:
+            logger.info("alignment heads: choosing them on the run's %s %s", key, path)
+            return path
+    return None
