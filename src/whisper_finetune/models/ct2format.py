@@ -262,15 +262,20 @@ def ct2_to_transformers(
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     src, dst = Path(src), Path(dst)
-    for name in ("model.bin", "tokenizer.json"):
+    # config.json holds the language ids and suppress lists: without it the model would
+    # be taken for an English-only one (issue 27.12)
+    for name in ("model.bin", "tokenizer.json", "config.json"):
         if not (src / name).is_file():
             raise FileNotFoundError(f"{src} is not a CTranslate2 Whisper folder: {name} is missing")
     check_replaceable(dst, kind="model", sources=(src,), what="DST")
     if dst.exists() and any(dst.iterdir()) and not overwrite:
         raise FileExistsError(f"{dst} exists and is not empty (pass overwrite to replace it)")
-    ct2_config = (
-        json.loads((src / "config.json").read_text()) if (src / "config.json").is_file() else {}
-    )
+    try:
+        ct2_config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CT2FormatError(f"{src / 'config.json'}: not valid JSON: {exc}") from exc
+    if not isinstance(ct2_config, dict):
+        raise CT2FormatError(f"{src / 'config.json'}: not a JSON object")
     variables, _ = read_model_bin(src / "model.bin")
     n_enc, n_dec = _count_layers(variables, "encoder"), _count_layers(variables, "decoder")
     vocab_size, d_model = variables["decoder/embeddings/weight"].shape

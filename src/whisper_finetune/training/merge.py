@@ -57,10 +57,42 @@ def read_adapter_config(adapter_dir: str | os.PathLike) -> dict:
         raise ValueError(
             f"{adapter_dir} has no adapter_config.json: not a LoRA/AdaLoRA adapter{hint}"
         )
-    config = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    _check_adapter_weights(adapter_dir)
     if not config.get("base_model_name_or_path"):
         raise ValueError(f"{path} does not name its base model (base_model_name_or_path)")
     return config
+
+
+def _check_adapter_weights(adapter_dir: Path) -> None:
+    """The adapter's weights are there and whole (issue 27.12): peft would otherwise take
+    the folder for a hub repo id, or fail deep in safetensors."""
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        if (adapter_dir / "adapter_model.bin").is_file():
+            return
+        raise ValueError(
+            f"{adapter_dir} holds no adapter weights (adapter_model.safetensors): the "
+            "run that wrote it did not finish saving it; use another checkpoint"
+        )
+    size = weights.stat().st_size
+    try:
+        with weights.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n)) if 0 < n <= size - 8 else None
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        header = None
+    if header is None or size < 8 + n + end:
+        raise ValueError(
+            f"{weights} is truncated or not a safetensors file ({size} bytes); use another "
+            "checkpoint of the run"
+        )
 
 
 def _check_destination(
@@ -94,7 +126,17 @@ def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict, 
         # AdaLoRA's rank_pattern (pruning masks) is not LoRA's per-module rank_pattern;
         # peft checks it as the latter and warns, then resizes the modules correctly
         warnings.filterwarnings("ignore", message="The following rank_pattern keys did not match")
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+        try:
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+        except RuntimeError as exc:  # one line per tensor that does not fit: summarise
+            mismatches = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+            if not mismatches:
+                raise
+            raise ValueError(
+                f"{adapter_dir}: the adapter's weights do not fit the base model {base_path} "
+                f"({len(mismatches)} tensors of other shapes, e.g. {mismatches[0]}): was it "
+                "trained on another base model? (adapter_config.json, base_model_name_or_path)"
+            ) from None
     if scale != 1.0 or decoder_scale != 1.0:
         if config.get("modules_to_save"):
             raise ValueError("--scale or --decoder_scale != 1 is not supported for adapters with modules_to_save")

@@ -1,0 +1,215 @@
+"""Issue 27 (round two), the commands: two writers of one output folder, resuming with
+changed flags, adapters that are not whole, and --config files read strictly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from finetune_data import CLIPS, write_manifest
+
+from whisper_finetune.cli import main
+from whisper_finetune.staging import lock_path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+_HOLD = """
+import sys, time
+from whisper_finetune.staging import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held_by_another_process():
+    """Hold an output folder's lock in another process, as a second run would."""
+    procs = []
+
+    def hold(folder: Path) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, str(folder)], env=env, stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import WhisperForConditionalGeneration
+
+    from whisper_finetune.training.adapters import stored_base_name
+
+    torch.manual_seed(0)
+    base = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    config = LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj"]
+    )
+    model = get_peft_model(base, config)
+    model.peft_config["default"].base_model_name_or_path = stored_base_name(str(tiny_model_dir))
+    out = tmp_path_factory.mktemp("adapters") / "lora"
+    model.save_pretrained(out)
+    return out
+
+
+# ------------------------------------------------------ 27.4: two writers, one folder
+
+
+def test_a_second_merge_into_a_folder_being_written_fails_at_once(
+    lora_adapter, tmp_path, capsys, held_by_another_process
+):
+    out = tmp_path / "merged"
+    holder = held_by_another_process(out)
+    assert main(["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}"]) == 1
+    err = capsys.readouterr().err
+    assert f"--output_dir {out} is being written by another run (pid {holder.pid}" in err
+    assert not out.exists()
+    # killed, the holder leaves its lock file behind, but the kernel released the lock
+    holder.kill()
+    holder.wait()
+    assert lock_path(out).exists()
+    assert main(["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}"]) == 0
+    assert (out / "model.safetensors").is_file() and not lock_path(out).exists()
+
+
+def test_the_lock_is_released_and_removed_when_a_run_ends(lora_adapter, tmp_path):
+    out = tmp_path / "merged"
+    assert main(["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}"]) == 0
+    assert not lock_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+
+
+def test_a_second_finetune_into_a_folder_being_written_fails_at_once(
+    tiny_model_dir, tmp_path, capsys, held_by_another_process
+):
+    train = write_manifest(tmp_path / "data", clips=CLIPS[:2])
+    out = tmp_path / "run"
+    pid = held_by_another_process(out).pid
+    argv = [
+        "finetune",
+        f"--base_model={tiny_model_dir}",
+        f"--train_data={train}",
+        f"--output_dir={out}",
+        "--max_steps=1",
+        "--lora_r=4",
+        "--report_to=none",
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"--output_dir {out} is being written by another run (pid {pid}" in err
+    assert not out.exists()
+
+
+# ------------------------------------------ 27.5 (and 27.15): resuming with other flags
+
+
+def test_resume_refuses_changed_flags_or_applies_them_when_told(tiny_model_dir, tmp_path, capsys):
+    train = write_manifest(tmp_path / "data", clips=CLIPS[:2])
+    out = tmp_path / "run"
+    run = [
+        "finetune",
+        f"--base_model={tiny_model_dir}",
+        f"--train_data={train}",
+        f"--output_dir={out}",
+        "--save_steps=2",
+        "--lora_r=4",
+        "--report_to=none",
+        "--warmup_steps=0",
+        "--logging_steps=1",
+        "--per_device_train_batch_size=2",
+    ]
+    assert main([*run, "--max_steps=2", "--learning_rate=0.001"]) == 0
+    recorded = (out / "finetune_config.json").read_text()
+    resume = [*run, "--max_steps=4", "--resume_from_checkpoint=true"]
+    capsys.readouterr()
+
+    assert main([*resume, "--learning_rate=0.002", "--weight_decay=0.1"]) == 1
+    err = capsys.readouterr().err
+    assert "--learning_rate 0.001 -> 0.002" in err and "--weight_decay 0.0 -> 0.1" in err
+    assert "--allow_changed_optimization" in err
+    assert (out / "finetune_config.json").read_text() == recorded  # nothing recorded
+    # another adapter shape or base model: refused, override or not
+    lora8 = [a if a != "--lora_r=4" else "--lora_r=8" for a in resume]
+    assert main([*lora8, "--allow_changed_optimization"]) == 1
+    assert "--lora_r 4 -> 8" in capsys.readouterr().err
+    other_base = [*resume[:1], "--base_model=embedded:whisper-base", *resume[2:]]
+    assert main(other_base) == 1
+    assert "--base_model" in capsys.readouterr().err
+
+    # told to, the new learning rate is applied to the restored scheduler, and recorded
+    assert main([*resume, "--learning_rate=0.002", "--allow_changed_optimization"]) == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    lr = {e["step"]: e["learning_rate"] for e in state["log_history"] if "learning_rate" in e}
+    # the rate each step used: linear from the peak to 0 over the 4 steps, the old peak
+    # for steps 1-2, the new one from step 3 on (the restored scheduler alone gives 0.0005)
+    assert lr[1] == pytest.approx(0.001) and lr[3] == pytest.approx(0.002 * 2 / 4)
+    assert json.loads((out / "finetune_config.json").read_text())["learning_rate"] == 0.002
+
+
+def test_resume_from_a_damaged_trainer_state_names_the_file(tiny_model_dir, tmp_path, capsys):
+    train = write_manifest(tmp_path / "data", clips=CLIPS[:2])
+    out = tmp_path / "run"
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2,')
+    argv = [
+        "finetune",
+        f"--base_model={tiny_model_dir}",
+        f"--train_data={train}",
+        f"--output_dir={out}",
+        "--resume_from_checkpoint=true",
+        "--report_to=none",
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{out / 'checkpoint-2' / 'trainer_state.json'}: the checkpoint's training state does not parse"
+        in err
+    )
+
+
+# --------------------------------------------- 27.12 (and 27.15): adapters not whole
+
+
+@pytest.mark.parametrize("damage", ["no_weights", "truncated", "other_base"])
+def test_merge_names_what_is_wrong_with_the_adapter(lora_adapter, tmp_path, capsys, damage):
+    import shutil
+
+    from whisper_finetune.models.tiny import build_tiny_whisper
+    from whisper_finetune.training.adapters import stored_base_name
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(lora_adapter, adapter)
+    weights = adapter / "adapter_model.safetensors"
+    if damage == "no_weights":
+        weights.unlink()
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-1000])
+    else:  # an adapter of another base model, of another width
+        other = build_tiny_whisper(tmp_path / "wider", d_model=96)
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = stored_base_name(str(other))
+        (adapter / "adapter_config.json").write_text(json.dumps(config))
+    out = tmp_path / "merged"
+    assert main(["merge", f"--lora_model={adapter}", f"--output_dir={out}"]) == 1
+    err = capsys.readouterr().err
+    expected = {
+        "no_weights": f"{adapter} holds no adapter weights (adapter_model.safetensors)",
+        "truncated": f"{weights} is truncated",
+        "other_base": "do not fit the base model",
+    }[damage]
+    assert expected in err, err[-2000:]
+    assert "Traceback" not in err and err.count("size mismatch") <= 1  # one line, not 64+
+    assert not out.exists()
