@@ -1,0 +1,93 @@
+"""The pieces of live transcription that need no connection (see :mod:`.realtime`).
+
+- the local agreement policy (whisper_streaming's): :func:`agreed_prefix` of two
+  successive hypotheses is committed; :func:`completed_text` appends a final hypothesis
+  to text already committed without changing it;
+- :class:`Resampler`: PCM16 chunks at 24 kHz (or 16 kHz) to 16 kHz float32, with state
+  across chunks;
+- :class:`Turn`, one item's state, and :class:`ClientError`, an event the server refuses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import uuid
+
+import numpy as np
+
+from whisper_finetune.data.audio import SAMPLE_RATE
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class ClientError(Exception):
+    """An event the server refuses; sent back as an ``error`` event."""
+
+    def __init__(self, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.param = code, param
+
+
+def agreed_prefix(a: str, b: str) -> str:
+    """The longest common prefix of two hypotheses."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def completed_text(committed: str, final: str) -> str:
+    """``committed`` (already sent, never changed) followed by what ``final`` says after it.
+
+    Where the final hypothesis differs inside the committed part, the place where the
+    committed text ends is found by aligning the two (difflib), and ``final``'s rest
+    from there is appended.
+    """
+    if final.startswith(committed):
+        return final
+    if not committed:
+        return final
+    blocks = [b for b in difflib.SequenceMatcher(None, committed, final).get_matching_blocks()]
+    end = 0
+    for block in blocks:
+        if block.size:
+            end = block.b + block.size + (len(committed) - block.a - block.size)
+    return committed + final[min(max(end, 0), len(final)) :]
+
+
+class Resampler:
+    """PCM16 at ``rate`` to float32 at 16 kHz, across chunks (FFmpeg's resampler)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler = None
+
+    def __call__(self, pcm: np.ndarray) -> np.ndarray:
+        samples = pcm.astype(np.float32) / 32768.0
+        if self.rate == SAMPLE_RATE or samples.size == 0:
+            return samples
+        import av
+
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
+        frame.sample_rate = self.rate
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+@dataclasses.dataclass
+class Turn:
+    """One item: audio from ``start`` (samples since the session began) to now."""
+
+    item_id: str
+    start: int
+    committed: str = ""  # text sent as deltas
+    last: str | None = None  # the previous partial hypothesis
+    decoded_at: int = 0  # the turn's length in samples at its last partial decode
+    silent: bool = False  # committed without speech: an empty transcript, nothing decoded

@@ -1,0 +1,416 @@
+"""Live transcription over a WebSocket at ``/v1/realtime``, in OpenAI's Realtime events.
+
+A client (OpenAI's Realtime transcription clients, vLLM's ``/v1/realtime`` clients, the
+page's microphone button) sends ``input_audio_buffer.append`` events with base64 PCM16
+mono audio (24 kHz by default, as OpenAI sends it; 16 kHz when the session says so) and,
+without server VAD, ``input_audio_buffer.commit``. The server answers:
+
+- ``session.created`` on connect; ``session.updated`` (or ``transcription_session.updated``)
+  after ``session.update`` (or ``transcription_session.update``);
+- with ``turn_detection`` ``server_vad`` (the default): ``input_audio_buffer.speech_started``
+  and ``speech_stopped`` from the Silero VAD (faster-whisper's), then
+  ``input_audio_buffer.committed``: each turn of speech becomes one item;
+- ``conversation.item.input_audio_transcription.delta`` while the person speaks, and
+  ``.completed`` with the item's transcript once it is committed;
+- ``error`` events in OpenAI's shape (``{"type": "error", "error": {"type", "code",
+  "message", "param", "event_id"}}``); the connection stays open.
+
+How the text is made (the local agreement policy of whisper_streaming): while a turn
+grows, its audio so far is decoded again every :data:`STEP_SECONDS` (or as soon as the
+last decode ends, when decoding is slower); the part on which two successive hypotheses
+agree is *committed* and sent as a delta, and never changes afterwards. When the turn is
+committed its whole audio is decoded once more and the transcript is the committed text
+followed by the rest of that final hypothesis. Decodes go through the server's
+:class:`~whisper_finetune.serving.queue.Batcher`, so concurrent streams are decoded in one
+batch. Silence costs nothing: only the VAD runs until speech starts. A turn longer than
+:data:`MAX_TURN_SECONDS` is committed at that length and the next item goes on.
+
+The API key rule is the HTTP routes' (:class:`~whisper_finetune.serving.guard.Guard`):
+``Authorization: Bearer KEY``, or, from a browser, the subprotocol
+``openai-insecure-api-key.KEY`` as OpenAI accepts it.
+"""
+
+# no "from __future__ import annotations": FastAPI resolves the endpoint's annotation
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from whisper_finetune.data.audio import SAMPLE_RATE
+from whisper_finetune.serving.decode import Normalize
+from whisper_finetune.serving.errors import ApiError
+from whisper_finetune.serving.guard import Guard
+from whisper_finetune.serving.live import (
+    ClientError,
+    Resampler,
+    Turn,
+    agreed_prefix,
+    completed_text,
+    new_id,
+)
+from whisper_finetune.serving.runner import ServerState, check_language
+
+logger = logging.getLogger("whisper_finetune.serving")
+
+FIRST_SECONDS = 1.0  # a turn's first partial decode: this much audio (with its lead-in)
+STEP_SECONDS = 0.5  # new audio between two partial decodes
+MAX_TURN_SECONDS = 28.0  # a turn is committed at this length (one Whisper window)
+MIN_COMMIT_SECONDS = 0.1  # OpenAI refuses to commit less than 100 ms
+VAD_WINDOW = 512  # Silero's window at 16 kHz
+RATES = (24000, 16000)
+KEY_PROTOCOL = "openai-insecure-api-key."
+DEFAULT_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+               "silence_duration_ms": 500}  # fmt: skip
+
+
+class Session:
+    """One connection's state: the audio, the VAD, the turns, the options."""
+
+    def __init__(self, state: ServerState, send, executor: ThreadPoolExecutor) -> None:
+        self.state, self.send, self.executor = state, send, executor
+        self.id = new_id("sess")
+        self.rate = RATES[0]
+        self.language = state.defaults.language
+        self.prompt: str | None = state.defaults.initial_prompt
+        self.vad: dict | None = dict(DEFAULT_VAD)
+        self.resampler = Resampler(self.rate)
+        self.audio = np.zeros(0, np.float32)  # the session's audio since the last trim
+        self.offset = 0  # samples dropped from the front of ``audio``
+        self.vad_done = 0  # samples the VAD has seen
+        self.speech_at: int | None = None  # where the current speech began
+        self.silence_from: int | None = None  # where the silence after speech began
+        self.buffer_start = 0  # the uncommitted buffer's start
+        self.turn: Turn | None = None
+        self.previous_item: str | None = None
+        self.finals: list[tuple[Turn, int]] = []  # committed turns waiting for their text
+        self.wake = asyncio.Event()
+        self.cancel = threading.Event()
+        self.items = 0
+
+    # -- events out -------------------------------------------------------------------
+    async def emit(self, kind: str, **fields: Any) -> None:
+        await self.send({"type": kind, "event_id": new_id("event"), **fields})
+
+    def describe(self) -> dict:
+        transcription = {"model": self.state.model_name or "whisper-1",
+                         "language": self.language, "prompt": self.prompt or ""}  # fmt: skip
+        return {
+            "id": self.id,
+            "object": "realtime.transcription_session",
+            "type": "transcription",
+            "input_audio_format": "pcm16",
+            "input_audio_transcription": transcription,
+            "turn_detection": self.vad,
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.rate},
+                                "transcription": transcription, "turn_detection": self.vad}},
+        }  # fmt: skip
+
+    # -- events in --------------------------------------------------------------------
+    async def handle(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind in ("session.update", "transcription_session.update"):
+            self.update(event.get("session"))
+            updated = (
+                "session.updated" if kind == "session.update" else "transcription_session.updated"
+            )
+            await self.emit(updated, session=self.describe())
+        elif kind == "input_audio_buffer.append":
+            await self.append(event.get("audio"))
+        elif kind == "input_audio_buffer.commit":
+            await self.commit_buffer()
+        elif kind == "input_audio_buffer.clear":
+            self.turn, self.speech_at, self.silence_from = None, None, None
+            self.buffer_start = self.offset + self.audio.size
+            await self.emit("input_audio_buffer.cleared")
+        else:
+            raise ClientError(
+                f"unknown or unsupported event type {kind!r}", "unknown_event", "type"
+            )
+
+    def update(self, session: Any) -> None:
+        if not isinstance(session, dict):
+            raise ClientError("session.update needs a 'session' object", "invalid_value", "session")
+        audio_in = (session.get("audio") or {}).get("input") or {}
+        transcription = session.get("input_audio_transcription") or audio_in.get("transcription")
+        if isinstance(transcription, dict):
+            if "language" in transcription:
+                try:
+                    self.language = check_language(self.state, transcription["language"] or None)
+                except ApiError as exc:
+                    raise ClientError(exc.message, "invalid_language", "session.language") from exc
+            if "prompt" in transcription:
+                self.prompt = transcription["prompt"] or None
+        fmt = session.get("input_audio_format", audio_in.get("format"))
+        if fmt is not None:
+            rate = fmt.get("rate", RATES[0]) if isinstance(fmt, dict) else RATES[0]
+            kind = fmt.get("type") if isinstance(fmt, dict) else fmt
+            if kind not in ("pcm16", "audio/pcm") or rate not in RATES:
+                raise ClientError(f"unsupported input audio format {fmt!r}: use pcm16 (audio/pcm) "
+                                  f"at 24000 or 16000 Hz", "invalid_value", "session.input_audio_format")  # fmt: skip
+            if rate != self.rate:
+                self.rate, self.resampler = rate, Resampler(rate)
+        for source in (session, audio_in):
+            if "turn_detection" in source:
+                vad = source["turn_detection"]
+                if vad is not None and (
+                    not isinstance(vad, dict) or vad.get("type", "server_vad") != "server_vad"
+                ):
+                    raise ClientError("turn_detection must be null or {'type': 'server_vad', ...}",
+                                      "invalid_value", "session.turn_detection")  # fmt: skip
+                self.vad = None if vad is None else {**DEFAULT_VAD, **vad}
+
+    async def append(self, data: Any) -> None:
+        try:
+            raw = base64.b64decode(data, validate=True) if isinstance(data, str) else None
+        except (binascii.Error, ValueError):
+            raw = None
+        if raw is None or len(raw) % 2:
+            raise ClientError("'audio' must be base64 of 16-bit little-endian PCM (an even number "
+                              "of bytes)", "invalid_value", "audio")  # fmt: skip
+        samples = self.resampler(np.frombuffer(raw, dtype="<i2"))
+        self.audio = np.concatenate([self.audio, samples])
+        await self.run_vad()
+        self.wake.set()
+
+    # -- VAD and turns ----------------------------------------------------------------
+    def end(self) -> int:
+        return self.offset + self.audio.size
+
+    def ms(self, sample: int) -> int:
+        return int(sample * 1000 // SAMPLE_RATE)
+
+    async def run_vad(self) -> None:
+        from faster_whisper.vad import get_vad_model
+
+        end = self.end() - (self.end() - self.vad_done) % VAD_WINDOW
+        if end <= self.vad_done:
+            return
+        # one window before, for Silero's context; its own probability is dropped
+        lead = min(VAD_WINDOW, self.vad_done - self.offset)
+        chunk = self.audio[self.vad_done - self.offset - lead : end - self.offset]
+        probs = np.asarray(get_vad_model()(chunk)).reshape(-1)[lead // VAD_WINDOW :]
+        threshold = (self.vad or DEFAULT_VAD)["threshold"]
+        for i, p in enumerate(probs):
+            at = self.vad_done + i * VAD_WINDOW
+            if p >= threshold:
+                self.silence_from = None
+                if self.speech_at is None:
+                    self.speech_at = at
+                    await self.start_turn(at)
+            elif self.speech_at is not None and p < max(threshold - 0.15, 0.01):
+                self.silence_from = at if self.silence_from is None else self.silence_from
+                silence = (self.vad or DEFAULT_VAD)["silence_duration_ms"] * SAMPLE_RATE // 1000
+                if self.vad is not None and at + VAD_WINDOW - self.silence_from >= silence:
+                    await self.stop_turn(self.silence_from)
+        self.vad_done = end
+        if self.turn and self.end() - self.turn.start >= MAX_TURN_SECONDS * SAMPLE_RATE:
+            await self.commit(self.end())
+
+    async def start_turn(self, at: int) -> None:
+        if self.turn is None:
+            pad = ((self.vad or DEFAULT_VAD)["prefix_padding_ms"]) * SAMPLE_RATE // 1000
+            start = max(at - pad, self.buffer_start)
+            self.turn = Turn(new_id("item"), start)
+        if self.vad is not None:
+            await self.emit("input_audio_buffer.speech_started",
+                            audio_start_ms=self.ms(self.turn.start), item_id=self.turn.item_id)  # fmt: skip
+
+    async def stop_turn(self, at: int) -> None:
+        self.speech_at = self.silence_from = None
+        if self.turn is not None:
+            await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=self.ms(at),
+                            item_id=self.turn.item_id)  # fmt: skip
+            await self.commit(at)
+
+    async def commit_buffer(self) -> None:
+        """The client's commit: the current turn, or the buffer's audio as one item."""
+        if self.end() - self.buffer_start < MIN_COMMIT_SECONDS * SAMPLE_RATE:
+            seconds = (self.end() - self.buffer_start) / SAMPLE_RATE * 1000
+            raise ClientError("Error committing input audio buffer: buffer too small. Expected "
+                              f"at least 100ms of audio, but buffer only has {seconds:.2f}ms "
+                              "of audio.", "input_audio_buffer_commit_empty")  # fmt: skip
+        if self.turn is None:  # no speech heard since the last commit: an empty item
+            self.turn = Turn(new_id("item"), self.buffer_start, silent=True)
+        self.speech_at = self.silence_from = None
+        await self.commit(self.end())
+
+    async def commit(self, at: int) -> None:
+        turn, self.turn = self.turn, None
+        self.buffer_start = at
+        await self.emit("input_audio_buffer.committed", previous_item_id=self.previous_item,
+                        item_id=turn.item_id)  # fmt: skip
+        await self.emit("conversation.item.created", previous_item_id=self.previous_item,
+                        item={"id": turn.item_id, "object": "realtime.item", "type": "message",
+                              "status": "completed", "role": "user",
+                              "content": [{"type": "input_audio", "transcript": None}]})  # fmt: skip
+        self.previous_item = turn.item_id
+        self.items += 1
+        self.finals.append((turn, at))
+        if self.speech_at is not None:  # speech goes on past MAX_TURN_SECONDS: a new turn
+            await self.start_turn(at)
+        self.wake.set()
+
+    # -- decoding ---------------------------------------------------------------------
+    def clip(self, start: int, end: int) -> np.ndarray:
+        return self.audio[max(0, start - self.offset) : max(0, end - self.offset)]
+
+    def trim(self) -> None:
+        """Drop audio no turn needs any more (keeping the VAD's context)."""
+        keep = min([self.buffer_start, self.vad_done - VAD_WINDOW, self.end() - SAMPLE_RATE]
+                   + [t.start for t, _ in self.finals] + ([self.turn.start] if self.turn else []))  # fmt: skip
+        if keep - self.offset > 10 * SAMPLE_RATE:
+            self.audio = self.audio[keep - self.offset :]
+            self.offset = keep
+
+    async def decode(self, samples: np.ndarray) -> str:
+        """The text of ``samples``, decoded as the HTTP routes decode (the server's defaults),
+        so that a turn's last partial hypothesis can be its final one."""
+        options = dataclasses.replace(self.state.defaults, language=self.language,
+                                      initial_prompt=self.prompt, word_timestamps=False,
+                                      vad_filter=False)  # fmt: skip
+        state, cancel = self.state, self.cancel
+
+        def work() -> str:
+            if state.batchable(options):
+                return state.batcher.run(options, (samples, Normalize()), cancel).transcript.text
+            with state.queue.slot(cancel):
+                return state.transcriber.transcribe(samples, options).text
+
+        loop = asyncio.get_running_loop()
+        return (await loop.run_in_executor(self.executor, work)).strip()
+
+    async def decoder(self) -> None:
+        """Finish committed turns in order; between them, partial decodes of the live turn."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.finals:
+                await self.finish(*self.finals[0])
+                self.finals.pop(0)
+            self.trim()
+            turn = self.turn
+            first = FIRST_SECONDS if turn is not None and turn.last is None else STEP_SECONDS
+            if turn is None or self.end() - turn.start - turn.decoded_at < first * SAMPLE_RATE:
+                continue
+            turn.decoded_at = self.end() - turn.start
+            try:
+                text = await self.decode(self.clip(turn.start, self.end()))
+            except Exception as exc:  # a partial is tried again at the next step
+                logger.warning("realtime: a partial decode failed: %s", exc)
+                continue
+            agreed = agreed_prefix(turn.last or "", text)
+            if len(agreed) > len(turn.committed) and agreed.startswith(turn.committed):
+                await self.delta(turn, agreed[len(turn.committed) :])
+            turn.last = text
+            self.wake.set()  # more audio may have come while decoding
+
+    async def finish(self, turn: Turn, at: int) -> None:
+        """A committed turn's last deltas and its ``completed`` event (or ``failed``)."""
+        if turn.silent:
+            text = ""
+        elif turn.last is not None and turn.decoded_at >= at - turn.start:
+            text = turn.last  # the last partial decode heard the whole turn
+        else:
+            try:
+                text = await self.decode(self.clip(turn.start, at))
+            except Exception as exc:  # this item fails; the session goes on
+                logger.warning("realtime: item %s failed: %s", turn.item_id, exc)
+                await self.emit("conversation.item.input_audio_transcription.failed",
+                                item_id=turn.item_id, content_index=0,
+                                error={"type": "server_error", "code": "transcription_failed",
+                                       "message": f"{type(exc).__name__}: {exc}", "param": None})  # fmt: skip
+                return
+        full = completed_text(turn.committed, text)
+        if len(full) > len(turn.committed):
+            await self.delta(turn, full[len(turn.committed) :])
+        seconds = round((at - turn.start) / SAMPLE_RATE, 3)
+        await self.emit("conversation.item.input_audio_transcription.completed",
+                        item_id=turn.item_id, content_index=0, transcript=full,
+                        usage={"type": "duration", "seconds": seconds})  # fmt: skip
+
+    async def delta(self, turn: Turn, text: str) -> None:
+        turn.committed += text
+        await self.emit("conversation.item.input_audio_transcription.delta",
+                        item_id=turn.item_id, content_index=0, delta=text)  # fmt: skip
+
+
+def _key_scope(scope: dict) -> tuple[dict, str | None]:
+    """The scope with a browser's key subprotocol as an Authorization header."""
+    offered = list(scope.get("subprotocols", []) or [])
+    headers = list(scope.get("headers", []))
+    for protocol in offered:
+        if protocol.startswith(KEY_PROTOCOL):
+            headers.append((b"authorization", f"Bearer {protocol[len(KEY_PROTOCOL) :]}".encode()))
+    # a browser drops a connection that picks none of the subprotocols it offered
+    plain = [p for p in offered if not p.startswith(KEY_PROTOCOL)]
+    chosen = (plain or offered or [None])[0]
+    return {**scope, "headers": headers}, chosen
+
+
+def register(app, state: ServerState, api_key: str | None = None) -> None:
+    """Add the ``/v1/realtime`` WebSocket to ``app``."""
+    from fastapi import WebSocket, WebSocketDisconnect
+
+    gate = Guard(None, api_key=api_key, max_upload_bytes=0, queue=None)
+    executor = ThreadPoolExecutor(64, thread_name_prefix="realtime")
+
+    @app.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket):
+        scope, protocol = _key_scope(websocket.scope)
+        refusal = gate._refuse(scope, "/v1/realtime")
+        await websocket.accept(subprotocol=protocol)
+        if refusal:
+            status, message, code, _ = refusal
+            await websocket.send_json({"type": "error", "event_id": new_id("event"), "error": {
+                "type": "invalid_request_error", "code": code, "message": message, "param": None,
+                "event_id": None}})  # fmt: skip
+            await websocket.close(code=1008, reason=message[:120])
+            return
+        lock = asyncio.Lock()
+
+        async def send(payload: dict) -> None:
+            async with lock:
+                await websocket.send_text(json.dumps(payload, ensure_ascii=False))
+
+        session = Session(state, send, executor)
+        started = time.monotonic()
+        await session.emit("session.created", session=session.describe())
+        decoder = asyncio.create_task(session.decoder())
+        try:
+            while True:
+                message = await websocket.receive_text()
+                event_id = None
+                try:
+                    event = json.loads(message)
+                    if not isinstance(event, dict):
+                        raise ClientError("an event must be a JSON object", "invalid_json")
+                    event_id = event.get("event_id")
+                    await session.handle(event)
+                except json.JSONDecodeError as exc:
+                    await _error(session, ClientError(f"invalid JSON: {exc}", "invalid_json"), None)
+                except ClientError as exc:
+                    await _error(session, exc, event_id)
+                if decoder.done():  # a bug in the decoder: say so instead of going quiet
+                    decoder.result()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            session.cancel.set()
+            decoder.cancel()
+            logger.info("WS /v1/realtime items=%d audio=%.2fs time=%.3fs", session.items,
+                        session.end() / SAMPLE_RATE, time.monotonic() - started)  # fmt: skip
+
+
+async def _error(session: Session, exc: ClientError, event_id: Any) -> None:
+    await session.emit("error", error={"type": "invalid_request_error", "code": exc.code,
+                                       "message": str(exc), "param": exc.param,
+                                       "event_id": event_id})  # fmt: skip

@@ -1,0 +1,228 @@
+"""``/v1/realtime``: OpenAI's Realtime transcription events over a WebSocket.
+
+The fast tests drive the route in-process (Starlette's test client) with the real
+Silero VAD on test.wav and a fake transcriber whose text grows with the audio it is
+given, so the local agreement and the event order are checked without a model. The
+slow test streams test.wav in real time, as 24 kHz PCM16 in 100 ms chunks, to a real
+server with the ``websockets`` client, and compares the live transcript with the
+transcript of the whole recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from whisper_finetune.data.audio import load_audio
+from whisper_finetune.data.codec import resample
+from whisper_finetune.inference.transcript import DecodeOptions, Segment, Transcript
+from whisper_finetune.serving.live import agreed_prefix, completed_text
+from whisper_finetune.serving.server import create_app
+
+SENTENCE = "近几年不但我用书给女儿压岁也劝说亲朋不要给女儿压岁钱而改送压岁书"
+DONE = "conversation.item.input_audio_transcription.completed"
+DELTA = "conversation.item.input_audio_transcription.delta"
+
+
+class Growing:
+    """Two characters of :data:`SENTENCE` per second of audio: each decode agrees with
+    the one before on everything but what the new audio adds."""
+
+    backend = "fake"
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def transcribe(self, audio, options):
+        seconds = len(audio) / 16000
+        self.seconds.append(seconds)
+        text = SENTENCE[: int(seconds * 2)]
+        return Transcript.from_segments([Segment(0.0, seconds, text)], "zh", seconds)
+
+
+def _pcm24(samples: np.ndarray) -> bytes:
+    return (np.clip(resample(samples, 16000, 24000), -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def _chunks(data: bytes, ms: int = 100, rate: int = 24000):
+    size = rate * 2 * ms // 1000
+    for i in range(0, len(data), size):
+        yield base64.b64encode(data[i : i + size]).decode()
+
+
+def _events_until(ws, kind: str, count: int = 1) -> list[dict]:
+    events = []
+    while sum(e["type"] == kind for e in events) < count:
+        events.append(ws.receive_json())
+    return events
+
+
+@pytest.fixture(scope="module")
+def speech(test_wav) -> bytes:
+    """test.wav with 0.5 s of silence before and 1.5 s after, as 24 kHz PCM16."""
+    x = load_audio(test_wav)
+    return _pcm24(np.concatenate([np.zeros(8000, np.float32), x, np.zeros(24000, np.float32)]))
+
+
+def test_agreement_helpers():
+    assert agreed_prefix("近几年不但", "近几年不但我用") == "近几年不但"
+    assert agreed_prefix("近几年", "进几年") == ""
+    assert completed_text("近几年", "近几年不但我") == "近几年不但我"
+    # the final hypothesis differs inside the committed part: the committed text stays
+    assert completed_text("近几年不但", "近几年不单我用书") == "近几年不但我用书"
+    assert completed_text("", "你好") == "你好"
+
+
+def test_server_vad_turn_deltas_then_completed(speech):
+    fake = Growing()
+    client = TestClient(create_app(fake, DecodeOptions(language="zh")), base_url="http://127.0.0.1")
+    with client.websocket_connect("/v1/realtime") as ws:
+        created = ws.receive_json()
+        assert created["type"] == "session.created" and created["event_id"].startswith("event_")
+        assert created["session"]["audio"]["input"]["format"]["rate"] == 24000
+        ws.send_json({"type": "transcription_session.update", "event_id": "c1",
+                      "session": {"input_audio_transcription": {"language": "zh"}}})  # fmt: skip
+        assert ws.receive_json()["type"] == "transcription_session.updated"
+        for chunk in _chunks(speech):
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        events = _events_until(ws, DONE)
+    kinds = [e["type"] for e in events]
+    started, stopped, committed = (
+        next(e for e in events if e["type"] == f"input_audio_buffer.{k}")
+        for k in ("speech_started", "speech_stopped", "committed")
+    )
+    item = started["item_id"]
+    assert stopped["item_id"] == committed["item_id"] == item
+    assert kinds.index("input_audio_buffer.speech_started") < kinds.index(
+        "input_audio_buffer.speech_stopped") < kinds.index("input_audio_buffer.committed")  # fmt: skip
+    # test.wav's speech starts at about 0.5 s of our padding plus its own lead-in
+    assert 0 <= started["audio_start_ms"] < 1500 and 8000 < stopped["audio_end_ms"] < 9500
+    deltas = [e for e in events if e["type"] == DELTA]
+    done = events[-1]
+    assert done["item_id"] == item and done["content_index"] == 0
+    # partial text came before the turn ended, and the deltas add up to the transcript
+    assert kinds.index(DELTA) < kinds.index("input_audio_buffer.speech_stopped")
+    assert "".join(d["delta"] for d in deltas) == done["transcript"]
+    assert done["transcript"] == SENTENCE[: len(done["transcript"])]
+    assert len(done["transcript"]) >= 14  # about 7.5 s of turn, two characters a second
+    # each decode was the turn so far, at most one window; silence was never decoded
+    assert len(fake.seconds) >= 3 and max(fake.seconds) < 10
+
+
+def test_manual_commit_16k_and_errors(test_wav):
+    fake = Growing()
+    client = TestClient(create_app(fake, DecodeOptions(language="zh")), base_url="http://127.0.0.1")
+    pcm16 = (load_audio(test_wav)[: 16000 * 3] * 32767).astype("<i2").tobytes()
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}})  # fmt: skip
+        updated = ws.receive_json()
+        assert updated["type"] == "session.updated"
+        assert updated["session"]["turn_detection"] is None
+        ws.send_json({"type": "input_audio_buffer.commit", "event_id": "e1"})
+        error = ws.receive_json()
+        assert (
+            error["type"] == "error" and error["error"]["code"] == "input_audio_buffer_commit_empty"
+        )
+        assert (
+            error["error"]["type"] == "invalid_request_error" and error["error"]["event_id"] == "e1"
+        )
+        ws.send_json(
+            {"type": "input_audio_buffer.append", "audio": "not base64!", "event_id": "e2"}
+        )
+        error = ws.receive_json()["error"]
+        assert (error["code"], error["param"], error["event_id"]) == (
+            "invalid_value",
+            "audio",
+            "e2",
+        )
+        ws.send_json({"type": "response.create"})
+        assert ws.receive_json()["error"]["code"] == "unknown_event"
+        ws.send_text("{not json")
+        assert ws.receive_json()["error"]["code"] == "invalid_json"
+        ws.send_json({"type": "session.update", "session": {"input_audio_format": "g711_ulaw"}})
+        assert ws.receive_json()["error"]["param"] == "session.input_audio_format"
+        for chunk in _chunks(pcm16, rate=16000):
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        ws.send_json({"type": "input_audio_buffer.commit"})
+        events = _events_until(ws, DONE)
+    kinds = [e["type"] for e in events]
+    assert "input_audio_buffer.speech_started" not in kinds  # no server VAD events
+    assert "input_audio_buffer.committed" in kinds
+    # 3 s of 16 kHz audio, read as 16 kHz: about 2.5 s of turn after the lead-in
+    assert 4 <= len(events[-1]["transcript"]) <= 6, events[-1]
+
+
+def test_api_key_rule(speech):
+    client = TestClient(create_app(Growing(), api_key="k-123"), base_url="http://127.0.0.1")
+    with client.websocket_connect("/v1/realtime") as ws:
+        error = ws.receive_json()
+        assert error["type"] == "error" and error["error"]["code"] == "missing_api_key"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008
+    with client.websocket_connect("/v1/realtime", headers={"Authorization": "Bearer nope"}) as ws:
+        assert ws.receive_json()["error"]["code"] == "invalid_api_key"
+    with client.websocket_connect("/v1/realtime", headers={"Authorization": "Bearer k-123"}) as ws:
+        assert ws.receive_json()["type"] == "session.created"
+    # a browser cannot set headers: OpenAI's key subprotocol
+    protocols = ["realtime", "openai-insecure-api-key.k-123"]
+    with client.websocket_connect("/v1/realtime", subprotocols=protocols) as ws:
+        assert ws.receive_json()["type"] == "session.created"
+        assert ws.accepted_subprotocol == "realtime"
+
+
+@pytest.mark.slow
+def test_real_client_streams_test_wav_in_real_time(live_server, test_wav, cer):
+    """24 kHz PCM16 in 100 ms chunks at the speed of speech, then a commit."""
+    import httpx
+    import websockets
+
+    x = load_audio(test_wav)
+    data = _pcm24(np.concatenate([np.zeros(8000, np.float32), x, np.zeros(16000, np.float32)]))
+    url = live_server.url.replace("http://", "ws://") + "/v1/realtime"
+
+    async def stream() -> list[tuple[float, dict]]:
+        received: list[tuple[float, dict]] = []
+        async with websockets.connect(url) as ws:
+            start = time.monotonic()
+
+            async def read():
+                async for message in ws:
+                    event = json.loads(message)
+                    received.append((time.monotonic() - start, event))
+                    done = [e for _, e in received if e["type"] == DONE]
+                    # the VAD's item, then the item of the commit (the trailing silence)
+                    if len(done) == 2:
+                        return
+
+            reader = asyncio.create_task(read())
+            await ws.send(json.dumps({"type": "session.update", "session": {
+                "input_audio_transcription": {"language": "zh"}}}))  # fmt: skip
+            for i, chunk in enumerate(_chunks(data)):
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+                await asyncio.sleep(max(0.0, start + (i + 1) * 0.1 - time.monotonic()))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await asyncio.wait_for(reader, 120)
+        return received
+
+    events = [e for _, e in asyncio.run(stream())]
+    done = [e for e in events if e["type"] == DONE]
+    assert done[1]["transcript"] == ""  # the silence after the turn: nothing to say
+    live = done[0]["transcript"]
+    deltas = [
+        e["delta"] for e in events if e["type"] == DELTA and e["item_id"] == done[0]["item_id"]
+    ]
+    assert "".join(deltas) == live
+    whole = httpx.post(f"{live_server.url}/v1/audio/transcriptions", timeout=120,
+                       files={"file": ("test.wav", test_wav.read_bytes(), "audio/wav")}).json()  # fmt: skip
+    assert cer(live) <= cer(whole["text"]) + 0.02, (live, whole["text"])
+    assert cer(live) < 0.25, live
