@@ -32,7 +32,7 @@ import socket
 from dataclasses import dataclass
 
 from whisper_finetune.inference.base import BACKENDS
-from whisper_finetune.serving import legacy, openai_api, page
+from whisper_finetune.serving import legacy, openai_api, page, realtime
 from whisper_finetune.serving.errors import install_handlers
 from whisper_finetune.serving.guard import Guard
 from whisper_finetune.serving.limits import check_defaults
@@ -232,6 +232,7 @@ def create_app(
     page.register(app, state)
     openai_api.register(app, state, max_audio_seconds)
     legacy.register(app, state, max_audio_seconds)
+    realtime.register(app, state, api_key)  # the WebSocket /v1/realtime (live transcription)
     app.add_middleware(
         Guard,
         api_key=api_key,
