@@ -51,6 +51,14 @@ class FinetuneConfig:
     timestamp_ratio: float = _f(
         0.0, "share of records with 'sentences' trained with timestamp tokens (0..1)"
     )
+    prompt_ratio: float = _f(
+        0.0,
+        "share of training samples given a <|startofprev|> prompt (the previous slice's "
+        "text, else --prompt_file phrases), with no loss on it (0..1)",
+    )
+    prompt_file: str | None = _f(
+        None, "domain phrases, one per line, drawn as prompts by --prompt_ratio"
+    )
     skip_bad_samples: bool = _f(
         False, "skip unreadable audio/bad records (listed in data_report.json) instead of stopping"
     )
@@ -273,6 +281,10 @@ class FinetuneConfig:
             raise ValueError("--train_data is required")
         if not 0.0 <= self.timestamp_ratio <= 1.0:
             raise ValueError(f"--timestamp_ratio must be in [0, 1], got {self.timestamp_ratio}")
+        if not 0.0 <= self.prompt_ratio <= 1.0:
+            raise ValueError(f"--prompt_ratio must be in [0, 1], got {self.prompt_ratio}")
+        if self.prompt_file and not self.prompt_ratio:
+            raise ValueError("--prompt_file is used only with --prompt_ratio > 0")
         if not 0 < self.max_duration <= 30:
             raise ValueError(
                 f"--max_duration must be in (0, 30] seconds (Whisper's window), got {self.max_duration}"

@@ -215,6 +215,7 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
         WeightDigestCallback,
     )
     from whisper_finetune.training.losses import adalora_orth_reg
+    from whisper_finetune.training.prompts import attach_prompts, wrap_collators
     from whisper_finetune.training.trainer import (
         GuardPolicy,
         WhisperTrainer,
@@ -254,6 +255,7 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
     processor = WhisperProcessor.from_pretrained(model_path)
     labels = LabelBuilder(processor.tokenizer, cfg.language, cfg.task)
     data = _load_data(cfg, labels, processor.feature_extractor, is_main)
+    data["train"] = attach_prompts(cfg, data["train"], processor.tokenizer)
     model = build_model(cfg, model_path, len(data["train"]), world_size)
 
     extra = [EpochSeedCallback(data["train"]), NonFiniteLossCallback(), *resumed]
@@ -283,6 +285,8 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
         if cfg.anchor != "none"
         else None,
     )
+    if cfg.prompt_ratio:
+        wrap_collators(trainer)
     _tensorboard_into_output(trainer, cfg.output_dir)
     baseline = None
     if data["guard"] is not None:
