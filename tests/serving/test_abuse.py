@@ -355,3 +355,27 @@ def test_the_host_header_must_name_this_server(tmp_path):
     client = TestClient(create_app(fake, allowed_hosts=("*.lan",)))
     assert client.get("/health", headers={"Host": "box.lan:5000"}).status_code == 200
     assert client.get("/health", headers={"Host": "lan.evil"}).status_code == 400
+
+
+@pytest.mark.slow
+def test_real_model_transcribes_long_audio_in_pieces(monkeypatch, test_wav, test_reference, cer):
+    """The CTranslate2 path (faster-whisper's lazy segments, piece by piece): times run on
+    across the cut and the text of each repetition is still right."""
+    from whisper_finetune.data.audio import load_audio
+    from whisper_finetune.inference.loader import load_transcriber
+
+    monkeypatch.setattr(decode, "PIECE_SECONDS", 20.0)
+    monkeypatch.setattr(decode, "QUIET_SEARCH_SECONDS", 6.0)
+    clip = load_audio(test_wav)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.concatenate([clip] * 3), RATE, format="WAV")
+    transcriber = load_transcriber("embedded:whisper-base", "ct2", compute_type="int8")
+    client = TestClient(create_app(transcriber, DecodeOptions(language="zh")))
+    r = client.post("/v1/audio/transcriptions", files={"file": ("x3.wav", buffer.getvalue())},
+                    data={"response_format": "verbose_json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    starts = [s["start"] for s in body["segments"]]
+    assert starts == sorted(starts) and body["segments"][-1]["end"] <= body["duration"] + 0.01
+    assert max(starts) > 20.0  # segments of the second piece, on the file's clock
+    assert cer(body["text"], test_reference * 3) <= 0.15

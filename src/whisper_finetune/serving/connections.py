@@ -107,52 +107,64 @@ def quiet_loop_errors(loop, log: RateLimitedLog) -> None:
 
 
 def guarded_protocol(header_timeout: float, max_connections: int, log: RateLimitedLog):
-    """uvicorn's h11 protocol with a header timeout and a bound on open connections."""
+    """uvicorn's h11 protocol with a header timeout and a bound on open connections.
+
+    The connections waiting for a request head are kept in arrival order, so that the
+    one idle longest is found in constant time: under a flood of new connections the
+    accept path must stay cheap. Connections that never sent a request go first; a
+    kept-alive one between two requests (a client that has been served) only when no
+    other is idle, since its client may be sending its next request at that moment.
+    """
+    from collections import OrderedDict
+
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
+    # connections waiting for a request head, oldest first: new ones, kept-alive ones
+    fresh: OrderedDict = OrderedDict()
+    kept: OrderedDict = OrderedDict()
+    closed_by_us: set = set()  # closed here, not yet gone from uvicorn's connection set
+
     class GuardedH11Protocol(H11Protocol):
         _head_timer = None
-        _waiting_since = 0.0
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._wait_for_head()
-            if len(self.connections) > max_connections:  # the cheap test first
-                open_now = sum(1 for c in self.connections if not _closing(c))
-                if open_now > max_connections:
-                    self._make_room(open_now)
+            if len(self.connections) - len(closed_by_us) > max_connections:
+                self._make_room()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             if self._head_timer is not None and self.conn.their_state is not h11.IDLE:
-                self._head_timer.cancel()  # a whole request head arrived
-                self._head_timer = None
+                self._stop_waiting()  # a whole request head arrived
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
                 self._wait_for_head()  # the next request's head has as long as the first's
 
         def connection_lost(self, exc) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._stop_waiting()
+            closed_by_us.discard(self)
             super().connection_lost(exc)
 
         def _wait_for_head(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-            self._waiting_since = self.loop.time()
+            self._stop_waiting()
+            (fresh if self.cycle is None else kept)[self] = None  # cycle: a request was served
             self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
 
-        def _idle(self) -> bool:
-            return (
-                self._head_timer is not None
-                and self.conn.their_state is h11.IDLE
-                and (self.cycle is None or self.cycle.response_complete)
-                and not self.transport.is_closing()
-            )
+        def _stop_waiting(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            fresh.pop(self, None)
+            kept.pop(self, None)
+
+        def _close(self) -> None:
+            self._stop_waiting()
+            closed_by_us.add(self)
+            self.transport.close()
 
         def _head_timed_out(self) -> None:
             self._head_timer = None
@@ -163,36 +175,42 @@ def guarded_protocol(header_timeout: float, max_connections: int, log: RateLimit
                     "closed a connection that sent no whole request within %g s",
                     header_timeout,
                 )
-                self.transport.close()
-
-        def _make_room(self, open_now: int) -> None:
-            idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c._idle()]
-            if idle:
-                oldest = min(idle, key=lambda c: c._waiting_since)
-                log(
-                    "evict",
-                    logging.WARNING,
-                    "%d connections open (--max_connections %d): closing the one idle longest",
-                    open_now,
-                    max_connections,
-                )
-                oldest.transport.close()
+                self._close()
             else:
-                log(
-                    "refuse",
-                    logging.WARNING,
-                    "%d connections open (--max_connections %d), all busy: closing a new one",
-                    open_now,
-                    max_connections,
-                )
-                self.transport.close()
+                fresh.pop(self, None)
+                kept.pop(self, None)
+
+        def _make_room(self) -> None:
+            for waiting in (fresh, kept):
+                if self._evict_one(waiting):
+                    return
+            log(
+                "refuse",
+                logging.WARNING,
+                "more than %d connections open (--max_connections), none idle: closing new ones",
+                max_connections,
+            )
+            self._close()
+
+        def _evict_one(self, waiting: OrderedDict) -> bool:
+            while waiting:
+                oldest = next(iter(waiting))
+                if oldest is self:
+                    return False
+                if oldest.conn.their_state is h11.IDLE and not oldest.transport.is_closing():
+                    log(
+                        "evict",
+                        logging.WARNING,
+                        "more than %d connections open (--max_connections): closing the ones "
+                        "idle longest",
+                        max_connections,
+                    )
+                    oldest._close()
+                    return True
+                oldest._stop_waiting()
+            return False
 
     return GuardedH11Protocol
-
-
-def _closing(protocol) -> bool:
-    transport = getattr(protocol, "transport", None)
-    return transport is None or transport.is_closing()
 
 
 def build_server(app, *, max_connections: int, header_timeout: float, log: RateLimitedLog):
