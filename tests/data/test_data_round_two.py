@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from whisper_finetune.cli import main
@@ -31,7 +32,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 def record(audio: str, sentence: str = "你好", **extra) -> dict:
-    return {"audio": {"path": audio}, "sentence": sentence, **extra}
+    return {"audio": {"path": audio}, "sentence": sentence, "duration": 1.0, **extra}
 
 
 # ----------------------------------------------------------------- 27.2: --report=M
@@ -72,3 +73,45 @@ def test_prepare_folder_never_replaces_a_manifest_already_there(tmp_path, capsys
     assert (tmp_path / "out" / "train.jsonl").is_file()
     assert main(["prepare", "folder", f"--input_dir={root}", "--overwrite"]) == 0
     assert (root / "train.jsonl").read_text(encoding="utf-8") != "my own training list\n"
+
+
+# ------------------------------------------------ 27.11: found by validate, not later
+
+
+def test_an_unknown_language_is_named_with_its_line_before_the_model_loads(tmp_path, capsys):
+    from whisper_finetune.data.manifest import ManifestError
+    from whisper_finetune.evaluation.evaluate import EvalConfig
+    from whisper_finetune.evaluation.run import EvalJob, run_evaluation
+
+    write_tone(tmp_path / "a.wav", 1.0)
+    rows = [
+        record("a.wav"),
+        record("a.wav", "再见", language="xx"),
+        record("a.wav", language="Chinese"),
+    ]
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    assert main(["prepare", "validate", str(manifest)]) == 1
+    out = capsys.readouterr().out
+    assert "m.jsonl:2: " in out and "'xx' is not a Whisper language" in out
+    assert "m.jsonl:3" not in out  # a language name is fine
+
+    def no_model(**_kwargs):
+        raise AssertionError("the model was loaded before the checks")
+
+    # a field error, like a missing sentence: the line is named before any model loads
+    with pytest.raises(ManifestError, match=r"m\.jsonl:2: .*'xx' is not a Whisper language"):
+        run_evaluation(EvalJob(str(manifest), EvalConfig(progress=False)), no_model)
+
+
+def test_pack_refuses_a_slice_that_ends_beyond_its_file(tmp_path, capsys):
+    write_tone(tmp_path / "a.wav", 2.0)
+    rows = [
+        record("a.wav", "你好"),
+        {"audio": {"path": "a.wav", "start_time": 1.0, "end_time": 5.0}, "sentence": "再见"},
+    ]
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "packed.jsonl"
+    assert main(["prepare", "pack", f"--manifest={manifest}", f"--output={out}"]) == 1
+    err = capsys.readouterr().err
+    assert "m.jsonl:2" in err and "beyond the end of the file" in err
+    assert not out.exists()

@@ -18,6 +18,7 @@ nothing heavy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -150,6 +151,11 @@ def parse_record(obj: Any, where: str, base_dir: str | os.PathLike = ".") -> Rec
     language = obj.get("language")
     if language is not None and not isinstance(language, str):
         raise ManifestError(f"{where}: field 'language' must be a string")
+    if language and not _whisper_language(language):
+        raise ManifestError(
+            f"{where}: field 'language': {language!r} is not a Whisper language code or name "
+            "(zh, en, ja, ..., or chinese, mandarin, ...)"
+        )
     return Record(
         audio_path=path,
         sentence=sentence,
@@ -160,6 +166,17 @@ def parse_record(obj: Any, where: str, base_dir: str | os.PathLike = ".") -> Rec
         language=language or None,
         origin=where,
     )
+
+
+@functools.cache
+def _whisper_language(language: str) -> bool:
+    """Whether Whisper knows ``language`` (a code, a name, or ``<|zh|>``), as training does."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = language.strip().lower()
+    if key.startswith("<|") and key.endswith("|>"):
+        key = key[2:-2]
+    return key in LANGUAGES or key in TO_LANGUAGE_CODE
 
 
 def _decode(data: bytes, where: str) -> str:

@@ -106,6 +106,25 @@ def _check_outputs(manifest: str, output: Path, audio_dir: Path) -> None:
     check_replaceable(audio_dir, kind="pack", sources=(manifest,), what="--audio_dir")
 
 
+SPAN_TOLERANCE_S = 0.1  # as prepare validate's --duration_tolerance
+
+
+def _check_span(record: Record, loaded: float) -> None:
+    """A slice must lie inside its file: a short read would pack a window whose text
+    runs past its audio (issue 27.11)."""
+    if record.end_time is None:
+        return
+    wanted = record.end_time - (record.start_time or 0.0)
+    if loaded < wanted - SPAN_TOLERANCE_S:
+        from whisper_finetune.data.recipes import audio_duration_s
+
+        raise ValueError(
+            f"{record.origin}: audio.end_time: {record.end_time:.2f} s is beyond the end of "
+            f"the file ({audio_duration_s(record.audio_path):.2f} s, {record.audio_path}); "
+            "fix the record (prepare validate lists every such record)"
+        )
+
+
 def pack_manifest(config: PackConfig) -> PackResult:
     """Pack ``config.manifest`` into windows; see the module docstring.
 
@@ -171,6 +190,7 @@ def pack_manifest(config: PackConfig) -> PackResult:
         record = records[i]
         samples = load_audio(record.audio_path, record.start_time, record.end_time)
         duration = len(samples) / SAMPLE_RATE
+        _check_span(record, duration)
         if not record.sentence.strip() or duration + config.gap > config.max_duration:
             out.append(record)  # no-speech samples and long utterances stay as they are
             n_unpacked += 1
