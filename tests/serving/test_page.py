@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -108,6 +109,42 @@ def test_page_records_from_the_microphone(live_server, test_wav, test_reference,
     # the recording (8.5 s or more, webm) was decoded by the server
     new_lines = live_server.log_text()[log_start:]
     assert re.search(r"POST /v1/audio/transcriptions 200 audio=(8\.[5-9]\d|9\.\d\d|\d\d\.\d\d)s", new_lines)
+
+
+def test_page_live_transcription_from_the_microphone(live_server, test_wav, tmp_path, cer):
+    """Chromium's fake microphone plays test.wav then silence; the Live button streams it
+    over /v1/realtime and the item's text appears before the stop button is pressed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from whisper_finetune.data.audio import load_audio, write_wav
+
+    voice = tmp_path / "test-then-silence.wav"  # silence, so that the server VAD ends the turn
+    write_wav(voice, np.concatenate([load_audio(test_wav), np.zeros(16000 * 4, np.float32)]))
+    browser, profile = _browser(
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={voice}",
+        "--autoplay-policy=no-user-gesture-required",
+    )
+    log_start = len(live_server.log_text())
+    try:
+        browser.get(live_server.url + "/")
+        wait = WebDriverWait(browser, 240, poll_frequency=0.2)
+        browser.find_element(By.ID, "live").click()
+        wait.until(lambda b: b.find_element(By.ID, "transcript").text
+                   or b.find_element(By.ID, "status").get_attribute("class") == "error")  # fmt: skip
+        assert browser.find_element(By.ID, "status").get_attribute("class") != "error", (
+            browser.find_element(By.ID, "status").text)  # fmt: skip
+        items = browser.find_elements(By.CSS_SELECTOR, "#segments li.live-item")
+        first = items[0].text
+        assert cer(first) <= 0.15 and "几年" in first, first
+        browser.find_element(By.ID, "livestop").click()
+        wait.until(lambda b: b.find_element(By.ID, "live").is_enabled())
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert re.search(r"WS /v1/realtime items=\d+ audio=", live_server.log_text()[log_start:])
 
 
 def test_page_shows_server_errors(keyed_server, test_wav):

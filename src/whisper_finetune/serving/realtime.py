@@ -15,15 +15,12 @@ without server VAD, ``input_audio_buffer.commit``. The server answers:
 - ``error`` events in OpenAI's shape (``{"type": "error", "error": {"type", "code",
   "message", "param", "event_id"}}``); the connection stays open.
 
-How the text is made (the local agreement policy of whisper_streaming): while a turn
-grows, its audio so far is decoded again every :data:`STEP_SECONDS` (or as soon as the
-last decode ends, when decoding is slower); the part on which two successive hypotheses
-agree is *committed* and sent as a delta, and never changes afterwards. When the turn is
-committed its whole audio is decoded once more and the transcript is the committed text
-followed by the rest of that final hypothesis. Decodes go through the server's
-:class:`~whisper_finetune.serving.queue.Batcher`, so concurrent streams are decoded in one
-batch. Silence costs nothing: only the VAD runs until speech starts. A turn longer than
-:data:`MAX_TURN_SECONDS` is committed at that length and the next item goes on.
+The text (whisper_streaming's local agreement): a growing turn's audio is decoded again
+every :data:`STEP_SECONDS` (or when the last decode ends); what two successive hypotheses
+agree on is sent as a delta and never changes. At commit, the last hypothesis (or a final
+decode, if it did not hear the whole turn) completes the committed text. Decodes go
+through the server's :class:`~whisper_finetune.serving.queue.Batcher` (streams batch
+together); silence costs only the VAD; a turn is committed at :data:`MAX_TURN_SECONDS`.
 
 The API key rule is the HTTP routes' (:class:`~whisper_finetune.serving.guard.Guard`):
 ``Authorization: Bearer KEY``, or, from a browser, the subprotocol
@@ -81,6 +78,7 @@ class Session:
         self.rate = RATES[0]
         self.language = state.defaults.language
         self.prompt: str | None = state.defaults.initial_prompt
+        self.normalize = Normalize()
         self.vad: dict | None = dict(DEFAULT_VAD)
         self.resampler = Resampler(self.rate)
         self.audio = np.zeros(0, np.float32)  # the session's audio since the last trim
@@ -102,7 +100,9 @@ class Session:
 
     def describe(self) -> dict:
         transcription = {"model": self.state.model_name or "whisper-1",
-                         "language": self.language, "prompt": self.prompt or ""}  # fmt: skip
+                         "language": self.language, "prompt": self.prompt or "",
+                         "to_simple": self.normalize.to_simple,
+                         "remove_pun": self.normalize.remove_pun}  # fmt: skip
         return {
             "id": self.id,
             "object": "realtime.transcription_session",
@@ -149,6 +149,11 @@ class Session:
                     raise ClientError(exc.message, "invalid_language", "session.language") from exc
             if "prompt" in transcription:
                 self.prompt = transcription["prompt"] or None
+            # ours, as on the HTTP routes: traditional to simplified, no punctuation
+            self.normalize = Normalize(
+                bool(transcription.get("to_simple", self.normalize.to_simple)),
+                bool(transcription.get("remove_pun", self.normalize.remove_pun)),
+            )
         fmt = session.get("input_audio_format", audio_in.get("format"))
         if fmt is not None:
             rate = fmt.get("rate", RATES[0]) if isinstance(fmt, dict) else RATES[0]
@@ -277,13 +282,13 @@ class Session:
         options = dataclasses.replace(self.state.defaults, language=self.language,
                                       initial_prompt=self.prompt, word_timestamps=False,
                                       vad_filter=False)  # fmt: skip
-        state, cancel = self.state, self.cancel
+        state, cancel, normalize = self.state, self.cancel, self.normalize
 
         def work() -> str:
             if state.batchable(options):
-                return state.batcher.run(options, (samples, Normalize()), cancel).transcript.text
+                return state.batcher.run(options, (samples, normalize), cancel).transcript.text
             with state.queue.slot(cancel):
-                return state.transcriber.transcribe(samples, options).text
+                return normalize.transcript(state.transcriber.transcribe(samples, options)).text
 
         loop = asyncio.get_running_loop()
         return (await loop.run_in_executor(self.executor, work)).strip()
