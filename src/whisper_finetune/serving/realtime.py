@@ -22,9 +22,8 @@ decode, if it did not hear the whole turn) completes the committed text. Decodes
 through the server's :class:`~whisper_finetune.serving.queue.Batcher` (streams batch
 together); silence costs only the VAD; a turn is committed at :data:`MAX_TURN_SECONDS`.
 
-The API key rule is the HTTP routes' (:class:`~whisper_finetune.serving.guard.Guard`):
-``Authorization: Bearer KEY``, or, from a browser, the subprotocol
-``openai-insecure-api-key.KEY`` as OpenAI accepts it.
+The API key rule is the HTTP routes' (:class:`.guard.Guard`): ``Authorization: Bearer
+KEY``, or from a browser OpenAI's subprotocol ``openai-insecure-api-key.KEY``.
 """
 
 # no "from __future__ import annotations": FastAPI resolves the endpoint's annotation
