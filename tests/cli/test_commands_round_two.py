@@ -213,3 +213,52 @@ def test_merge_names_what_is_wrong_with_the_adapter(lora_adapter, tmp_path, caps
     assert expected in err, err[-2000:]
     assert "Traceback" not in err and err.count("size mismatch") <= 1  # one line, not 64+
     assert not out.exists()
+
+
+# ------------------------------------------------------- 27.14: --config read strictly
+
+
+def _evaluate_args(argv: list[str]):
+    from whisper_finetune.cli import build_parser
+    from whisper_finetune.cli._args import apply_config
+
+    args = build_parser().parse_args(argv)
+    return apply_config(args, argv)
+
+
+def test_an_abbreviated_flag_is_refused_not_overridden_by_the_config(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("output_dir: from-the-file\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:
+        _evaluate_args(["evaluate", "--config", str(config), "--output=from-the-flag"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --output=from-the-flag" in capsys.readouterr().err
+    args = _evaluate_args(["evaluate", "--config", str(config), "--output_dir=from-the-flag"])
+    assert args.output_dir == "from-the-flag"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("c.yaml", "test_data: a.jsonl\nbatch_size: 4\nbatch_size: 8\n", "line 3"),
+        ("c.yaml", "decoding:\n  beam_size: 1\n  beam_size: 5\n", "line 3"),
+        ("c.json", '{"batch_size": 4, "batch_size": 8}', "c.json"),
+    ],
+)
+def test_a_key_given_twice_in_one_mapping_is_an_error(tmp_path, name, text, where):
+    config = tmp_path / name
+    config.write_text(text, encoding="utf-8")
+    key = "beam_size" if "beam" in text else "batch_size"
+    with pytest.raises(ValueError, match=rf"{key}.* given twice") as err:
+        _evaluate_args(["evaluate", "--config", str(config)])
+    assert where in str(err.value) and str(config) in str(err.value)
+
+
+def test_null_is_none_where_none_is_allowed_and_an_error_elsewhere(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("language: null\noutput_dir: null\n", encoding="utf-8")
+    args = _evaluate_args(["evaluate", "--config", str(config)])
+    assert args.language is None and args.output_dir is None
+    config.write_text("model_path: null\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"model_path: null is not a value this option takes"):
+        _evaluate_args(["evaluate", "--config", str(config)])

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whisper-finetune",
         description="Fine-tune, evaluate, accelerate and serve OpenAI Whisper.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -55,10 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Give every subcommand (nested ones too) ``--config FILE``."""
+    """Give every subcommand (nested ones too) ``--config FILE``, and no abbreviated flags:
+    ``--output`` for ``--output_dir`` would not count as given on the command line, so a
+    config file's value would silently win over it (issue 27.14)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
+                child.allow_abbrev = False
                 add_config_option(child)
                 _add_config_options(child)
 

@@ -36,6 +36,7 @@ def _none_or(kind):
         return kind(value)
 
     parse.__name__ = getattr(kind, "__name__", "value")
+    parse.accepts_none = True  # a config file's null is this option's None
     return parse
 
 
@@ -81,7 +82,8 @@ def add_dataclass_args(
             kwargs["choices"] = f.metadata["choices"]
         origin = typing.get_origin(tp)
         if tp is bool:
-            kwargs.update(type=str2bool, nargs="?", const=True, metavar="BOOL")
+            kind = _none_or(str2bool) if optional else str2bool
+            kwargs.update(type=kind, nargs="?", const=True, metavar="BOOL")
         elif origin in (list, tuple):
             inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
             kwargs.update(type=inner, nargs="*" if optional else "+")
@@ -168,7 +170,11 @@ def read_config_file(path: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"--config {path}: cannot read it: {exc}") from exc
     try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = (
+            json.loads(text, object_pairs_hook=_unique_json_keys(path))
+            if p.suffix.lower() == ".json"
+            else yaml.load(text, Loader=_unique_keys_loader(path))  # noqa: S506 (a SafeLoader)
+        )
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ValueError(
             f"--config {path}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}"
@@ -197,6 +203,39 @@ def read_config_file(path: str) -> dict[str, Any]:
     return flat
 
 
+def _unique_json_keys(path: str):
+    def pairs(items: list) -> dict:
+        seen: dict = {}
+        for key, value in items:
+            if key in seen:
+                raise ValueError(f"--config {path}: key {key!r} is given twice in one object")
+            seen[key] = value
+        return seen
+
+    return pairs
+
+
+def _unique_keys_loader(path: str):
+    """A YAML SafeLoader that refuses a key given twice in one mapping (YAML lets the last
+    one win silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise ValueError(
+                        f"--config {path}: key {key!r} is given twice in one mapping "
+                        f"(line {key_node.start_mark.line + 1})"
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def _given_on_command_line(action: argparse.Action, argv: list[str]) -> bool:
     return any(
         token == opt or token.startswith(opt + "=")
@@ -207,6 +246,14 @@ def _given_on_command_line(action: argparse.Action, argv: list[str]) -> bool:
 
 def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
     """Check a config value as argparse would check the flag's text."""
+
+    if value is None:  # YAML null / JSON null
+        if getattr(action.type, "accepts_none", False) or action.nargs == "*":
+            return None
+        raise ValueError(
+            f"--config {path}: {key}: null is not a value this option takes (leave the key "
+            "out to keep its default)"
+        )
 
     def one(v: Any) -> Any:
         if v is None or isinstance(v, bool) or not callable(action.type):
