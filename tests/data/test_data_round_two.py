@@ -115,3 +115,73 @@ def test_pack_refuses_a_slice_that_ends_beyond_its_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "m.jsonl:2" in err and "beyond the end of the file" in err
     assert not out.exists()
+
+
+# ------------------------------------- 27.13 (and 27.15): prepare folder names the file
+
+
+def _folder(root: Path, names=("a", "b", "c")) -> Path:
+    for name in names:
+        write_tone(root / f"{name}.wav", 1.0)
+    return root
+
+
+def test_a_transcript_that_is_not_utf8_is_named_and_skippable(tmp_path, capsys):
+    root = _folder(tmp_path / "mine")
+    for name in ("a", "b"):
+        (root / f"{name}.txt").write_text("你好", encoding="utf-8")
+    (root / "c.txt").write_bytes("你好".encode("gbk"))
+    assert (
+        main(["prepare", "folder", f"--input_dir={root}", f"--target_dir={tmp_path / 'o1'}"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "transcript not UTF-8 (1): c.txt" in err
+    args = [
+        "prepare",
+        "folder",
+        f"--input_dir={root}",
+        f"--target_dir={tmp_path / 'o2'}",
+        "--skip_problems",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "transcript not UTF-8: 1" in out
+    assert sum(1 for p in (tmp_path / "o2").glob("*.jsonl") for _ in p.open()) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "metadata.jsonl",
+            '{"file_name": "a.wav", "text": "你好"}\n["b.wav", "你好"]\n',
+            "metadata.jsonl:2: not a JSON object",
+        ),
+        (
+            "metadata.jsonl",
+            '{"file_name": "a.wav", "text": "你好"}\n{"file_name": \n',
+            "metadata.jsonl:2: invalid JSON",
+        ),
+        (
+            "metadata.csv",
+            "file_name,text\n",
+            "metadata.csv lists no recordings (a header and no rows)",
+        ),
+        ("metadata.csv", "", "metadata.csv is empty"),
+        (
+            "metadata.csv",
+            "file_name,text\na.wav,\xff\n".encode("latin-1"),
+            "metadata.csv: not UTF-8",
+        ),
+    ],
+)
+def test_a_bad_metadata_file_is_named_with_its_line(tmp_path, capsys, name, content, expected):
+    root = _folder(tmp_path / "mine")
+    meta = root / name
+    if isinstance(content, bytes):
+        meta.write_bytes(content)
+    else:
+        meta.write_text(content, encoding="utf-8")
+    assert main(["prepare", "folder", f"--input_dir={root}", f"--target_dir={tmp_path / 'o'}"]) == 1
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err

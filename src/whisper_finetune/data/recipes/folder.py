@@ -16,6 +16,7 @@ them, unless ``skip_problems`` is set, in which case they are left out and count
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -99,16 +100,49 @@ def _audio_files(root: Path) -> list[Path]:
     )
 
 
+def _metadata_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+
+
+def _jsonl_rows(path: Path, text: str) -> list[dict]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except RecursionError:
+            raise ValueError(f"{where}: invalid JSON: nested too deeply") from None
+        except ValueError as exc:
+            raise ValueError(f"{where}: invalid JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: not a JSON object (got {type(row).__name__})")
+        rows.append(row)
+    return rows
+
+
 def _read_metadata(path: Path, text_column: str | None) -> list[tuple[str, str]]:
     """(file_name, text) rows of a metadata.csv or metadata.jsonl."""
+    text = _metadata_text(path)
+    if not text.strip():
+        raise ValueError(f"{path} is empty: it needs a header row (file_name,text) and rows")
     if path.suffix == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.DictReader(f))
-            columns = rows[0].keys() if rows else ()
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+        columns = set(reader.fieldnames or ())
     else:
-        with open(path, encoding="utf-8-sig") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = _jsonl_rows(path, text)
         columns = set().union(*(r.keys() for r in rows)) if rows else set()
+    if columns and not rows:
+        raise ValueError(f"{path} lists no recordings (a header and no rows)")
     if "file_name" not in columns:
         raise ValueError(f"{path}: needs a 'file_name' column, found {sorted(columns)}")
     column = text_column or next((c for c in TEXT_COLUMNS if c in columns), None)
@@ -146,7 +180,11 @@ def _pairs_from_sidecars(root: Path, problems: dict) -> dict[Path, str]:
         if not txt.is_file():
             problems["audio without transcript"].append(_rel(audio, root))
             continue
-        lines = txt.read_text(encoding="utf-8-sig").splitlines()
+        try:
+            lines = txt.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError:
+            problems["transcript not UTF-8"].append(_rel(txt, root))
+            continue
         pairs[_abs(audio)] = " ".join(line.strip() for line in lines if line.strip())
     for txt in sorted(root.rglob("*.txt")):
         if txt.with_suffix("") not in audio_stems:
@@ -243,6 +281,7 @@ def prepare_folder(config: FolderConfig) -> FolderResult:
             "listed twice in the metadata",
             "empty transcript",
             "unreadable audio",
+            "transcript not UTF-8",
         )
     }
     meta = next(
