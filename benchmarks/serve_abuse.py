@@ -23,7 +23,13 @@ answer), their p50/max latency, what the attackers got (status counts), the wors
 ``/health`` latency (probed every second on a fresh connection), the server's peak RSS,
 and how many bytes its log grew.
 
+With ``--features_minutes N`` it first measures, in two processes of its own, what N
+minutes of (near-silent) audio cost above the loaded model: handed whole to
+faster-whisper's sequential decoder, as the server did (it computes the log-mel of all
+of it at once), and through the server's job, which cuts it into 5-minute pieces.
+
     python benchmarks/serve_abuse.py                     # 2 x 45 s
+    python benchmarks/serve_abuse.py --features_minutes 20 --seconds 0
     nice -n 5 python benchmarks/serve_abuse.py --seconds 30 --idle 2000
 
 It is a measurement, not a test: the machine is shared, so figures are noisy.
@@ -287,6 +293,41 @@ def report(name: str, phase: Phase, seconds: float, log_growth: int) -> None:
         print(f"  attacker {key}: {count}")
 
 
+FEATURES = """
+import io, resource, sys, threading, time
+import numpy as np, soundfile as sf
+from whisper_finetune.inference.loader import load_transcriber
+from whisper_finetune.inference.transcript import DecodeOptions
+from whisper_finetune.serving import decode
+mode, minutes = sys.argv[1], float(sys.argv[2])
+transcriber = load_transcriber("embedded:whisper-base", "ct2", compute_type="int8")
+noise = np.random.default_rng(0).standard_normal(int(minutes * 60 * 16000))
+buffer = io.BytesIO()
+sf.write(buffer, (0.001 * noise).astype(np.float32), 16000, format="FLAC")
+del noise
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start, options = time.monotonic(), DecodeOptions(language="zh")
+job = decode.Job(buffer, "long.flac", options, max_seconds=minutes * 60 + 1)
+if mode == "whole":
+    segments, _ = transcriber.stream(decode.read_samples(job), options)
+    list(segments)
+else:
+    decode.run(transcriber, job, threading.Event())
+peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+print(f"{mode}: {peak:.0f} MB above the loaded model, {time.monotonic() - start:.1f} s")
+"""
+
+
+def measure_features(minutes: float) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    print(f"== {minutes:g} min of audio, peak RSS of the transcription")
+    for mode in ("whole", "pieces"):
+        done = subprocess.run([sys.executable, "-c", FEATURES, mode, str(minutes)], env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        print(done.stdout.strip() or done.stderr[-2000:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=45.0, help="length of each phase")
@@ -294,7 +335,13 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--slow", type=int, default=50)
     parser.add_argument("--serve_args", nargs="*", default=[], help="extra flags for serve")
+    parser.add_argument("--features_minutes", type=float, default=0.0,
+                        help="first compare whole-file and piecewise features on this much audio")  # fmt: skip
     args = parser.parse_args()
+    if args.features_minutes > 0:
+        measure_features(args.features_minutes)
+    if args.seconds <= 0:
+        return
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this side holds the sockets

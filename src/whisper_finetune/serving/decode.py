@@ -141,6 +141,7 @@ def pieces(samples: np.ndarray) -> list[tuple[int, int]]:
     """
     piece, search = int(PIECE_SECONDS * SAMPLE_RATE), int(QUIET_SEARCH_SECONDS * SAMPLE_RATE)
     step, window = SAMPLE_RATE // 10, 5
+    search = max(search // step, window) * step
     bounds, first = [], 0
     while samples.size - first > piece:
         lo = first + piece - search
