@@ -12,6 +12,7 @@ By default it starts its own server (``whisper-finetune serve --port=0``, ct2 in
 embedded whisper-base) and stops it at the end:
 
     python benchmarks/serve_load.py --clients 1 4 16 --seconds 20
+    python benchmarks/serve_load.py --clients 1 4 16 --seconds 20 --compare  # batching on and off
     python benchmarks/serve_load.py --url http://127.0.0.1:5000 --api_key KEY --clients 8
 
 It is a measurement, not a test: the machine is shared, so figures are noisy.
@@ -43,6 +44,8 @@ def start_server(args) -> tuple[subprocess.Popen, str, Path]:
         f"--compute_type={args.compute_type}", f"--workers={args.workers}",
         f"--max_queue={args.max_queue}", f"--language={args.language}",
     ]
+    if getattr(args, "max_batch", None):
+        env["WHISPER_FINETUNE_MAX_BATCH"] = str(args.max_batch)  # 1: no batching across requests
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -118,6 +121,12 @@ async def run_load(url: str, clients: int, seconds: float, audio: bytes, audio_s
     }
 
 
+def health(url: str) -> dict:
+    import httpx
+
+    return httpx.get(url + "/health", timeout=30).json().get("queue", {})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
@@ -131,6 +140,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max_queue", type=int, default=8)
     parser.add_argument("--language", default="zh")
+    parser.add_argument("--max_batch", type=int, default=None,
+                        help="requests batched together at most (1: no batching); default: the server's")
+    parser.add_argument("--compare", action="store_true",
+                        help="also start a server without batching (max_batch 1) and run each "
+                             "client count on both, side by side")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO / "src"))
@@ -138,29 +152,46 @@ def main() -> int:
 
     audio = Path(args.audio).read_bytes()
     audio_seconds = load_audio(args.audio).size / SAMPLE_RATE
-    process = log = None
-    url = args.url
-    if url is None:
-        process, url, log = start_server(args)
-        print(f"server: {url} (ct2 workers={args.workers}, max_queue={args.max_queue}); log {log}")
+    servers: list[tuple[str, str, subprocess.Popen | None]] = []  # (label, url, process)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
-        # one request first, so that no run pays for the first call's warm-up
-        asyncio.run(run_load(url, 1, 0.01, audio, audio_seconds, headers))
+        if args.url is not None:
+            servers.append(("given", args.url, None))
+        else:
+            process, url, log = start_server(args)
+            servers.append(("batching" if args.max_batch != 1 else "no batching", url, process))
+            print(f"server: {url} (ct2 workers={args.workers}, max_queue={args.max_queue}); log {log}")
+            if args.compare:
+                off = argparse.Namespace(**{**vars(args), "max_batch": 1})
+                process, url, log = start_server(off)
+                servers.append(("no batching", url, process))
+                print(f"server without batching: {url}; log {log}")
+        for _, url, _ in servers:  # one request first: no run pays for the first call's warm-up
+            asyncio.run(run_load(url, 1, 0.01, audio, audio_seconds, headers))
         print(f"{Path(args.audio).name}: {audio_seconds:.2f} s of audio per request, {args.seconds:.0f} s per run")
-        print("| clients | requests ok | req/s | audio s / wall s | p50 s | p95 s | p99 s | 429 | errors |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| server | clients | requests ok | req/s | audio s / wall s | vs 1 client | p50 s | p95 s "
+              "| p99 s | 429 | errors | batches (jobs) |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        single: dict[str, float] = {}
         for clients in args.clients:
-            r = asyncio.run(run_load(url, clients, args.seconds, audio, audio_seconds, headers))
-            print(f"| {clients} | {r['ok']} | {r['rps']:.2f} | {r['audio_per_wall']:.2f} | "
-                  f"{r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['429']} | {r['errors']} |",
-                  flush=True)
-            for example in r["examples"]:
-                print(f"    error: {example}")
+            for label, url, _ in servers:
+                before = health(url)
+                r = asyncio.run(run_load(url, clients, args.seconds, audio, audio_seconds, headers))
+                after = health(url)
+                single.setdefault(label, r["audio_per_wall"])
+                ratio = r["audio_per_wall"] / single[label] if single[label] else float("nan")
+                batches = after.get("batches", 0) - before.get("batches", 0)
+                jobs = after.get("batched_jobs", 0) - before.get("batched_jobs", 0)
+                print(f"| {label} | {clients} | {r['ok']} | {r['rps']:.2f} | {r['audio_per_wall']:.2f} | "
+                      f"{ratio:.2f}x | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['429']} | "
+                      f"{r['errors']} | {batches} ({jobs}) |", flush=True)
+                for example in r["examples"]:
+                    print(f"    error: {example}")
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(30)
+        for _, _, process in servers:
+            if process is not None:
+                process.terminate()
+                process.wait(30)
     return 0
 
 

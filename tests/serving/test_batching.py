@@ -224,3 +224,16 @@ def test_real_server_batches_distinct_clips(live_server, real_speech, cer):
     assert max(cers) < 0.4, cers
     after = live_server.health()["queue"]
     assert after["batched_jobs"] - before["batched_jobs"] >= 2, (before, after)
+
+
+def test_max_batch_from_the_environment(monkeypatch):
+    from whisper_finetune.serving.runner import MAX_BATCH, MAX_BATCH_ENV, ServerState
+
+    monkeypatch.delenv(MAX_BATCH_ENV, raising=False)
+    state = ServerState(FakeCT2(), None, WorkQueue())
+    assert state.batcher.max_batch == MAX_BATCH
+    monkeypatch.setenv(MAX_BATCH_ENV, "1")  # one request at a time: no batching
+    assert ServerState(FakeCT2(), None, WorkQueue()).batcher.max_batch == 1
+    monkeypatch.setenv(MAX_BATCH_ENV, "zero")
+    with pytest.raises(ValueError, match="WHISPER_FINETUNE_MAX_BATCH must be a whole number"):
+        ServerState(FakeCT2(), None, WorkQueue())

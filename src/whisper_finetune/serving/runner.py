@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from whisper_finetune.serving.queue import Batcher, Cancelled, QueueFull, WorkQu
 
 POLL_SECONDS = 0.25  # how often a waiting request checks that its client is still there
 MAX_BATCH = 16  # the most requests decoded in one batch
+MAX_BATCH_ENV = "WHISPER_FINETUNE_MAX_BATCH"  # overrides MAX_BATCH; 1 turns batching off
 
 
 @dataclass
@@ -55,7 +57,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         if self.batcher is None and getattr(self.transcriber, "backend", "") == "ct2":
-            self.batcher = Batcher(self.queue, batch_decoder(self.transcriber), MAX_BATCH)
+            self.batcher = Batcher(self.queue, batch_decoder(self.transcriber), max_batch())
 
     def batchable(self, options: DecodeOptions) -> bool:
         """Whether requests with these options may be batched with others."""
@@ -65,6 +67,16 @@ class ServerState:
             and not options.word_timestamps
             and not options.vad_filter
         )
+
+
+def max_batch() -> int:
+    """:data:`MAX_BATCH`, or the :data:`MAX_BATCH_ENV` environment variable's value."""
+    value = os.environ.get(MAX_BATCH_ENV, "").strip()
+    if not value:
+        return MAX_BATCH
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{MAX_BATCH_ENV} must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def batch_decoder(transcriber):

@@ -1,0 +1,210 @@
+"""Live streams on ``/v1/realtime``: latency, and how many streams the server keeps up with.
+
+Each stream is one ``websockets`` client sending distinct real Mandarin clips (the 40 of
+``real-zh-dev``, two per stream, 1.5 s of silence after each) as 24 kHz PCM16 in 100 ms
+chunks at the speed of speech, with server VAD. For each number of streams it prints,
+over all the turns:
+
+- **first partial**: from the moment the first speech of a turn was sent (the Silero
+  VAD's start on the clip) to its first ``...transcription.delta``;
+- **commit**: from the moment the end of the turn's speech was sent to its
+  ``...transcription.completed`` (this includes the server VAD's 500 ms of silence);
+- **CER live / whole**: the live transcripts against the references, and the same audio
+  posted whole to ``/v1/audio/transcriptions`` (the goal: live within 0.02 of whole);
+- whether the streams kept up in real time (every turn completed within
+  ``--keep_up`` seconds of its speech's end).
+
+By default it starts its own server (ct2 int8, the embedded whisper-base, ``--language
+zh``); it is a measurement, not a test: run it with ``nice`` on a shared machine.
+
+    python benchmarks/realtime_load.py --streams 1 2 4 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serve_load import percentile, start_server  # noqa: E402
+
+SILENCE_AFTER = 1.5  # seconds of silence after each clip
+CHUNK = 0.1
+
+
+def load_clips():
+    from whisper_finetune.assets import real_zh_dev_manifest
+    from whisper_finetune.data.audio import load_audio
+    from whisper_finetune.inference.base import speech_regions
+
+    manifest = real_zh_dev_manifest()
+    clips = []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            samples = load_audio(manifest.parent / record["audio"]["path"])
+            regions = speech_regions(samples)
+            clips.append((samples, record["sentence"], regions[0][0], regions[-1][1]))
+    return clips
+
+
+async def one_stream(url: str, clips, headers: dict) -> list[dict]:
+    """Stream the clips; per turn: first-partial and commit latency, transcript."""
+    import websockets
+
+    from whisper_finetune.data.codec import resample
+
+    audio, turns, position = [], [], 0.0
+    for samples, reference, start, end in clips:
+        turns.append({"reference": reference, "speech_start": position + start,
+                      "speech_end": position + end})  # fmt: skip
+        audio.append(samples)
+        audio.append(np.zeros(int(SILENCE_AFTER * 16000), np.float32))
+        position += samples.size / 16000 + SILENCE_AFTER
+    joined = np.concatenate(audio)
+    pcm = (np.clip(resample(joined, 16000, 24000), -1, 1) * 32767).astype("<i2").tobytes()
+    step = int(24000 * CHUNK) * 2
+    sent_at: list[float] = []  # wall time at which each chunk was sent
+    items: dict[str, dict] = {}
+    order: list[str] = []
+    async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {
+            "input_audio_transcription": {"language": "zh"}}}))  # fmt: skip
+
+        async def read():
+            async for message in ws:
+                event, now = json.loads(message), time.monotonic()
+                kind, item = event["type"], event.get("item_id")
+                if kind == "input_audio_buffer.committed":
+                    order.append(item)
+                if kind.endswith("transcription.delta"):
+                    items.setdefault(item, {}).setdefault("first_delta", now)
+                if kind.endswith("transcription.completed"):
+                    items.setdefault(item, {}).update(done=now, text=event["transcript"])
+                    if len(order) >= len(turns) and all("done" in items.get(i, {}) for i in order):
+                        return
+                if kind == "error":
+                    raise RuntimeError(f"error event: {event['error']}")
+
+        reader = asyncio.create_task(read())
+        start = time.monotonic()
+        for i in range(0, len(pcm), step):
+            chunk = base64.b64encode(pcm[i : i + step]).decode()
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            sent_at.append(time.monotonic())
+            await asyncio.sleep(max(0.0, start + len(sent_at) * CHUNK - time.monotonic()))
+        await asyncio.wait_for(reader, 300)
+
+    def sent(second: float) -> float:  # when the chunk holding that second of audio left
+        return sent_at[min(len(sent_at) - 1, int(second / CHUNK))]
+
+    spoken = [items[i] for i in order if items[i].get("text")]
+    for turn, item in zip(turns, spoken, strict=False):
+        turn["text"] = item["text"]
+        turn["first_partial"] = item.get("first_delta", item["done"]) - sent(turn["speech_start"])
+        turn["commit"] = item["done"] - sent(turn["speech_end"])
+    for turn in turns[len(spoken) :]:
+        turn["text"] = ""  # a turn the VAD merged or missed: scored as empty
+    turns[0]["audio"] = joined
+    return turns
+
+
+async def whole(url: str, audio: np.ndarray, headers: dict) -> str:
+    """The stream's audio posted in one request: the transcript to match."""
+    import io
+    import wave
+
+    import httpx
+
+    buffer = io.BytesIO()
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(pcm.tobytes())
+    async with httpx.AsyncClient(timeout=600) as http:
+        r = await http.post(url + "/v1/audio/transcriptions", headers=headers,
+                            files={"file": ("s.wav", buffer.getvalue(), "audio/wav")},
+                            data={"language": "zh"})  # fmt: skip
+        r.raise_for_status()
+        return r.json()["text"]
+
+
+def cer(references: list[str], hypotheses: list[str]) -> float:
+    from whisper_finetune.evaluation.metrics import score
+    from whisper_finetune.text import normalize_text
+
+    return score([normalize_text(r) for r in references], [normalize_text(h) for h in hypotheses],
+                 "cer")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--clips_per_stream", type=int, default=2)
+    parser.add_argument("--keep_up", type=float, default=3.0,
+                        help="a turn completed later than this after its speech: not real time")  # fmt: skip
+    parser.add_argument("--url", default=None, help="an existing server; default: start one")
+    parser.add_argument("--api_key", default=None)
+    parser.add_argument("--model_path", default="embedded:whisper-base")
+    parser.add_argument("--backend", default="ct2")
+    parser.add_argument("--compute_type", default="int8")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--max_queue", type=int, default=8)
+    parser.add_argument("--language", default="zh")
+    args = parser.parse_args()
+    clips = load_clips()
+    process, url = None, args.url
+    if url is None:
+        process, url, log = start_server(args)
+        print(f"server: {url}; log {log}")
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    ws_url = url.replace("http://", "ws://") + "/v1/realtime"
+    print("| streams | turns | first partial p50 / p95 s | commit p50 / p95 s | CER live | "
+          "CER whole | real time |")  # fmt: skip
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
+    try:
+        used = 0
+        for streams in args.streams:
+            groups = []
+            for _ in range(streams):
+                groups.append(
+                    [clips[(used + k) % len(clips)] for k in range(args.clips_per_stream)]
+                )
+                used += args.clips_per_stream
+
+            async def run_all(groups=groups):
+                return await asyncio.gather(*(one_stream(ws_url, g, headers) for g in groups))
+
+            results = asyncio.run(run_all())
+            turns = [t for r in results for t in r]
+            wholes = [asyncio.run(whole(url, r[0]["audio"], headers)) for r in results]
+            refs = ["".join(t["reference"] for t in r) for r in results]
+            live = ["".join(t["text"] for t in r) for r in results]
+            firsts = [t["first_partial"] for t in turns if "first_partial" in t]
+            commits = [t["commit"] for t in turns if "commit" in t]
+            kept_up = len(commits) == len(turns) and max(commits) <= args.keep_up
+            print(f"| {streams} | {len(turns)} | {percentile(firsts, 50):.2f} / "
+                  f"{percentile(firsts, 95):.2f} | {percentile(commits, 50):.2f} / "
+                  f"{percentile(commits, 95):.2f} | {cer(refs, live):.3f} | "
+                  f"{cer(refs, wholes):.3f} | {'yes' if kept_up else 'no'} |", flush=True)  # fmt: skip
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
