@@ -2,7 +2,8 @@
 
 It uploads a file or records from the microphone, streams the transcript with its
 timestamps from ``/v1/audio/transcriptions`` (``stream=true``), copies it and downloads
-SRT. No build step and no CDN: it works offline. Only this one fixed file is served;
+SRT. Its Live button streams the microphone to ``/v1/realtime`` (:mod:`.realtime`) and
+shows each item's text as it is committed. No build step and no CDN: it works offline. Only this one fixed file is served;
 no request names a path.
 """
 
