@@ -262,3 +262,70 @@ def test_null_is_none_where_none_is_allowed_and_an_error_elsewhere(tmp_path):
     config.write_text("model_path: null\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"model_path: null is not a value this option takes"):
         _evaluate_args(["evaluate", "--config", str(config)])
+
+
+# ------------------------------------ 27.10: Ctrl-C without a traceback, progress per batch
+
+
+@pytest.mark.parametrize("command", ["finetune", "infer"])
+def test_ctrl_c_ends_with_one_line_and_status_130(monkeypatch, capsys, command):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    if command == "finetune":
+        monkeypatch.setattr("whisper_finetune.training.train.finetune", interrupted)
+        argv = ["finetune", "--train_data=t.jsonl", "--output_dir=run"]
+    else:
+        monkeypatch.setattr("whisper_finetune.inference.loader.load_transcriber", interrupted)
+        argv = ["infer", f"--audio_path={Path(__file__)}"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
+
+
+def test_long_audio_progress_moves_after_every_batch(monkeypatch):
+    """A 1-hour file's bar stayed at 0 % for minutes: it moved once per 4 batches."""
+    from contextlib import contextmanager
+
+    import numpy as np
+
+    from whisper_finetune.data.audio import SAMPLE_RATE
+    from whisper_finetune.inference import chunks
+    from whisper_finetune.inference.transcript import DecodeOptions, Segment, Transcript
+
+    n_spans, span_s = 12, 25
+    samples = np.zeros(n_spans * 30 * SAMPLE_RATE, np.float32)
+    spans = [
+        {"start": i * 30 * SAMPLE_RATE, "end": (i * 30 + span_s) * SAMPLE_RATE}
+        for i in range(n_spans)
+    ]
+    monkeypatch.setattr(chunks, "speech_spans", lambda *_a, **_k: spans)
+    calls, seen = [], []
+
+    class Bar:
+        n = 0.0
+
+        def update(self, step):
+            self.n += step
+            seen.append((len(calls), self.n))
+
+    @contextmanager
+    def bar(*_args):
+        yield Bar()
+
+    monkeypatch.setattr(chunks, "progress_bar", bar)
+
+    def decode(clips, options, batch_size):
+        calls.append(len(clips))
+        return [
+            Transcript.from_segments(
+                [Segment(0.0, len(c) / SAMPLE_RATE, "好")], "zh", len(c) / SAMPLE_RATE
+            )
+            for c in clips
+        ]
+
+    chunks.transcribe_chunked(samples, DecodeOptions.plain(language="zh"), decode, batch_size=2)
+    moves = [(batches, n) for batches, n in seen]
+    assert len(calls) == n_spans // 2  # 2 chunks per decode call
+    assert [b for b, _ in moves[:3]] == [1, 2, 3]  # the bar moves after each batch
+    assert 0 < moves[0][1] < moves[1][1] < moves[2][1]

@@ -87,3 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the commands keep what they finished; no traceback
+        if args.log_level == "DEBUG":
+            raise
+        print(
+            f"interrupted (Ctrl-C): {args.command} stopped; what it had finished is kept",
+            file=sys.stderr,
+        )
+        return 130

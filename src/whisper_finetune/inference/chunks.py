@@ -61,8 +61,9 @@ def transcribe_chunked(
     segments: list[Segment] = []
     language = options.language
     with progress_bar(duration, progress) as bar:
-        # a few batches at a time: the pipeline holds its clips end to end in memory
-        group = 4 * batch_size
+        # one batch at a time, so that the bar moves after each (issue 27.10: four
+        # batches of a 1-hour file held it at 0 % for minutes)
+        group = batch_size
         for first in range(0, len(chunks), group):
             found, languages = decode_chunks(
                 chunks[first : first + group], options, decode, batch_size
