@@ -376,6 +376,32 @@ def test_the_host_header_must_name_this_server(tmp_path):
     assert client.get("/health", headers={"Host": "lan.evil"}).status_code == 400
 
 
+def test_a_websocket_from_another_host_is_refused():
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocketDisconnect
+
+    from whisper_finetune.serving.guard import Guard
+    from whisper_finetune.serving.queue import WorkQueue
+
+    async def hello(websocket):
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    app = Guard(Starlette(routes=[WebSocketRoute("/ws", hello)]), api_key=None,
+                max_upload_bytes=1024, queue=WorkQueue(), allowed_hosts=("localhost",))  # fmt: skip
+    client = TestClient(app)
+    with client.websocket_connect("/ws", headers={"host": "localhost:5000"}) as ws:
+        assert ws.receive_text() == "hello"
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/ws", headers={"host": "evil.example"}) as ws,
+    ):
+        ws.receive_text()
+    assert refused.value.code == 1008
+
+
 @pytest.mark.slow
 def test_real_model_transcribes_long_audio_in_pieces(monkeypatch, real_speech, cer):
     """The CTranslate2 path (faster-whisper's lazy segments, piece by piece) on four real
