@@ -227,6 +227,7 @@ def build_server(app, *, max_connections: int, header_timeout: float, log: RateL
         # uvicorn's own backstop (HTTP 503); the protocol keeps connections at ``bound``
         limit_concurrency=bound + FD_RESERVE // 2,
         timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,  # a request head over 16 KiB is a 400
     )
     return uvicorn.Server(config)
 
