@@ -185,3 +185,52 @@ def test_a_bad_metadata_file_is_named_with_its_line(tmp_path, capsys, name, cont
     assert main(["prepare", "folder", f"--input_dir={root}", f"--target_dir={tmp_path / 'o'}"]) == 1
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err, err
+
+
+# ----------------------------------------------------- 27.15: the smaller ones, data
+
+
+def test_a_folder_or_a_device_is_named_as_such_not_as_missing(tmp_path, capsys):
+    (tmp_path / "clips").mkdir()
+    for path, expected in (
+        (tmp_path / "clips", "is a folder, not a file"),
+        (Path("/dev/zero"), "is not a regular file"),
+    ):
+        assert main(["prepare", "validate", str(path)]) == 1
+        assert f"manifest {path} {expected}" in capsys.readouterr().err
+        assert main(["evaluate", f"--test_data={path}"]) == 1
+        assert f"manifest {path} {expected}" in capsys.readouterr().err
+    manifest = write_jsonl(tmp_path / "m.jsonl", [record("clips")])
+    assert main(["prepare", "validate", str(manifest)]) == 1
+    assert (
+        "m.jsonl:1: audio.path: " in (out := capsys.readouterr().out)
+        and "is a folder, not a file" in out
+    )
+
+
+def test_a_deeply_nested_line_names_the_file_and_line(tmp_path):
+    from whisper_finetune.data.manifest import ManifestError, read_manifest
+
+    write_tone(tmp_path / "a.wav", 1.0)
+    deep = (
+        '{"audio": {"path": "a.wav"}, "sentence": "x", "extra": '
+        + "[" * 100000
+        + "]" * 100000
+        + "}"
+    )
+    manifest = write_jsonl(tmp_path / "m.jsonl", [record("a.wav"), deep])
+    with pytest.raises(ManifestError, match=r"m\.jsonl:2: .*nested too deeply"):
+        read_manifest(manifest)
+
+
+def test_exact_duplicate_records_are_reported(tmp_path, capsys):
+    write_tone(tmp_path / "a.wav", 1.0)
+    write_tone(tmp_path / "b.wav", 1.0)
+    rows = [record("a.wav"), record("b.wav"), record("a.wav")]
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    assert main(["prepare", "validate", str(manifest)]) == 1
+    assert "m.jsonl:3: record: the same record as line 1" in capsys.readouterr().out
+    assert (
+        main(["prepare", "pack", f"--manifest={manifest}", f"--output={tmp_path / 'p.jsonl'}"]) == 1
+    )
+    assert f"m.jsonl:3: the same record as {manifest}:1" in capsys.readouterr().err

@@ -179,6 +179,52 @@ def _whisper_language(language: str) -> bool:
     return key in LANGUAGES or key in TO_LANGUAGE_CODE
 
 
+def _loads(text: str, where: str) -> Any:
+    """One line's JSON value; a line that does not parse is a ManifestError naming it."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{where}: invalid JSON: {exc.msg}") from None
+    except RecursionError:  # "[[[[...": Python's parser gives up, without a line
+        raise ManifestError(f"{where}: invalid JSON: nested too deeply") from None
+
+
+def record_identity(record: Record) -> tuple:
+    """Every field of a record (its origin aside): two records with the same identity are
+    exact duplicates, reported by ``prepare validate`` and ``pack``."""
+    return (
+        record.audio_path,
+        record.duration,
+        record.start_time,
+        record.end_time,
+        record.sentence,
+        record.sentences,
+        record.language,
+    )
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a file to read (missing, a folder, a device), or None."""
+    p = Path(path)
+    if p.is_file():
+        return None
+    if p.is_dir():
+        return f"{p} is a folder, not a file"
+    if p.exists():
+        return f"{p} is not a regular file (a device, a pipe or a socket)"
+    return f"{p} not found"
+
+
+def require_file(path: str | os.PathLike, what: str = "manifest") -> None:
+    """Raise, naming ``what``, unless ``path`` is a regular file."""
+    problem = file_problem(path)
+    if problem is None:
+        return
+    if problem.endswith("not found"):  # the message the tests and users know
+        raise FileNotFoundError(f"{what} not found: {path}")
+    raise (IsADirectoryError if Path(path).is_dir() else ValueError)(f"{what} {problem}")
+
+
 def _decode(data: bytes, where: str) -> str:
     try:
         return data.decode("utf-8")
@@ -202,6 +248,8 @@ def _load_json_list(path: Path, raw: bytes) -> list:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    except RecursionError:
+        raise ManifestError(f"{path}: invalid JSON: nested too deeply") from None
     if not isinstance(items, list):
         raise ManifestError(f"{path}: expected a JSON list or JSON Lines")
     return items
@@ -240,8 +288,7 @@ class Manifest(Sequence):
 
     def __init__(self, path: str | os.PathLike, check: bool = True):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"manifest not found: {self.path}")
+        require_file(self.path)
         self.base_dir = self.path.parent
         self._items: list | None = None
         self._positions: list[int] | None = None  # for views of a JSON list
@@ -282,10 +329,7 @@ class Manifest(Sequence):
         where = self._where(i)
         if self._index is None:
             return where, self._items[self._positions[i] if self._positions is not None else i]
-        try:
-            return where, json.loads(_decode(self._index.read(i), where))
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{where}: invalid JSON: {exc.msg}") from exc
+        return where, _loads(_decode(self._index.read(i), where), where)
 
     def iter_raw(self) -> Iterator[tuple[str, int, Any]]:
         """``(location, line, decoded JSON or the ManifestError)`` for every record, read
@@ -298,9 +342,7 @@ class Manifest(Sequence):
         for line, data in self._index.iter_lines():
             where = f"{self.path}:{line}"
             try:
-                yield where, line, json.loads(_decode(data, where))
-            except json.JSONDecodeError as exc:
-                yield where, line, ManifestError(f"{where}: invalid JSON: {exc.msg}")
+                yield where, line, _loads(_decode(data, where), where)
             except ManifestError as exc:
                 yield where, line, exc
 
@@ -357,8 +399,7 @@ def open_manifest(path: str | os.PathLike, check: bool = True) -> Sequence[Recor
     (``.jsonl.gz`` of cuts) is converted to records in memory."""
     from whisper_finetune.data import cuts
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
+    require_file(path)
     if cuts.is_cutset(path):
         try:
             found = cuts.convert_cuts(path)

@@ -125,6 +125,20 @@ def _check_span(record: Record, loaded: float) -> None:
         )
 
 
+def _refuse_duplicates(records: list[Record]) -> None:
+    """An exact duplicate would be packed twice, into two windows (issue 27.15)."""
+    from whisper_finetune.data.manifest import record_identity
+
+    seen: dict[tuple, str] = {}
+    for record in records:
+        first = seen.setdefault(record_identity(record), record.origin)
+        if first != record.origin:
+            raise ValueError(
+                f"{record.origin}: the same record as {first} (it would be packed "
+                "twice); remove one"
+            )
+
+
 def pack_manifest(config: PackConfig) -> PackResult:
     """Pack ``config.manifest`` into windows; see the module docstring.
 
@@ -144,6 +158,7 @@ def pack_manifest(config: PackConfig) -> PackResult:
     audio_dir = Path(config.audio_dir) if config.audio_dir else output.with_suffix("")
     _check_outputs(config.manifest, output, audio_dir)
     records = read_manifest(config.manifest)
+    _refuse_duplicates(records)
     order = list(range(len(records)))
     if config.shuffle:
         random.Random(config.seed).shuffle(order)

@@ -42,7 +42,15 @@ from whisper_finetune.data.checkcache import (
     write_cache,
 )
 from whisper_finetune.data.cuts import is_cutset
-from whisper_finetune.data.manifest import Manifest, ManifestError, Record, parse_record
+from whisper_finetune.data.manifest import (
+    Manifest,
+    ManifestError,
+    Record,
+    file_problem,
+    parse_record,
+    record_identity,
+    require_file,
+)
 from whisper_finetune.data.recipes import audio_duration_s, decoded_duration_s
 from whisper_finetune.data.wavheader import wav_truncation
 from whisper_finetune.staging import check_output_file
@@ -208,8 +216,8 @@ def label_tokens(record: Record, count: Callable[[str], int]) -> int:
 def _measure(job: tuple[str, bool]) -> tuple[str, float | str, tuple[float, float] | None]:
     """``(path, seconds or the error, truncation)`` of one audio file (in a worker)."""
     path, decode = job
-    if not os.path.isfile(path):
-        return path, f"file not found: {path}", None
+    if (problem := file_problem(path)) is not None:
+        return path, problem.replace(f"{path} not found", f"file not found: {path}"), None
     measure = decoded_duration_s if decode else audio_duration_s
     try:
         seconds: float | str = measure(path)
@@ -342,8 +350,7 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
     if not config.manifest:
         raise ValueError("a manifest to validate is required")
     path = Path(config.manifest).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
+    require_file(path)
     if is_cutset(path):
         raise ValueError(
             f"{path} is a Lhotse CutSet: write its manifest with `whisper-finetune prepare "
@@ -369,6 +376,7 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
     problems: list[Problem] = []
     audio: dict[str, float | str] = {}
     records = malformed = 0
+    seen: dict[tuple, int] = {}
     for where, line, obj in tqdm(manifest.iter_raw(), desc="checking", unit="rec"):
         records += 1
         try:
@@ -380,6 +388,9 @@ def validate_manifest(config: ValidateConfig) -> ValidationResult:
             problems.append(Problem(where, line, "record", message))
             malformed += 1
             continue
+        first = seen.setdefault(record_identity(record), line)
+        if first != line:  # the same sample twice weighs it double in training
+            problems.append(Problem(where, line, "record", f"the same record as line {first}"))
         audio[record_key(where, path)] = checker.audio_seconds(record)
         problems.extend(Problem(where, line, f, m) for f, m in checker.check(record))
     result = ValidationResult(str(path), records, tuple(problems), counter)
