@@ -25,3 +25,19 @@ def test_import_ct2_needs_a_readable_config_json(tmp_path, capsys, damage):
     }[damage]
     assert expected in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_whisper_cpp_folder_with_two_model_files_names_them(tmp_path):
+    """27.15: it said the folder 'holds no Whisper model'."""
+    import struct
+
+    from whisper_finetune.models.ggml_check import GGML_MAGIC
+    from whisper_finetune.models.resolve import resolve_ggml
+
+    folder = tmp_path / "cpp"
+    folder.mkdir()
+    for name in ("ggml-model.bin", "ggml-model-q8_0.bin"):
+        (folder / name).write_bytes(struct.pack("<I", GGML_MAGIC) + b"\0" * 64)
+    with pytest.raises(ValueError, match=r"holds 2 whisper\.cpp model files") as err:
+        resolve_ggml(str(folder))
+    assert "ggml-model.bin" in str(err.value) and "ggml-model-q8_0.bin" in str(err.value)

@@ -98,6 +98,13 @@ def resolve_ggml(name: str | os.PathLike, quantization: str = "default") -> str:
     """
     name = str(name)
     found = None if name.startswith(EMBEDDED_PREFIX) else find_ggml_file(name)
+    if found is None and Path(name).expanduser().is_dir():
+        several = sorted(p.name for p in Path(name).expanduser().glob("ggml-*.bin"))
+        if len(several) > 1:  # not "no Whisper model" (issue 27.15): say which to name
+            raise ValueError(
+                f"{name} holds {len(several)} whisper.cpp model files ({', '.join(several)}): "
+                f"name one of them, e.g. --model_path={Path(name) / several[0]}"
+            )
     if found is None:
         wanted = "f16" if quantization == "default" else quantization
         return str(converted_ggml(resolve_transformers(name), wanted))
@@ -119,5 +126,7 @@ def converted_ggml(model_dir: str | os.PathLike, quantization: str = "f16") -> P
     dst = cache_home() / "ggml-cache" / f"{model_dir.name}-{quantization}-{key}"
     if (dst / ggml_file_name(quantization)).is_file():
         return dst / ggml_file_name(quantization)
-    logger.info("converting %s to whisper.cpp GGML (%s) once, into %s", model_dir, quantization, dst)
+    logger.info(
+        "converting %s to whisper.cpp GGML (%s) once, into %s", model_dir, quantization, dst
+    )
     return convert_to_ggml(model_dir, dst, quantization=quantization, force=True, verify=False)
