@@ -275,19 +275,22 @@ def choose_alignment_heads(
     order = np.argsort(-scores, axis=None, kind="stable")[:k]
     heads = sorted((int(i // n_heads), int(i % n_heads)) for i in order)
 
-    def mae(head_set) -> float:
-        errors = []
-        for sample in check:
-            attn = cross_attentions(model, sample)
-            errors.append(boundary_errors(token_starts(attn, head_set), sample))
-        return float(np.concatenate(errors).mean())
+    errors: dict[str, list] = {"previous": [], "chosen": []}
+    for sample in check:  # one forward pass per record for both sets
+        attn = cross_attentions(model, sample)
+        for name, head_set in (("previous", previous), ("chosen", heads)):
+            if head_set:
+                errors[name].append(boundary_errors(token_starts(attn, head_set), sample))
+
+    def mae(name: str) -> float | None:
+        return float(np.concatenate(errors[name]).mean()) if errors[name] else None
 
     choice = HeadChoice(
         heads=heads,
         previous=previous,
         scores=scores,
-        mae_previous=mae(previous) if previous else None,
-        mae_chosen=mae(heads),
+        mae_previous=mae("previous"),
+        mae_chosen=mae("chosen"),
         n_choose=len(choose),
         n_check=len(check),
     )
