@@ -234,3 +234,22 @@ def test_exact_duplicate_records_are_reported(tmp_path, capsys):
         main(["prepare", "pack", f"--manifest={manifest}", f"--output={tmp_path / 'p.jsonl'}"]) == 1
     )
     assert f"m.jsonl:3: the same record as {manifest}:1" in capsys.readouterr().err
+
+
+def test_pack_keeps_every_window_within_448_label_tokens(tmp_path):
+    from whisper_finetune.data.manifest import read_manifest
+    from whisper_finetune.data.recipes.pack import PackConfig, pack_manifest
+    from whisper_finetune.data.recipes.validate import label_tokens, load_token_counter
+
+    text = "而对楼市成交抑制作用最大的限购政策" * 4  # 68 characters in 1 s: fast talk
+    rows = []
+    for i in range(12):
+        write_tone(tmp_path / f"{i}.wav", 1.0)
+        rows.append(record(f"{i}.wav", text))
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    result = pack_manifest(PackConfig(manifest=str(manifest), output=str(tmp_path / "p.jsonl")))
+    count, _ = load_token_counter("embedded:whisper-base")
+    windows = read_manifest(result.output)
+    needed = [label_tokens(w, count) for w in windows]
+    assert max(needed) <= 448 and result.n_windows >= 2, needed
+    assert sum(len(w.sentences) for w in windows) == 12  # every utterance packed once

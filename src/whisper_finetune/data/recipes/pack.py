@@ -51,6 +51,16 @@ class PackConfig:
             "help": "share of utterances also kept unpacked (0..1), for short-clip inference"
         },
     )
+    tokenizer: str | None = field(
+        default="embedded:whisper-base",
+        metadata={
+            "help": "Whisper tokenizer counting a window's label tokens (a folder, a "
+            "tokenizer.json, embedded:whisper-base; None: an upper-bound estimate)"
+        },
+    )
+    max_tokens: int = field(
+        default=448, metadata={"help": "decoder positions a window's label may use (Whisper: 448)"}
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.max_duration <= WINDOW_SECONDS:
@@ -61,6 +71,8 @@ class PackConfig:
             raise ValueError(f"gap must be >= 0, got {self.gap}")
         if not 0 <= self.keep_single <= 1:
             raise ValueError(f"keep_single must be within [0, 1], got {self.keep_single}")
+        if not 0 < self.max_tokens <= 448:
+            raise ValueError(f"max_tokens must be in 1..448, got {self.max_tokens}")
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,14 @@ def pack_manifest(config: PackConfig) -> PackResult:
     output = Path(config.output)
     audio_dir = Path(config.audio_dir) if config.audio_dir else output.with_suffix("")
     _check_outputs(config.manifest, output, audio_dir)
+    from whisper_finetune.data.recipes.validate import (
+        _SPECIAL_NO_TIMESTAMPS,
+        _SPECIAL_TIMESTAMPS,
+        label_tokens,
+        load_token_counter,
+    )
+
+    count, _ = load_token_counter(config.tokenizer)
     records = read_manifest(config.manifest)
     _refuse_duplicates(records)
     order = list(range(len(records)))
@@ -201,12 +221,22 @@ def pack_manifest(config: PackConfig) -> PackResult:
     def length(items) -> float:
         return sum(len(s) for _, s in items) / SAMPLE_RATE + config.gap * max(len(items) - 1, 0)
 
+    def tokens(items) -> int:
+        """The label tokens of a window of ``items`` (issue 27.15: windows of fast speech
+        went past Whisper's 448): texts counted one by one, one more per join."""
+        plain = sum(count(r.sentence) + 1 for r, _ in items) + _SPECIAL_NO_TIMESTAMPS
+        timed = _SPECIAL_TIMESTAMPS + sum(
+            count(t.text) + 2 for r, s in items for t in _timed(r, len(s) / SAMPLE_RATE)
+        )
+        return max(plain, timed)
+
     for i in tqdm(order, desc="pack", unit="utt"):
         record = records[i]
         samples = load_audio(record.audio_path, record.start_time, record.end_time)
         duration = len(samples) / SAMPLE_RATE
         _check_span(record, duration)
-        if not record.sentence.strip() or duration + config.gap > config.max_duration:
+        too_many = label_tokens(record, count) > config.max_tokens  # validate reports it
+        if not record.sentence.strip() or duration + config.gap > config.max_duration or too_many:
             out.append(record)  # no-speech samples and long utterances stay as they are
             n_unpacked += 1
             continue
@@ -215,7 +245,10 @@ def pack_manifest(config: PackConfig) -> PackResult:
             n_single += 1
         language = record.language or ""
         items = window.setdefault(language, [])
-        if items and length(items) + config.gap + duration > config.max_duration:
+        if items and (
+            length(items) + config.gap + duration > config.max_duration
+            or tokens([*items, (record, samples)]) > config.max_tokens
+        ):
             flush(language)
             items = window.setdefault(language, [])
         items.append((record, samples))
