@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from whisper_finetune.data.audio import SAMPLE_RATE, load_audio, write_wav
 from whisper_finetune.inference.transcript import Segment, Transcript, Word, format_transcript
 
 pytestmark = pytest.mark.slow
@@ -34,32 +32,26 @@ def _infer(capsys, audio, *extra, output_format="json"):
     return json.loads(out) if output_format == "json" else out
 
 
-@pytest.fixture(scope="module")
-def gap_wav(tmp_path_factory, test_wav):
-    speech = load_audio(test_wav)
-    rng = np.random.default_rng(0)
-    gap = np.concatenate(
-        [
-            np.zeros(15 * SAMPLE_RATE, np.float32),
-            (0.01 * rng.standard_normal(15 * SAMPLE_RATE)).astype(np.float32),
-        ]
-    )
-    path = tmp_path_factory.mktemp("gap") / "gap.wav"
-    write_wav(path, np.concatenate([speech, gap, speech]))
-    return path
-
-
-def _nothing_in_gap(result):
-    return not [s for s in result["results"] if 9.4 < s["start"] < 37.4]
-
-
 @pytest.mark.parametrize("flag", ["--vad_filter", "--batch_size=4"])
-def test_vad_filter_and_batched_decoding_skip_the_gap(capsys, gap_wav, test_reference, flag):
+def test_vad_filter_and_batched_decoding_skip_the_gap(capsys, gap_speech, flag):
+    """Different speech on each side of 30 s of silence and noise (issue 25: with one clip
+    on both sides, Silero joined the copies into one window on an Intel CPU and Whisper
+    wrote the sentence once). Measured CER 0.06 (5 of 82 characters); losing either side
+    costs 0.40 or more, so the 0.2 limit stands 11 characters from either."""
+    speech, path = gap_speech
+    (_, first_end), (second_start, second_end) = speech.spans
     # robust decoding off: the VAD itself (or the batched pipeline's VAD chunks) must do it
-    result = _infer(capsys, gap_wav, flag, "--robust=false")
-    assert _nothing_in_gap(result), result["results"]
-    assert _cer(test_reference * 2, result["text"]) <= 0.2, result["text"]
-    assert result["results"][-1]["end"] > 40  # the second copy is there, at its time
+    result = _infer(capsys, path, flag, "--robust=false")
+    # a segment wholly inside the gap is invented; Whisper may start the one after it
+    # early (at the 30 s window's start), and the CER limit holds its text
+    inside = [
+        s
+        for s in result["results"]
+        if s["start"] > first_end + 1.0 and s["end"] < second_start - 1.0
+    ]
+    assert not inside, result["results"]
+    assert _cer(speech.reference, result["text"]) <= 0.2, result["text"]
+    assert result["results"][-1]["end"] > second_end - 2.0  # the second clip, at its time
 
 
 def test_word_timestamps_reach_json_and_word_level_subtitles(capsys, test_wav):

@@ -2,8 +2,8 @@
 like-for-like backends (item 12).
 
 Silence, noise and very short clips give empty text through ``infer``, ``evaluate`` and
-the server's transcriber; long audio with a silent and noisy gap gives the speech twice
-and nothing for the gap, on both backends; long audio shows progress on stderr.
+the server's transcriber; long audio with a silent and noisy gap gives the speech on both
+sides and nothing for the gap, on both backends; long audio shows progress on stderr.
 """
 
 from __future__ import annotations
@@ -33,14 +33,12 @@ def _noise(seconds: float, level: float = 0.01, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fixtures_dir(tmp_path_factory, test_wav):
-    """Silence, noise, a 0.1 s clip and speech + 30 s of silence and noise + speech."""
+    """Silence, noise and a 0.1 s clip (speech around a gap: ``gap_speech``)."""
     folder = tmp_path_factory.mktemp("robust")
     speech = load_audio(test_wav)
-    gap = np.concatenate([np.zeros(15 * SAMPLE_RATE, np.float32), _noise(15)])
     write_wav(folder / "silence.wav", np.zeros(20 * SAMPLE_RATE, np.float32))
     write_wav(folder / "noise.wav", _noise(10, 0.05, seed=1))
     write_wav(folder / "short.wav", speech[4 * SAMPLE_RATE : 4 * SAMPLE_RATE + SAMPLE_RATE // 10])
-    write_wav(folder / "gap.wav", np.concatenate([speech, gap, speech]))
     return folder
 
 
@@ -156,18 +154,27 @@ def _infer(capsys, audio, backend, *extra):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["transformers", "ct2"])
-def test_long_audio_with_silence_gives_the_speech_twice_and_nothing_for_the_gap(
-    backend, fixtures_dir, test_reference, capsys
+def test_long_audio_with_silence_gives_both_sides_and_nothing_for_the_gap(
+    backend, fixtures_dir, gap_speech, capsys
 ):
+    """Different speech on each side of the gap (one clip twice made the test depend on
+    the CPU, issue 25): losing a side costs 0.40 or more against the 0.2 allowed."""
     silence, _ = _infer(capsys, fixtures_dir / "silence.wav", backend)
     assert silence["text"] == "" and silence["results"] == []
 
-    result, err = _infer(capsys, fixtures_dir / "gap.wav", backend)
-    first_end = 8.39
-    gap = (first_end + 1.0, first_end + 29.0)
-    in_gap = [s for s in result["results"] if gap[0] < s["start"] < gap[1]]
+    speech, path = gap_speech
+    result, err = _infer(capsys, path, backend)
+    (_, first_end), (second_start, second_end) = speech.spans
+    # a segment wholly inside the gap is invented; Whisper may start the one after it
+    # early (at the 30 s window's start), and the CER limit holds its text
+    in_gap = [
+        s
+        for s in result["results"]
+        if s["start"] > first_end + 1.0 and s["end"] < second_start - 1.0
+    ]
     assert not in_gap, result["results"]
-    assert _cer(test_reference * 2, result["text"]) <= 0.2, result["text"]
+    assert _cer(speech.reference, result["text"]) <= 0.2, result["text"]
+    assert result["results"][-1]["end"] > second_end - 2.0
     assert "transcribing" in err and "100%" in err  # progress on stderr (issue 10 item 12)
 
     short, _ = _infer(capsys, fixtures_dir / "short.wav", backend)
@@ -222,7 +229,9 @@ def test_the_loader_gives_ct2_equal_padding_and_the_long_audio_batch_asked_for(t
     default = load_transcriber(tiny_ct2_dir, "ct2", device="cpu")
     assert default.pad_audio is True and default.long_audio_batch > 1  # batched on a CPU
     assert load_transcriber(tiny_ct2_dir, "ct2", long_audio_batch=5).long_audio_batch == 5
-    sequential = load_transcriber(tiny_ct2_dir, "ct2", device="cpu", long_audio_batch=1, batch_size=2)
+    sequential = load_transcriber(
+        tiny_ct2_dir, "ct2", device="cpu", long_audio_batch=1, batch_size=2
+    )
     assert sequential.pad_audio is True
     assert sequential.long_audio_batch == 1 and sequential.batch_size == 2
 

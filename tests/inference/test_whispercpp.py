@@ -60,7 +60,7 @@ def test_q8_0_export_transcribes_real_speech(base_q8, test_wav, test_reference):
         load_transcriber(base_q8, "whispercpp", compute_type="q5_0")
 
 
-def test_options_reach_whisper_cpp(base_q8, test_wav, test_reference):
+def test_options_reach_whisper_cpp(base_q8, test_wav, distinct_speech):
     from whisper_finetune.data.audio import load_audio
     from whisper_finetune.inference.loader import load_transcriber
 
@@ -77,11 +77,10 @@ def test_options_reach_whisper_cpp(base_q8, test_wav, test_reference):
     assert sum(c.isascii() and c.isalpha() for c in english.text) > 10, english.text
     plain = transcriber.transcribe(audio, DecodeOptions(language="zh", without_timestamps=True))
     assert [(s.start, s.end) for s in plain.segments] == [(0.0, plain.duration)]
-    # long audio: whisper.cpp's own 30 s windows, and the batch API
-    long = np.concatenate([audio, np.zeros(8000, np.float32)] * 5)
-    result = transcriber.transcribe(long, DecodeOptions(language="zh"))
+    # long audio (four different recordings, 33 s): past one 30 s window, and the batch API
+    result = transcriber.transcribe(distinct_speech.samples, DecodeOptions(language="zh"))
     assert result.duration > 30 and result.segments[-1].end > 30
-    assert _cer(test_reference * 5, result.text) <= 0.15, result.text
+    assert _cer(distinct_speech.reference, result.text) <= 0.15, result.text
     batch = transcriber.transcribe_batch([audio[:32000], audio], DecodeOptions(language="zh"))
     assert [t.duration for t in batch] == [2.0, pytest.approx(8.39, abs=0.01)]
     with pytest.raises(ValueError, match="only supported by the ct2 backend"):
