@@ -329,3 +329,43 @@ def test_long_audio_progress_moves_after_every_batch(monkeypatch):
     assert len(calls) == n_spans // 2  # 2 chunks per decode call
     assert [b for b, _ in moves[:3]] == [1, 2, 3]  # the bar moves after each batch
     assert 0 < moves[0][1] < moves[1][1] < moves[2][1]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        'SafetensorError: Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })',
+        "OSError",
+    ],
+)
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(
+    tiny_model_dir, tmp_path, capsys, monkeypatch, error
+):
+    """27.15: a disk full while saving a checkpoint ended in a raw traceback."""
+    import errno
+
+    from safetensors import SafetensorError
+    from transformers import Trainer
+
+    def full(*_args, **_kwargs):
+        if error == "OSError":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise SafetensorError(error)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", full)
+    train = write_manifest(tmp_path / "data", clips=CLIPS[:2])
+    out = tmp_path / "run"
+    argv = [
+        "finetune",
+        f"--base_model={tiny_model_dir}",
+        f"--train_data={train}",
+        f"--output_dir={out}",
+        "--max_steps=1",
+        "--save_steps=1",
+        "--lora_r=4",
+        "--report_to=none",
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"the disk holding {out} is full" in err and "--resume_from_checkpoint=true" in err
+    assert "Traceback" not in err

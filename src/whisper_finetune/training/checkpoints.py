@@ -264,3 +264,33 @@ def _apply_optimization(learning_rate: float, weight_decay: float):
             lr_scheduler._last_lr = [group["lr"] for group in groups]
 
     return ApplyChangedOptimization()
+
+
+# --- a full disk (issue 27.15) -------------------------------------------------------
+
+_DISK_FULL = ("No space left on device", "StorageFull", "Disk quota exceeded")
+
+
+def disk_full_error(exc: BaseException, output_dir: str | os.PathLike) -> OSError | None:
+    """One clear error for a disk that filled up while the run saved (``torch.save``
+    raises RuntimeError, safetensors its own error type), or None for any other error."""
+    import errno
+
+    chain, seen = exc, 0
+    while chain is not None and seen < 8:
+        full = isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or any(m in str(chain) for m in _DISK_FULL):
+            break
+        chain, seen = chain.__cause__ or chain.__context__, seen + 1
+    else:
+        return None
+    if chain is None:
+        return None
+    done = latest_checkpoint(output_dir)
+    kept = f"the last complete checkpoint is {done}" if done else "no checkpoint was complete"
+    return OSError(
+        errno.ENOSPC,
+        f"the disk holding {output_dir} is full: saving failed ({type(exc).__name__}); {kept} "
+        "(a half-written one is passed over). Free some space (or lower "
+        "--save_total_limit), then continue with --resume_from_checkpoint=true",
+    )

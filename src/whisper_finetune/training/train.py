@@ -35,6 +35,7 @@ from whisper_finetune.training.checkpoints import (
     _drop_incomplete_checkpoints,
     _resume_path,
     check_resumed_config,
+    disk_full_error,
     latest_checkpoint,
 )
 from whisper_finetune.training.config import FinetuneConfig, adalora_total_step
@@ -182,6 +183,11 @@ def finetune(cfg: FinetuneConfig, callbacks=()) -> FinetuneResult:
     try:
         with _known_warnings_silenced(), _one_writer(cfg.output_dir):
             return _finetune(cfg, callbacks)
+    except Exception as exc:  # a full disk while saving: one line, what is kept, what next
+        full = disk_full_error(exc, cfg.output_dir)
+        if full is None:
+            raise
+        raise full from exc
     finally:
         torch.set_num_threads(threads)  # num_threads applies to this run only
 
