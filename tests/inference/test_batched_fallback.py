@@ -94,7 +94,9 @@ def test_a_chunk_whose_text_ends_early_is_decoded_again_from_there():
             seconds = c.size / sr
             # the long chunk ends early twice (at 9.4 s of what it is given), then fully
             end = 9.4 if round(seconds, 1) in (28.4, 19.0) else seconds - 0.2
-            out.append(Transcript.from_segments([Segment(0.0, end, f"{seconds:.1f}")], "zh", seconds))
+            out.append(
+                Transcript.from_segments([Segment(0.0, end, f"{seconds:.1f}")], "zh", seconds)
+            )
         return out
 
     found, languages = decode_chunks(chunks, DecodeOptions(language="zh"), batched, 12)
@@ -117,7 +119,9 @@ def test_tails_stop_after_the_last_pass():
 
     def always_early(clips, options, batch_size):
         calls.append(len(clips))
-        return [Transcript.from_segments([Segment(0.0, 1.0, "x")], "zh", c.size / 16000) for c in clips]
+        return [
+            Transcript.from_segments([Segment(0.0, 1.0, "x")], "zh", c.size / 16000) for c in clips
+        ]
 
     found, _ = decode_chunks([np.zeros(30 * 16000, np.float32)], DecodeOptions(), always_early, 8)
     assert len(calls) == 1 + TAIL_PASSES and len(found[0]) == 1 + TAIL_PASSES

@@ -10,7 +10,12 @@ and no-speech thresholds, and whisper.cpp's entropy threshold in place of the gz
 compression ratio (whisper.cpp's analogue, with the same default of 2.4); the Silero VAD
 gate runs in front, as on the other backends. ``robust=False`` is one greedy or beam pass
 with no thresholds. Non-speech tokens are suppressed as transformers' generation config
-does, and there is no conditioning on the previous window unless asked. Every
+does, and there is no conditioning on the previous window unless asked. Audio of at
+least :data:`LONG_AUDIO_SECONDS` takes the CTranslate2 backend's long-audio path
+(:func:`~whisper_finetune.inference.chunks.transcribe_chunked`): Silero VAD chunks of up
+to 30 s of speech, each decoded alone (no text carried over), and what an early end left
+of a chunk decoded again; asked to condition on the previous text, whisper.cpp runs its
+own 30 s windows over the whole audio instead. Every
 call builds its own ``whisper_full_params`` from its :class:`DecodeOptions`, so one
 loaded model serves calls with different options; whisper.cpp's context is not
 reentrant, so calls on one transcriber run one at a time.
@@ -33,6 +38,7 @@ from whisper_finetune.inference.base import (
     clamp_segments,
     gated,
 )
+from whisper_finetune.inference.chunks import transcribe_chunked
 from whisper_finetune.inference.transcript import (
     DEFAULT_OPTIONS,
     DecodeOptions,
@@ -53,6 +59,9 @@ logger = logging.getLogger(__name__)
 NO_ENTROPY_CHECK = 0.0
 NO_LOGPROB_CHECK = -1e9
 
+# audio at least this long is cut into Silero VAD chunks (as on the CTranslate2 backend)
+LONG_AUDIO_SECONDS = 60.0
+
 
 class WhisperCppTranscriber:
     """Whisper through whisper.cpp (``pywhispercpp``).
@@ -63,6 +72,9 @@ class WhisperCppTranscriber:
             (the PyPI wheels are CPU builds). The weights run in the file's own type
             (see ``compute_type`` of :func:`~whisper_finetune.inference.loader.load_transcriber`).
         cpu_threads: threads; 0 uses whisper.cpp's default (up to 4).
+        progress: show a progress bar on stderr for long audio.
+        long_audio_chunks: cut audio of :data:`LONG_AUDIO_SECONDS` or more into VAD
+            chunks decoded one by one (False: whisper.cpp's own windows over it all).
 
     Raises:
         whisper_finetune.models.ggml_check.MissingExtraError: without ``pywhispercpp``.
@@ -77,6 +89,8 @@ class WhisperCppTranscriber:
         model_path: str | os.PathLike,
         device: str = "auto",
         cpu_threads: int = 0,
+        progress: bool = True,
+        long_audio_chunks: bool = True,
     ) -> None:
         require_extra("pywhispercpp", "the whisper.cpp backend (--backend=whispercpp)")
         path = find_ggml_file(model_path)
@@ -97,6 +111,8 @@ class WhisperCppTranscriber:
         self._pw = pw
         self.model_path = str(path)
         self.cpu_threads = cpu_threads
+        self.progress = progress
+        self.long_audio_chunks = long_audio_chunks
         self._lock = threading.Lock()
 
     def __del__(self) -> None:
@@ -149,7 +165,24 @@ class WhisperCppTranscriber:
         samples = np.ascontiguousarray(as_samples(audio), dtype=np.float32)
         if samples.size == 0:
             return Transcript("", options.language, 0.0)
+        if (
+            self.long_audio_chunks
+            and samples.size >= LONG_AUDIO_SECONDS * SAMPLE_RATE
+            and not options.condition_on_previous_text
+        ):
+            self._params(options)  # refuse options whisper.cpp lacks before the VAD runs
+            # the chunks are the speech the VAD found: that is the gate
+            return transcribe_chunked(
+                samples, options, self._chunks, 1, self.progress, max(1, self.cpu_threads)
+            )
         return gated([samples], options, lambda kept: [self._one(kept[0], options)])[0]
+
+    def _chunks(
+        self, clips: list[np.ndarray], options: DecodeOptions, batch_size: int
+    ) -> list[Transcript]:
+        # one chunk at a time, each from a clean context (whisper.cpp's own fallback and
+        # thresholds apply to each, as to a window)
+        return [self._one(np.ascontiguousarray(c), options) for c in clips]
 
     def _one(self, samples: np.ndarray, options: DecodeOptions) -> Transcript:
         duration = samples.size / SAMPLE_RATE
