@@ -24,6 +24,7 @@ from whisper_finetune.inference.transcript import DecodeOptions, Segment, Transc
 from whisper_finetune.serving import decode
 from whisper_finetune.serving.connections import (
     RateLimitedLog,
+    RepeatFilter,
     build_server,
     quiet_loop_errors,
     raise_fd_limit,
@@ -310,6 +311,31 @@ def test_a_body_that_trickles_gets_408_and_the_connection_closes(tmp_path):
         sock.close()
 
 
+def test_a_client_that_leaves_mid_body_is_logged_as_gone(caplog):
+    """Not as FastAPI's "There was an error parsing the body" (400) answered to nobody."""
+    app = create_app(Fake(), body_timeout=10.0)
+    with (
+        caplog.at_level(logging.INFO, logger="whisper_finetune.serving"),
+        running_server(app, max_connections=100, header_timeout=5) as port,
+    ):
+        sock = _open(
+            port,
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n--b\r\n",
+        )
+        time.sleep(0.3)
+        sock.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+            "POST /v1/audio/transcriptions" in r.getMessage() for r in caplog.records
+        ):
+            time.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if "POST /v1/audio" in r.getMessage()]
+    assert len(lines) == 1 and " 499 " in lines[0], lines
+    assert "the client closed the connection before the answer" in lines[0]
+
+
 def test_the_open_file_limit_is_raised_to_the_hard_limit():
     import resource
 
@@ -341,6 +367,23 @@ def test_refused_accepts_are_logged_once_per_interval(caplog):
     assert "refusing new connections: Too many open files" in lines[0]
     assert "(999 more like it in the last 61 s, not logged)" in lines[1]
     assert all(r.exc_info is None for r in caplog.records)  # no traceback per retry
+
+
+def test_repeated_warnings_of_other_loggers_are_filtered(caplog):
+    """uvicorn logs "Exceeded concurrency limit." once per refused request."""
+    clock = [0.0]
+    noisy = logging.getLogger("test_abuse.noisy")
+    noisy.addFilter(RepeatFilter(RateLimitedLog(interval=60, clock=lambda: clock[0])))
+    with caplog.at_level(logging.WARNING, logger="test_abuse.noisy"):
+        for _ in range(100):
+            noisy.warning("Exceeded concurrency limit.")
+        clock[0] = 61.0
+        noisy.warning("Exceeded concurrency limit.")
+    lines = [r.getMessage() for r in caplog.records if r.name == "test_abuse.noisy"]
+    assert lines == [
+        "Exceeded concurrency limit.",
+        "Exceeded concurrency limit. (99 more like it in the last 61 s, not logged)",
+    ]
 
 
 # --- item 9: the key and the Host header ----------------------------------------------

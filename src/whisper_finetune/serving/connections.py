@@ -38,18 +38,46 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._repeats: dict[str, int] = {}
 
-    def __call__(self, key: str, level: int, message: str, *args, exc_info=None) -> bool:
-        """Log (and return True) unless ``key`` was logged less than ``interval`` ago."""
+    def allow(self, key: str) -> str | None:
+        """None when ``key`` was let through less than ``interval`` ago (counted); else
+        the note to add to its message (empty, or how many repeats were held back)."""
         now = self.clock()
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             self._repeats[key] = self._repeats.get(key, 0) + 1
-            return False
+            return None
         repeats = self._repeats.pop(key, 0)
         self._last[key] = now
-        if repeats:
-            message += f" ({repeats} more like it in the last {now - last:.0f} s, not logged)"
-        logger.log(level, message, *args, exc_info=exc_info)
+        return (
+            f" ({repeats} more like it in the last {now - last:.0f} s, not logged)"
+            if repeats
+            else ""
+        )
+
+    def __call__(self, key: str, level: int, message: str, *args, exc_info=None) -> bool:
+        """Log (and return True) unless ``key`` was logged less than ``interval`` ago."""
+        note = self.allow(key)
+        if note is None:
+            return False
+        logger.log(level, message + note, *args, exc_info=exc_info)
+        return True
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a log message through once per interval (with :class:`RateLimitedLog`'s count);
+    for loggers that are not ours (uvicorn's "Exceeded concurrency limit." per request)."""
+
+    def __init__(self, log: RateLimitedLog) -> None:
+        super().__init__()
+        self.log = log
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.exc_info:
+            return True  # a failure with a traceback is never dropped
+        note = self.log.allow(f"{record.name}:{record.msg}")
+        if note is None:
+            return False
+        record.msg = f"{record.msg}{note}"
         return True
 
 
@@ -218,6 +246,10 @@ def build_server(app, *, max_connections: int, header_timeout: float, log: RateL
     import uvicorn
 
     bound = connection_bound(max_connections, raise_fd_limit())
+    repeats = RepeatFilter(log)
+    for name in ("uvicorn.error", "uvicorn"):
+        if not any(isinstance(f, RepeatFilter) for f in logging.getLogger(name).filters):
+            logging.getLogger(name).addFilter(repeats)
     config = uvicorn.Config(
         app,
         log_level="warning",

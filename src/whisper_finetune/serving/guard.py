@@ -162,12 +162,18 @@ class Guard:
                         from starlette.exceptions import HTTPException
 
                         raise HTTPException(413, f"request body larger than {self.max_body} bytes")
+                elif message["type"] == "http.disconnect" and not seen["status"]:
+                    seen["left"] = (
+                        True  # gone before an answer: whatever is answered, nobody reads it
+                    )
                 return message
 
             await self.app(scope, counted_receive, send_logged)
         finally:
             audio = state.get("audio_seconds")
-            status = seen["status"] or 499
+            status = 499 if seen.get("left") or not seen["status"] else seen["status"]
+            if seen.get("left") or (status == 499 and not state.get("error")):
+                state["error"] = "the client closed the connection before the answer"
             logger.info(
                 "%s %s %d audio=%s time=%.3fs%s%s",
                 scope.get("method", "-"),
