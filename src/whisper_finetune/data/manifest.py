@@ -18,7 +18,7 @@ nothing heavy.
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import json
 import logging
 import math
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from whisper_finetune.data.inputs import require_file, whisper_language
 from whisper_finetune.data.lineindex import BOM, LineIndex
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def parse_record(obj: Any, where: str, base_dir: str | os.PathLike = ".") -> Rec
     language = obj.get("language")
     if language is not None and not isinstance(language, str):
         raise ManifestError(f"{where}: field 'language' must be a string")
-    if language and not _whisper_language(language):
+    if language and not whisper_language(language):
         raise ManifestError(
             f"{where}: field 'language': {language!r} is not a Whisper language code or name "
             "(zh, en, ja, ..., or chinese, mandarin, ...)"
@@ -168,17 +169,6 @@ def parse_record(obj: Any, where: str, base_dir: str | os.PathLike = ".") -> Rec
     )
 
 
-@functools.cache
-def _whisper_language(language: str) -> bool:
-    """Whether Whisper knows ``language`` (a code, a name, or ``<|zh|>``), as training does."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    key = language.strip().lower()
-    if key.startswith("<|") and key.endswith("|>"):
-        key = key[2:-2]
-    return key in LANGUAGES or key in TO_LANGUAGE_CODE
-
-
 def _loads(text: str, where: str) -> Any:
     """One line's JSON value; a line that does not parse is a ManifestError naming it."""
     try:
@@ -190,39 +180,9 @@ def _loads(text: str, where: str) -> Any:
 
 
 def record_identity(record: Record) -> tuple:
-    """Every field of a record (its origin aside): two records with the same identity are
-    exact duplicates, reported by ``prepare validate`` and ``pack``."""
-    return (
-        record.audio_path,
-        record.duration,
-        record.start_time,
-        record.end_time,
-        record.sentence,
-        record.sentences,
-        record.language,
-    )
-
-
-def file_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` is not a file to read (missing, a folder, a device), or None."""
-    p = Path(path)
-    if p.is_file():
-        return None
-    if p.is_dir():
-        return f"{p} is a folder, not a file"
-    if p.exists():
-        return f"{p} is not a regular file (a device, a pipe or a socket)"
-    return f"{p} not found"
-
-
-def require_file(path: str | os.PathLike, what: str = "manifest") -> None:
-    """Raise, naming ``what``, unless ``path`` is a regular file."""
-    problem = file_problem(path)
-    if problem is None:
-        return
-    if problem.endswith("not found"):  # the message the tests and users know
-        raise FileNotFoundError(f"{what} not found: {path}")
-    raise (IsADirectoryError if Path(path).is_dir() else ValueError)(f"{what} {problem}")
+    """Every compared field of a record (not its origin): two records with the same
+    identity are exact duplicates, reported by ``prepare validate`` and ``pack``."""
+    return tuple(getattr(record, f.name) for f in dataclasses.fields(record) if f.compare)
 
 
 def _decode(data: bytes, where: str) -> str:

@@ -42,14 +42,13 @@ from whisper_finetune.data.checkcache import (
     write_cache,
 )
 from whisper_finetune.data.cuts import is_cutset
+from whisper_finetune.data.inputs import file_problem, require_file
 from whisper_finetune.data.manifest import (
     Manifest,
     ManifestError,
     Record,
-    file_problem,
     parse_record,
     record_identity,
-    require_file,
 )
 from whisper_finetune.data.recipes import audio_duration_s, decoded_duration_s
 from whisper_finetune.data.wavheader import wav_truncation
