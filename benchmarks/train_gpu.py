@@ -78,6 +78,8 @@ def build_model(shape: str, folder: Path) -> Path:
     from whisper_finetune.models.tiny import build_tiny_whisper
 
     s = SHAPES[shape]
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder  # built by an earlier run with the same --work
     tiny = build_tiny_whisper(folder.parent / f"{folder.name}-tokenizer", v3=s["v3"])
     if shape == "tiny":
         return tiny
@@ -504,8 +506,8 @@ def environment(device: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required="--worker" not in (argv or sys.argv), help="results folder")
-    p.add_argument("--shapes", nargs="+", default=["base", "small", "large-v3"], choices=SHAPES)
-    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    p.add_argument("--shapes", nargs="*", default=["base", "small", "large-v3"], choices=SHAPES)
+    p.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS)
     p.add_argument("--variants", nargs="*", default=[], choices=VARIANTS)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=20, help="optimizer steps timed")
@@ -527,7 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         help="memory checks: a packaged config on a SHAPE in GIB of GPU memory, at the "
         "config's batch and the listed larger ones",
     )
-    p.add_argument("--work", help="scratch folder (default: a temporary one, removed)")
+    p.add_argument(
+        "--work", help="scratch folder, kept with the models it built (default: a temporary one)"
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -604,9 +608,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_row(spec, a.row_timeout)
             keep = ("row", "variant", "config", "memory_gib", "batch", "flops_per_sample")
             record({"shape": shape, **{k: spec[k] for k in keep if spec.get(k)}, **result})
-        if model.parent == work:
-            shutil.rmtree(model, ignore_errors=True)
-    if not a.work:
+    if not a.work:  # a given --work keeps the models for the next run
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
