@@ -78,3 +78,19 @@ def test_the_real_loader_reports_what_this_machine_lacks(linux):
     if missing:
         with pytest.raises(cuda_libs.MissingCudaLibrary, match=missing[0].replace(".", r"\.")):
             cuda_libs.require_ct2_cuda_libraries("cuda", search_dirs=[])
+
+
+@pytest.mark.parametrize("device", ["cuda", "auto"])
+def test_the_ct2_transcriber_names_the_fix_before_loading(linux, monkeypatch, tmp_path, device):
+    # a GPU is there (auto picks it), its CUDA 12 cuBLAS is not: the error comes before
+    # faster-whisper loads anything (the model folder here is empty)
+    import ctranslate2
+
+    from whisper_finetune.inference.ct2 import CT2Transcriber
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(
+        cuda_libs, "missing_ct2_cuda_libraries", lambda *a, **k: ["libcublas.so.12"]
+    )
+    with pytest.raises(cuda_libs.MissingCudaLibrary, match="pip install nvidia-cublas-cu12"):
+        CT2Transcriber(str(tmp_path), device=device)

@@ -125,6 +125,16 @@ class CT2Transcriber:
             )
             compute_type = "float16" if on_cuda else "default"
         self.compute_type = compute_type
+        import ctranslate2
+
+        from whisper_finetune.cuda_libs import require_ct2_cuda_libraries
+
+        if device.startswith("cuda") or (
+            device == "auto" and ctranslate2.get_cuda_device_count() > 0
+        ):
+            # CUDA 12 cuBLAS / cuDNN 9: found, or an error naming the pip install line
+            # (a CUDA 13 machine lacks them; CTranslate2 would fail later, or abort)
+            require_ct2_cuda_libraries("cuda")
         self.model = WhisperModel(
             self.model_path,
             device=device,
