@@ -22,6 +22,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
     cfg = DemoConfig(
         base_model=str(tiny_model_dir),
         guard_data=str(test_wav.parent / "test.json"),
+        guard_curve=True,
         output_dir=str(tmp_path / "demo"),
         num_train=8,
         num_test=2,
@@ -115,15 +116,18 @@ def test_public_api_is_lazy_and_complete():
 
 def test_guard_set_ships_with_the_package_and_needs_no_shared_folder(tmp_path):
     """From a copy of the package with no ``../shared`` anywhere near, the demo finds the
-    real-speech guard set (seven real-dev clips plus test.wav) inside the package."""
+    real-speech guard set (the 48 real clips: seven real-dev clips, test.wav and real-zh-dev's
+    40) inside the package, each with its source kind."""
     src = Path(__file__).resolve().parents[2] / "src" / "whisper_finetune"
     copy = tmp_path / "clone" / "src"
     shutil.copytree(src, copy / "whisper_finetune", ignore=shutil.ignore_patterns("__pycache__"))
     code = (
-        "import json; from whisper_finetune.demo.recipe import DemoConfig; "
+        "import json, pathlib; from whisper_finetune.demo.recipe import DemoConfig, resolve_guard_data; "
         "from whisper_finetune.data.manifest import read_manifest; from whisper_finetune.data.audio import load_audio; "
-        "p = DemoConfig().guard_data; rs = read_manifest(p); "
-        "print(json.dumps([p, len(rs), [load_audio(r.audio_path).size for r in rs]]))"
+        "from whisper_finetune.evaluation.realspeech import clip_kinds; "
+        "p = resolve_guard_data(DemoConfig(), pathlib.Path('run')).guard_data; rs = read_manifest(p); "
+        "print(json.dumps([[r.audio_path for r in rs], len(rs), [load_audio(r.audio_path).size for r in rs], "
+        "sorted(set(clip_kinds(p).values()))]))"
     )
     env = {**os.environ, "PYTHONPATH": str(copy)}
     out = subprocess.run(
@@ -134,9 +138,10 @@ def test_guard_set_ships_with_the_package_and_needs_no_shared_folder(tmp_path):
         text=True,
         check=True,
     )
-    path, n, sizes = json.loads(out.stdout)
-    assert Path(path).is_relative_to(copy) and not (tmp_path / "shared").exists()
-    assert n == 8 and all(size > 16000 for size in sizes)
+    paths, n, sizes, kinds = json.loads(out.stdout)
+    assert all(Path(p).is_relative_to(copy) for p in paths) and not (tmp_path / "shared").exists()
+    assert n == 48 and all(size > 16000 for size in sizes)
+    assert kinds == ["broadcast", "expressive", "read", "spontaneous", "whispered"]
     notice = (copy / "whisper_finetune" / "assets" / "real_speech" / "NOTICE.md").read_text()
     assert "Apache-2.0" in notice and "MIT" in notice
 
@@ -260,12 +265,21 @@ def test_the_guard_scales_the_adapters_scale_part_names(tmp_path, monkeypatch, l
         return Path(out)
 
     guard = iter([0.5, 0.1])  # the first scale breaks the guard, the second keeps it
+
+    def fake_evaluate(*args):
+        value = next(guard, 0.1)
+        errors = [round(value * 100)] + [10] * 9  # the first of ten clips changes
+        one = [SimpleNamespace(errors=e, ref_units=100) for e in errors]
+        return [SimpleNamespace(value=sum(errors) / 1000, utterances=one)]
+
     monkeypatch.setattr(merge, "merge_adapter", fake_merge)
-    monkeypatch.setattr(measure, "evaluate_model", lambda *a: [SimpleNamespace(value=next(guard, 0.1))])
+    monkeypatch.setattr(measure, "evaluate_model", fake_evaluate)
     monkeypatch.setattr("whisper_finetune.models.convert.convert_to_ct2", lambda merged, out, **k: Path(out))
     cfg = DemoConfig(output_dir=str(tmp_path), lora_layers=lora_layers, scale_part=scale_part, merge_scales=(1.0, 0.9))
-    scale, tried = measure.choose_merge_scale("adapter", "guard.jsonl", {"transformers": 0.1, "ct2": 0.1}, cfg, tmp_path)
-    assert scale == 0.9 and [s for s, _ in tried] == [1.0, 0.9]
+    base = measure.GuardResult(0.1, ((10, 100),) * 10)
+    scale, tried = measure.choose_merge_scale("adapter", "guard.jsonl", {"transformers": base, "ct2": base}, cfg, tmp_path)
+    assert scale == 0.9 and [s for s, *_ in tried] == [1.0, 0.9]
+    assert tried[0][2]["transformers"].difference == pytest.approx(0.04)  # 40 more errors of 1,000
     whole = {k: 1.0 for k in expected}
     assert merges == [whole, expected]
 
@@ -275,3 +289,24 @@ def test_scale_part_is_checked_against_the_adapters():
         DemoConfig(lora_layers="encoder", scale_part="decoder")
     with pytest.raises(ValueError, match="--scale_part must be"):
         DemoConfig(scale_part="encoder")
+
+
+@pytest.mark.parametrize(
+    ("rule", "errors", "kept"),
+    [
+        ("estimate", [12] + [10] * 9, True),  # +0.002 on the whole set: within +0.01
+        ("estimate", [30] + [10] * 9, False),  # +0.02
+        # +0.008 from one clip: within +0.01, but the interval's upper end is not
+        ("upper", [18] + [10] * 9, False),
+        ("upper", [10] * 10, True),
+    ],
+)
+def test_the_guard_verdict_states_its_noise_and_can_demand_the_upper_end(rule, errors, kept):
+    from whisper_finetune.demo.measure import GuardResult, guard_verdict
+
+    base = GuardResult(0.1, ((10, 100),) * 10)
+    merged = GuardResult(sum(errors) / 1000, tuple((e, 100) for e in errors))
+    ok, interval = guard_verdict(base, merged, DemoConfig(guard_rule=rule))
+    assert ok is kept
+    assert interval.difference == pytest.approx((sum(errors) - 100) / 1000)
+    assert interval.low <= interval.difference <= interval.high

@@ -107,3 +107,42 @@ def test_mismatched_lengths_and_bad_metric():
         error_counts("a", "a", "mer")
     with pytest.raises(TypeError):
         cer(["a", None], ["a", "b"])  # type: ignore[list-item]
+
+
+def test_paired_bootstrap_sees_a_consistent_loss_and_no_change():
+    from whisper_finetune.evaluation.metrics import paired_bootstrap
+
+    base = [(i % 3, 30) for i in range(48)]
+    # one more error on every second clip: +24 errors over 1,440 characters
+    worse = [(e + (i % 2), u) for i, (e, u) in enumerate(base)]
+    b = paired_bootstrap(base, worse, resamples=500, seed=1)
+    assert b.difference == pytest.approx(24 / 1440)
+    assert 0 < b.low <= b.difference <= b.high
+    assert b.share_worse == 1.0
+    same = paired_bootstrap(base, base, resamples=200)
+    assert (same.difference, same.low, same.high, same.share_worse) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_paired_bootstrap_interval_straddles_zero_for_one_character():
+    from whisper_finetune.evaluation.metrics import paired_bootstrap
+
+    base = [(2, 30)] * 48
+    one_more = [(3, 30)] + [(2, 30)] * 47  # one character on one clip
+    b = paired_bootstrap(base, one_more, resamples=1000)
+    assert b.difference == pytest.approx(1 / 1440)
+    assert b.low == 0.0 < b.high  # nothing on most draws: a change this size is noise
+    assert 0.5 < b.share_worse < 0.75  # the clip is drawn in ~64% of resamples
+    assert "interval" in b.describe()
+
+
+def test_paired_bootstrap_refuses_unpaired_sets():
+    from whisper_finetune.evaluation.metrics import paired_bootstrap
+
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_bootstrap([(1, 10)], [(1, 10), (0, 5)])
+    with pytest.raises(ValueError, match="utterance 1: 5 reference units"):
+        paired_bootstrap([(1, 10), (0, 5)], [(1, 10), (0, 6)])
+    with pytest.raises(ValueError, match="at least one"):
+        paired_bootstrap([], [])
+    with pytest.raises(ValueError, match="no reference units"):
+        paired_bootstrap([(0, 0)], [(1, 0)])

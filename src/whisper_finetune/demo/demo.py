@@ -10,15 +10,18 @@ whisper-base and the built-in synthetic Mandarin corpus unless told otherwise:
    CTranslate2 int8) on the test split and on real speech;
 4. **finetune**: LoRA on the encoder and the decoder, in bf16 where the CPU has it (``--anchor`` adds a
    term that keeps the model near the base; off by default, see
-   ``benchmarks/forgetting.py``), with the real-speech guard set (the package's
-   ``real-dev`` clips plus ``test.wav``) scored with a test subset every ``eval_steps``
-   for the CER-against-time curve;
+   ``benchmarks/forgetting.py``), with a test subset scored every ``eval_steps`` for the
+   CER-against-time curve (and the guard set too with ``--guard_curve``);
 5. **merge**: each saved checkpoint merged at the largest scale (1.0, 0.95, 0.9, ...) that keeps
-   the guard's CER within ``guard_max_increase`` of the base model's on both backends (a
+   the guard's CER within ``guard_max_increase`` of the base model's on both backends
+   (the change's paired-bootstrap interval over clips is reported beside it; a
    scaled merge interpolates between base and adapted weights; ``--scale_part`` says whose:
    the decoder's adapters, the encoder's kept whole), and of those the one with
    the lowest test-subset CER (an earlier checkpoint often forgets less for what it
-   learns); without a guard, the checkpoint with the lowest test-subset CER, unscaled;
+   learns); without a guard, the checkpoint with the lowest test-subset CER, unscaled.
+   The guard set is the package's 48 real clips (``real-dev``, ``test.wav`` and
+   ``real-zh-dev``; ``docs/forgetting-guard.md``), scored with numerals normalised;
+   nothing trains on them, and the report gives its change per source kind;
 6. **evaluate**, **convert** to CTranslate2 int8, **evaluate** again;
 7. **report**: ``report.md`` with tables, PNG plots, per-utterance results, and a
    one-screen summary.
@@ -37,7 +40,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from whisper_finetune.demo.measure import backends, choose_checkpoint_and_scale, measure
-from whisper_finetune.demo.recipe import DemoConfig, Stages, build_data, training_config
+from whisper_finetune.demo.recipe import (
+    PACKAGE_GUARD,
+    DemoConfig,
+    Stages,
+    build_data,
+    resolve_guard_data,
+    training_config,
+)
 from whisper_finetune.demo.report import Report
 
 logger = logging.getLogger(__name__)
@@ -55,7 +65,11 @@ def _relative(path: str | Path, root: Path) -> str:
         return str(p.relative_to(root.resolve()))
     except ValueError:
         package = Path(__file__).resolve().parents[1]
-        return f"<whisper_finetune>/{p.relative_to(package)}" if p.is_relative_to(package) else str(path)
+        return (
+            f"<whisper_finetune>/{p.relative_to(package)}"
+            if p.is_relative_to(package)
+            else str(path)
+        )
 
 
 def cpu_model() -> str:
@@ -73,7 +87,14 @@ def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for name in ("whisper-finetune", "torch", "transformers", "peft", "ctranslate2", "faster-whisper"):
+    for name in (
+        "whisper-finetune",
+        "torch",
+        "transformers",
+        "peft",
+        "ctranslate2",
+        "faster-whisper",
+    ):
         try:
             out.append(f"{name} {version(name)}")
         except PackageNotFoundError:
@@ -96,7 +117,9 @@ def _settings(cfg: DemoConfig, out: Path, train_cfg, test_data: str) -> dict[str
     return settings
 
 
-def guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, test_data: str, guard_name: str):
+def guarded_merge(
+    cfg: DemoConfig, report: Report, out: Path, result, test_data: str, guard_name: str
+):
     """Choose the checkpoint and merge scale with the guard (see
     :func:`~whisper_finetune.demo.measure.choose_checkpoint_and_scale`), note why, and move
     the winning merge to ``out/merged``. Returns ``(scale, adapter, merged or None)``."""
@@ -104,21 +127,38 @@ def guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, test_data:
     from whisper_finetune.training.checkpoints import complete_checkpoints
 
     hf, ct2 = backends(cfg)
-    baselines = {b.name: report.find("base", b.label, guard_name).value for b in (hf, ct2)}
+    baselines = {b.name: report.guard_clips[("base", b.label)] for b in (hf, ct2)}
     checkpoints = complete_checkpoints(result.output_dir)
     subset = out / "scales" / "test-subset.jsonl"
     write_manifest(list(read_manifest(test_data))[: cfg.eval_samples or None], subset)
     chosen, scale, kept, rows = choose_checkpoint_and_scale(
-        checkpoints or [Path(result.final_dir)], cfg.guard_data, baselines, cfg, out / "scales", str(subset)
+        checkpoints or [Path(result.final_dir)],
+        cfg.guard_data,
+        baselines,
+        cfg,
+        out / "scales",
+        str(subset),
     )
-    part = "the decoder's adapters, the encoder's whole" if cfg.scale_part == "decoder" else "the whole adapter"
+    part = (
+        "the decoder's adapters, the encoder's whole"
+        if cfg.scale_part == "decoder"
+        else "the whole adapter"
+    )
     for row in rows:
         report.notes.append(
             f"merge scale chosen by the guard for {_relative(row['checkpoint'], out)} ({part}; guard CER per backend): "
-            + "; ".join(f"{s:.2f} -> " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()) for s, values in row["tried"])
-            + f" (base: transformers {baselines['transformers']:.3f}, ct2 {baselines['ct2']:.3f};"
-            + f" allowed +{cfg.guard_max_increase})"
-            + (f"; test subset CER at {row['scale']:.2f}: {row['subset_cer']:.3f}" if row["subset_cer"] is not None else "")
+            + "; ".join(
+                f"{s:.2f} -> "
+                + ", ".join(f"{k} {v:.3f} ({intervals[k].describe()})" for k, v in values.items())
+                for s, values, intervals in row["tried"]
+            )
+            + f" (base: transformers {baselines['transformers'].value:.3f}, ct2 {baselines['ct2'].value:.3f};"
+            + f" allowed +{cfg.guard_max_increase} on the {cfg.guard_rule})"
+            + (
+                f"; test subset CER at {row['scale']:.2f}: {row['subset_cer']:.3f}"
+                if row["subset_cer"] is not None
+                else ""
+            )
         )
     by_subset = _relative(result.best_checkpoint, out) if result.best_checkpoint else "-"
     if chosen is None:
@@ -139,6 +179,7 @@ def guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, test_data:
 
 def run_demo(cfg: DemoConfig) -> Report:
     """Run the whole road; see the module docstring. Returns the report (also written)."""
+    from whisper_finetune.data.manifest import read_manifest
     from whisper_finetune.demo.report import summary_text, write_report
     from whisper_finetune.models.convert import convert_to_ct2
     from whisper_finetune.staging import check_replaceable, write_marker
@@ -150,11 +191,13 @@ def run_demo(cfg: DemoConfig) -> Report:
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
             raise FileExistsError(f"{out} is not empty; pass --overwrite or another --output_dir")
-        inputs = (cfg.base_model, cfg.train_data, cfg.test_data, cfg.guard_data)
+        guard = None if cfg.guard_data == PACKAGE_GUARD else cfg.guard_data
+        inputs = (cfg.base_model, cfg.train_data, cfg.test_data, guard)
         check_replaceable(out, kind="demo", sources=inputs, what="--output_dir")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     write_marker(out, "demo")  # a later --overwrite recognises the folder as a demo's
+    cfg = resolve_guard_data(cfg, out)
     stages = Stages()
     report = Report(title="whisper-finetune demo")
     train_data, test_data = build_data(cfg, out, stages)
@@ -162,9 +205,9 @@ def run_demo(cfg: DemoConfig) -> Report:
     if cfg.guard_data:
         datasets[GUARD_SET] = ("real speech (guard)", cfg.guard_data)
         report.notes.append(
-            f"guard set: {_relative(cfg.guard_data, out)} (real speech; watched during training, it "
-            f"limits each checkpoint's merge scale, so its 'after' figure is not an independent "
-            f"test); test split: {_relative(test_data, out)} (its first {cfg.eval_samples} clips "
+            f"guard set: {_relative(cfg.guard_data, out)} (real speech, {len(read_manifest(cfg.guard_data))} "
+            f"clips; watched during training, it limits each checkpoint's merge scale, so its 'after' "
+            f"figure is not an independent test; nothing trains on it); test split: {_relative(test_data, out)} (its first {cfg.eval_samples} clips "
             f"choose among the guarded merges; all of it is measured)"
         )
     else:
@@ -187,16 +230,28 @@ def run_demo(cfg: DemoConfig) -> Report:
     with stages("merge"):
         scale, adapter, merged = 1.0, result.final_dir, None
         if cfg.guard_data and cfg.method != "full":
-            scale, adapter, merged = guarded_merge(cfg, report, out, result, test_data, datasets[GUARD_SET][0])
+            scale, adapter, merged = guarded_merge(
+                cfg, report, out, result, test_data, datasets[GUARD_SET][0]
+            )
         elif result.best_checkpoint:
-            report.notes.append(f"checkpoint used: {_relative(result.best_checkpoint, out)} (best by the test subset's CER)")
+            report.notes.append(
+                f"checkpoint used: {_relative(result.best_checkpoint, out)} (best by the test subset's CER)"
+            )
         if cfg.method == "full":
             merged = result.final_dir
         elif merged is None:
-            merged = merge_adapter(str(adapter), out / "merged", overwrite=True, **cfg.merge_weights(scale))
+            merged = merge_adapter(
+                str(adapter), out / "merged", overwrite=True, **cfg.merge_weights(scale)
+            )
     report.settings["merge_scale"] = f"{scale:.2f}"
     with stages("convert"):
-        ct2_dir = convert_to_ct2(merged, out / f"ct2-{cfg.quantization}", quantization=cfg.quantization, force=True, verify=False)
+        ct2_dir = convert_to_ct2(
+            merged,
+            out / f"ct2-{cfg.quantization}",
+            quantization=cfg.quantization,
+            force=True,
+            verify=False,
+        )
     with stages("evaluate"):
         measure(report, "fine-tuned", str(merged), datasets, out / "eval", cfg, (hf,))
         measure(report, "fine-tuned", str(ct2_dir), datasets, out / "eval", cfg, (ct2,))

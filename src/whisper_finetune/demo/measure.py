@@ -23,6 +23,33 @@ class Backend:
     label: str
 
 
+@dataclass(frozen=True)
+class GuardResult:
+    """A model's score on the guard set: the corpus CER and each clip's ``(errors, ref_units)``."""
+
+    value: float
+    clips: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, report) -> GuardResult:
+        return cls(report.value, tuple((u.errors, u.ref_units) for u in report.utterances))
+
+
+def guard_verdict(base: GuardResult, merged: GuardResult, cfg: DemoConfig):
+    """``(kept, interval)``: whether ``merged`` keeps the guard against ``base``, and the
+    paired bootstrap (:func:`~whisper_finetune.evaluation.metrics.paired_bootstrap`, over
+    clips, seeded by ``cfg.seed``) of its CER change.
+
+    With ``cfg.guard_rule == "estimate"`` the change itself must be within
+    ``cfg.guard_max_increase``; with ``"upper"`` the interval's upper end must be.
+    """
+    from whisper_finetune.evaluation.metrics import paired_bootstrap
+
+    interval = paired_bootstrap(base.clips, merged.clips, seed=cfg.seed)
+    judged = interval.difference if cfg.guard_rule == "estimate" else interval.high
+    return judged <= cfg.guard_max_increase + 1e-9, interval
+
+
 def backends(cfg: DemoConfig) -> tuple[Backend, Backend]:
     return (
         Backend("transformers", "default", "transformers fp32"),
@@ -105,8 +132,11 @@ def measure(
     """Evaluate ``model`` on every dataset (slug -> (display name, manifest)) with each backend.
 
     Results go to ``out/<stage>-<slug>-<backend>/`` and into ``report`` (per set, and per
-    clip for the guard set).
+    clip and per source kind for the guard set, whose per-clip counts are kept in
+    ``report.guard_clips`` for the paired bootstrap).
     """
+    from whisper_finetune.evaluation.realspeech import clip_kinds, per_kind
+
     for backend in which:
         folders = {
             out / f"{stage}-{slug}-{backend.name}": manifest
@@ -127,6 +157,19 @@ def measure(
                 r.rtf,
             )
             if slug == "real-speech":
+                report.guard_clips[(stage, backend.label)] = GuardResult.of(r)
+                kinds = clip_kinds(datasets[slug][1])
+                for kind, row in per_kind(r.utterances, kinds).items():
+                    report.per_kind.append(
+                        (
+                            stage,
+                            backend.label,
+                            kind,
+                            int(row["clips"]),
+                            int(row["ref_units"]),
+                            row["cer"],
+                        )
+                    )
                 for u in r.utterances:
                     report.per_clip.append(
                         (
@@ -152,15 +195,18 @@ def choose_merge_scale(
     The scale weighs the adapters ``cfg.scale_part`` names (the decoder's, or all).
 
     A scale passes when the merged model's CER on the guard set stays within
-    ``cfg.guard_max_increase`` of the base model's with transformers fp32 *and* after
-    conversion to CTranslate2 (``cfg.quantization``): quantization can tip a merge that
-    transformers tolerates (seen here: 0.121 with transformers, 0.152 with ct2 int8).
+    ``cfg.guard_max_increase`` of the base model's (:func:`guard_verdict`: the change, or
+    with ``guard_rule=upper`` the upper end of its paired-bootstrap interval over clips)
+    with transformers fp32 *and* after conversion to CTranslate2 (``cfg.quantization``):
+    quantization can tip a merge that transformers tolerates (seen here: 0.121 with
+    transformers, 0.152 with ct2 int8).
 
     Args:
-        baselines: the base model's guard CER per backend name, ``"transformers"`` and ``"ct2"``.
+        baselines: the base model's guard result per backend name, ``"transformers"``
+            and ``"ct2"`` (:class:`GuardResult`).
 
     Returns:
-        ``(scale, [(scale, {backend: guard CER}), ...])``; the smallest scale tried when
+        ``(scale, [(scale, {backend: guard CER}, {backend: PairedBootstrap}), ...])``; the smallest scale tried when
         none keeps the guard (with a warning). With ``keep``, the merge at the scale that
         kept the guard stays in ``work/scale-<scale>/merged``.
     """
@@ -168,24 +214,35 @@ def choose_merge_scale(
     from whisper_finetune.training.merge import merge_adapter
 
     hf, ct2 = backends(cfg)
-    limit = {k: v + cfg.guard_max_increase + 1e-9 for k, v in baselines.items()}
     tried = []
     for scale in cfg.merge_scales:
         folder = work / f"scale-{scale:.2f}"
-        merged = merge_adapter(adapter, folder / "merged", overwrite=True, **cfg.merge_weights(scale))
-        values = {}
+        merged = merge_adapter(
+            adapter, folder / "merged", overwrite=True, **cfg.merge_weights(scale)
+        )
+        values, intervals, passed = {}, {}, {}
         [r] = evaluate_model(str(merged), hf, {folder / "eval-transformers": guard_manifest}, cfg)
         values["transformers"] = r.value
-        if r.value <= limit["transformers"]:
+        passed["transformers"], intervals["transformers"] = guard_verdict(
+            baselines["transformers"], GuardResult.of(r), cfg
+        )
+        if passed["transformers"]:
             converted = convert_to_ct2(
                 merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
             )
             [r] = evaluate_model(str(converted), ct2, {folder / "eval-ct2": guard_manifest}, cfg)
             values["ct2"] = r.value
+            passed["ct2"], intervals["ct2"] = guard_verdict(
+                baselines["ct2"], GuardResult.of(r), cfg
+            )
             shutil.rmtree(converted, ignore_errors=True)
-        tried.append((scale, values))
-        logger.info("merge scale %.2f: guard CER %s (base %s)", scale, values, baselines)
-        kept = all(values.get(k, float("inf")) <= limit[k] for k in limit)
+        tried.append((scale, values, intervals))
+        logger.info(
+            "merge scale %.2f: guard CER change %s",
+            scale,
+            {k: v.describe() for k, v in intervals.items()},
+        )
+        kept = all(passed.get(k, False) for k in baselines)
         if not (kept and keep):
             shutil.rmtree(merged, ignore_errors=True)
         if kept:
@@ -222,9 +279,17 @@ def choose_checkpoint_and_scale(
     rows, best = [], None
     for checkpoint in checkpoints:
         folder = work / checkpoint.name
-        scale, tried = choose_merge_scale(str(checkpoint), guard_manifest, baselines, cfg, folder, keep=True)
+        scale, tried = choose_merge_scale(
+            str(checkpoint), guard_manifest, baselines, cfg, folder, keep=True
+        )
         merged = folder / f"scale-{scale:.2f}" / "merged"
-        row = {"checkpoint": checkpoint, "scale": scale, "tried": tried, "kept": merged.is_dir(), "subset_cer": None}
+        row = {
+            "checkpoint": checkpoint,
+            "scale": scale,
+            "tried": tried,
+            "kept": merged.is_dir(),
+            "subset_cer": None,
+        }
         rows.append(row)
         if not row["kept"]:
             continue

@@ -45,6 +45,10 @@ class Report:
     per_clip: list[tuple[str, str, str, float, str]] = field(default_factory=list)
     # {"step", "train_seconds", eval metrics or "loss"} points (training.callbacks.TrainClock)
     curve: list[dict] = field(default_factory=list)
+    # (stage, backend, kind, clips, reference characters, CER) for the guard set per source kind
+    per_kind: list[tuple[str, str, str, int, int, float]] = field(default_factory=list)
+    # (stage, backend) -> the guard set's per-clip counts (demo.measure.GuardResult)
+    guard_clips: dict[tuple[str, str], object] = field(default_factory=dict)
 
     def find(self, stage: str, backend: str, dataset: str) -> Measurement | None:
         for m in self.measurements:
@@ -90,10 +94,47 @@ def per_clip_table(report: Report) -> str:
     clips = list(dict.fromkeys(clip for _, _, clip, *_ in report.per_clip))
     value = {(stage, backend, clip): cer for stage, backend, clip, cer, _ in report.per_clip}
     rows = [
-        [clip, *(f"{value[(s, b, clip)]:.3f}" if (s, b, clip) in value else "-" for s, b in columns)]
+        [
+            clip,
+            *(f"{value[(s, b, clip)]:.3f}" if (s, b, clip) in value else "-" for s, b in columns),
+        ]
         for clip in clips
     ]
     return _table(["clip", *(f"{s} {b}" for s, b in columns)], rows)
+
+
+def per_kind_table(report: Report) -> str:
+    """Markdown: the guard set's CER per source kind (read, spontaneous...), before and after."""
+    columns = list(dict.fromkeys((stage, backend) for stage, backend, *_ in report.per_kind))
+    kinds = {kind: (clips, chars) for _, _, kind, clips, chars, _ in report.per_kind}
+    value = {(stage, backend, kind): cer for stage, backend, kind, _, _, cer in report.per_kind}
+    rows = [
+        [
+            kind,
+            clips,
+            chars,
+            *(f"{value[(s, b, kind)]:.3f}" if (s, b, kind) in value else "-" for s, b in columns),
+        ]
+        for kind, (clips, chars) in kinds.items()
+    ]
+    return _table(["kind", "clips", "characters", *(f"{s} {b}" for s, b in columns)], rows)
+
+
+def guard_change_lines(report: Report) -> list[str]:
+    """The guard set's CER change per backend, with its paired-bootstrap interval over clips."""
+    from whisper_finetune.evaluation.metrics import paired_bootstrap
+
+    lines = []
+    for (stage, backend), tuned in report.guard_clips.items():
+        base = report.guard_clips.get(("base", backend))
+        if stage == "base" or base is None or len(base.clips) != len(tuned.clips):
+            continue
+        b = paired_bootstrap(base.clips, tuned.clips)
+        lines.append(
+            f"{backend}: {base.value:.3f} -> {tuned.value:.3f}, change {b.describe()} over "
+            f"{len(base.clips)} clips; worse in {b.share_worse:.0%} of resamples"
+        )
+    return lines
 
 
 def time_to_target(curve: list[dict], key: str = "eval_cer", target: float = 0.10) -> float | None:
@@ -115,10 +156,20 @@ def plot_curve(curve: list[dict], path: Path, target: float = 0.10) -> Path | No
     if not evals:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([p["train_seconds"] for p in evals], [p["eval_cer"] for p in evals], "o-", label="test subset CER")
+    ax.plot(
+        [p["train_seconds"] for p in evals],
+        [p["eval_cer"] for p in evals],
+        "o-",
+        label="test subset CER",
+    )
     guard = [p for p in evals if "eval_guard_cer" in p]
     if guard:
-        ax.plot([p["train_seconds"] for p in guard], [p["eval_guard_cer"] for p in guard], "s--", label="guard CER (real speech)")
+        ax.plot(
+            [p["train_seconds"] for p in guard],
+            [p["eval_guard_cer"] for p in guard],
+            "s--",
+            label="guard CER (real speech)",
+        )
     ax.axhline(target, color="grey", linestyle=":", label=f"CER {target}")
     reached = time_to_target(curve, target=target)
     if reached is not None:
@@ -215,17 +266,53 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     plots = {
         "loss": plot_loss(report.log_history, out_dir / "loss.png"),
         "time-to-cer": plot_curve(report.curve, out_dir / "time-to-cer.png"),
-        "cer": _grouped_bars(report, out_dir / "cer.png", lambda m: m.value, "CER", "CER before and after fine-tuning"),
-        "rtf": _grouped_bars(report, out_dir / "rtf.png", lambda m: m.rtf, "real-time factor", "Speed (lower is faster)"),
+        "cer": _grouped_bars(
+            report,
+            out_dir / "cer.png",
+            lambda m: m.value,
+            "CER",
+            "CER before and after fine-tuning",
+        ),
+        "rtf": _grouped_bars(
+            report,
+            out_dir / "rtf.png",
+            lambda m: m.rtf,
+            "real-time factor",
+            "Speed (lower is faster)",
+        ),
     }
     parts = [f"# {report.title}", "", "## Error rates", "", cer_table(report), ""]
+    changes = guard_change_lines(report)
+    if changes:
+        parts += (
+            [
+                "## Real speech (guard set): the change and its noise",
+                "",
+                "Paired bootstrap over clips (2,000 resamples): the interval is what the change could "
+                "be on another draw of clips like these.",
+                "",
+            ]
+            + [f"- {line}" for line in changes]
+            + [""]
+        )
+    if report.per_kind:
+        parts += ["## Real speech (guard set) per source kind", "", per_kind_table(report), ""]
     if report.per_clip:
         parts += ["## Real speech (guard set) per clip", "", per_clip_table(report), ""]
     reached = time_to_target(report.curve)
     if report.curve:
         when = f"{reached:.0f} training seconds" if reached is not None else "not reached"
         parts += ["## Time to CER 0.10 (test subset, during training)", "", when, ""]
-    parts += ["## Speed", "", rtf_table(report), "", "## Time per stage", "", stage_table(report), ""]
+    parts += [
+        "## Speed",
+        "",
+        rtf_table(report),
+        "",
+        "## Time per stage",
+        "",
+        stage_table(report),
+        "",
+    ]
     if report.settings:
         parts += [
             "## Settings",
@@ -254,6 +341,7 @@ def summary_text(report: Report) -> str:
         right = f"{tuned.value:.3f}" if tuned else "  -  "
         rtf = (tuned or base).rtf
         lines.append(f"{dataset:<16} {backend:<18} {left} -> {right}   RTF {rtf:.3f}")
+    lines += [f"real speech {line}" for line in guard_change_lines(report)]
     lines.append(f"total time {sum(report.stage_seconds.values()) / 60:.1f} min")
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -175,3 +176,82 @@ def compression_ratio(text: str) -> float:
 def is_repetition(text: str, threshold: float = REPETITION_THRESHOLD) -> bool:
     """True when ``text`` repeats itself (a decoding loop): compression ratio over ``threshold``."""
     return compression_ratio(text) > threshold
+
+
+class PairedBootstrap(NamedTuple):
+    """What :func:`paired_bootstrap` found (rates as fractions; ``difference`` = other - base)."""
+
+    difference: float  # on the whole set
+    low: float  # the interval's lower end
+    high: float  # the interval's upper end
+    share_worse: float  # share of resamples in which the other model is worse
+    confidence: float = 0.95
+
+    def describe(self) -> str:
+        return (
+            f"{self.difference:+.4f} ({self.confidence:.0%} interval {self.low:+.4f} to "
+            f"{self.high:+.4f})"
+        )
+
+
+def paired_bootstrap(
+    base: Sequence[tuple[int, int]],
+    other: Sequence[tuple[int, int]],
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedBootstrap:
+    """How sure a corpus error rate's change is: a paired bootstrap over utterances.
+
+    ``base`` and ``other`` hold each utterance's ``(errors, ref_units)`` under two
+    models, in the same order (the same clips). The utterances are resampled with
+    replacement ``resamples`` times, the same draw for both models, and the change of the
+    corpus rate (``other`` minus ``base``, each ``sum(errors) / sum(ref_units)``) is
+    computed on every draw; the interval holds its central ``confidence`` share.
+
+    Returns:
+        :class:`PairedBootstrap`: the change on the whole set, the interval's ends, and
+        the share of draws in which ``other`` is worse (a one-sided p-value's complement).
+
+    Raises:
+        ValueError: on sets of different lengths, an empty set, or a set with no
+            reference units at all.
+    """
+    import random
+
+    if len(base) != len(other):
+        raise ValueError(f"paired sets differ in length: {len(base)} and {len(other)} utterances")
+    if not base:
+        raise ValueError("paired_bootstrap needs at least one utterance")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    for i, (a, b) in enumerate(zip(base, other, strict=True)):
+        if a[1] != b[1]:
+            raise ValueError(
+                f"utterance {i}: {a[1]} reference units under one model, {b[1]} under the "
+                "other: not the same utterance, or not normalized alike"
+            )
+    units = [u for _, u in base]
+    if sum(units) == 0:
+        raise ValueError("the utterances hold no reference units")
+    errs_a = [e for e, _ in base]
+    errs_b = [e for e, _ in other]
+    whole = (sum(errs_b) - sum(errs_a)) / sum(units)
+    rng = random.Random(seed)
+    n = len(units)
+    diffs = []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        total = sum(units[i] for i in idx)
+        if total == 0:
+            continue  # a draw of empty references only: no rate
+        diffs.append(sum(errs_b[i] - errs_a[i] for i in idx) / total)
+    diffs.sort()
+    tail = (1 - confidence) / 2
+    low = diffs[min(len(diffs) - 1, int(tail * len(diffs)))]
+    high = diffs[min(len(diffs) - 1, max(0, math.ceil((1 - tail) * len(diffs)) - 1))]
+    worse = sum(d > 0 for d in diffs) / len(diffs)
+    return PairedBootstrap(whole, low, high, worse, confidence)
