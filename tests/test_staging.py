@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,26 @@ def test_unwritable_folders_are_refused(tmp_path):
                 check_output_file(ro / "out.json")
     finally:
         ro.chmod(0o755)
+
+
+def test_output_lock_goes_inside_a_folder_whose_parent_cannot_be_written(tmp_path, monkeypatch):
+    """Issue 27.4's lock: beside the folder, or inside it where the parent is read-only
+    (simulated: the tests run as root, for whom every folder is writable)."""
+    import os
+
+    from whisper_finetune import staging
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert staging.lock_path(run) == tmp_path / ".run.lock"
+    real = os.access
+    monkeypatch.setattr(staging.os, "access", lambda p, mode: Path(p) != tmp_path and real(p, mode))
+    assert staging.lock_path(run) == run / staging.INNER_LOCK
+    held = rf"{run} is being written by another run \(pid {os.getpid()}"
+    with (
+        staging.output_lock(run),
+        pytest.raises(staging.UnsafeOutputError, match=held),
+        staging.output_lock(run),  # a second run
+    ):
+        pass
+    assert list(run.iterdir()) == []  # removed when the run ends

@@ -295,7 +295,8 @@ def _check_creatable(folder: Path, what: str, target: Path) -> None:
 #
 # The lock file lives beside the folder (``.<name>.lock``), not in it: commands that
 # publish atomically swap the folder itself, and a lock inside would be swapped away
-# with it. It is an advisory ``flock``, released by the kernel when its holder exits
+# with it (those need a writable parent anyway; where the parent is read-only and the
+# folder exists, the lock goes inside it). It is an advisory ``flock``, released by the kernel when its holder exits
 # however it exits, and removed by its holder at the end of the run.
 
 
@@ -321,10 +322,22 @@ def holds_output_lock(param: str = "output_dir", what: str = "--output_dir"):
     return wrap
 
 
+INNER_LOCK = ".whisper_finetune.lock"
+
+
 def lock_path(folder: str | os.PathLike) -> Path:
-    """The lock file of the output folder ``folder``: ``<parent>/.<name>.lock``."""
+    """The lock file of the output folder ``folder``: ``<parent>/.<name>.lock``; inside an
+    existing folder whose parent cannot be written (a mount point, a read-only corpus
+    root), ``<folder>/.whisper_finetune.lock`` (every run decides alike)."""
     target = Path(os.path.abspath(Path(folder).expanduser()))
-    return target.parent / f".{target.name or 'root'}.lock"
+    beside = target.parent / f".{target.name or 'root'}.lock"
+    if (
+        target.is_dir()
+        and not os.access(target.parent, os.W_OK | os.X_OK)
+        and os.access(target, os.W_OK | os.X_OK)
+    ):
+        return target / INNER_LOCK
+    return beside
 
 
 def _holder(fd: int) -> str:

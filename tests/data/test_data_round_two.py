@@ -253,3 +253,31 @@ def test_pack_keeps_every_window_within_448_label_tokens(tmp_path):
     needed = [label_tokens(w, count) for w in windows]
     assert max(needed) <= 448 and result.n_windows >= 2, needed
     assert sum(len(w.sentences) for w in windows) == 12  # every utterance packed once
+
+
+def test_a_second_pack_or_folder_run_into_the_same_output_fails_at_once(tmp_path, capsys):
+    """27.4's rule for the data commands: one writer per output."""
+    import os
+
+    from whisper_finetune.staging import output_lock
+
+    root = _folder(tmp_path / "mine")
+    for name in ("a", "b", "c"):
+        (root / f"{name}.txt").write_text("你好", encoding="utf-8")
+    out = tmp_path / "out"
+    with output_lock(out):  # another run holds it (flock: per open file, so this counts)
+        assert main(["prepare", "folder", f"--input_dir={root}", f"--target_dir={out}"]) == 1
+        assert (
+            f"--target_dir {out} is being written by another run (pid {os.getpid()}"
+            in capsys.readouterr().err
+        )
+    assert not out.exists()
+    assert main(["prepare", "folder", f"--input_dir={root}", f"--target_dir={out}"]) == 0
+    packed = tmp_path / "packed.jsonl"
+    with output_lock(packed):
+        assert (
+            main(["prepare", "pack", f"--manifest={out / 'train.jsonl'}", f"--output={packed}"])
+            == 1
+        )
+        assert f"--output {packed} is being written by another run" in capsys.readouterr().err
+    assert not packed.exists()
