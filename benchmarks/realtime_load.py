@@ -77,6 +77,7 @@ async def one_stream(url: str, clips, headers: dict) -> list[dict]:
     sent_at: list[float] = []  # wall time at which each chunk was sent
     items: dict[str, dict] = {}
     order: list[str] = []
+    expect: list[int] = []  # the number of items once the last one is committed
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {
             "input_audio_transcription": {"language": "zh"}}}))  # fmt: skip
@@ -87,11 +88,21 @@ async def one_stream(url: str, clips, headers: dict) -> list[dict]:
                 kind, item = event["type"], event.get("item_id")
                 if kind == "input_audio_buffer.committed":
                     order.append(item)
+                if kind == "input_audio_buffer.speech_started":
+                    items.setdefault(item, {})["speech_start"] = (
+                        event["audio_start_ms"] / 1000 + 0.3
+                    )
+                if kind == "input_audio_buffer.speech_stopped":
+                    items.setdefault(item, {})["speech_end"] = event["audio_end_ms"] / 1000
                 if kind.endswith("transcription.delta"):
                     items.setdefault(item, {}).setdefault("first_delta", now)
                 if kind.endswith("transcription.completed"):
                     items.setdefault(item, {}).update(done=now, text=event["transcript"])
-                    if len(order) >= len(turns) and all("done" in items.get(i, {}) for i in order):
+                    if (
+                        expect
+                        and len(order) >= expect[0]
+                        and all("done" in items.get(i, {}) for i in order)
+                    ):
                         return
                 if kind == "error":
                     raise RuntimeError(f"error event: {event['error']}")
@@ -103,18 +114,24 @@ async def one_stream(url: str, clips, headers: dict) -> list[dict]:
             await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
             sent_at.append(time.monotonic())
             await asyncio.sleep(max(0.0, start + len(sent_at) * CHUNK - time.monotonic()))
+        expect.append(len(order) + 1)  # the item of this commit (the trailing silence)
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         await asyncio.wait_for(reader, 300)
 
     def sent(second: float) -> float:  # when the chunk holding that second of audio left
         return sent_at[min(len(sent_at) - 1, int(second / CHUNK))]
 
-    spoken = [items[i] for i in order if items[i].get("text")]
-    for turn, item in zip(turns, spoken, strict=False):
-        turn["text"] = item["text"]
-        turn["first_partial"] = item.get("first_delta", item["done"]) - sent(turn["speech_start"])
-        turn["commit"] = item["done"] - sent(turn["speech_end"])
-    for turn in turns[len(spoken) :]:
-        turn["text"] = ""  # a turn the VAD merged or missed: scored as empty
+    # the stream's live transcript: every item's, in order (the VAD may cut a sentence in
+    # two at a pause); the latencies: per item, from the audio where the VAD heard speech
+    turns[0]["text"] = "".join(items[i].get("text", "") for i in order)
+    for turn in turns[1:]:
+        turn["text"] = ""
+    spoken = [items[i] for i in order if "speech_start" in items[i] and "done" in items[i]]
+    turns[0]["latency"] = [
+        (item.get("first_delta", item["done"]) - sent(item["speech_start"]),
+         item["done"] - sent(item["speech_end"]))
+        for item in spoken if "speech_end" in item
+    ]  # fmt: skip
     turns[0]["audio"] = joined
     return turns
 
@@ -163,6 +180,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max_queue", type=int, default=8)
     parser.add_argument("--language", default="zh")
+    parser.add_argument("--show", action="store_true", help="print each turn's text and reference")
     args = parser.parse_args()
     clips = load_clips()
     process, url = None, args.url
@@ -171,7 +189,7 @@ def main() -> int:
         print(f"server: {url}; log {log}")
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     ws_url = url.replace("http://", "ws://") + "/v1/realtime"
-    print("| streams | turns | first partial p50 / p95 s | commit p50 / p95 s | CER live | "
+    print("| streams | items | first partial p50 / p95 s | commit p50 / p95 s | CER live | "
           "CER whole | real time |")  # fmt: skip
     print("| ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
     try:
@@ -188,14 +206,16 @@ def main() -> int:
                 return await asyncio.gather(*(one_stream(ws_url, g, headers) for g in groups))
 
             results = asyncio.run(run_all())
-            turns = [t for r in results for t in r]
             wholes = [asyncio.run(whole(url, r[0]["audio"], headers)) for r in results]
             refs = ["".join(t["reference"] for t in r) for r in results]
             live = ["".join(t["text"] for t in r) for r in results]
-            firsts = [t["first_partial"] for t in turns if "first_partial" in t]
-            commits = [t["commit"] for t in turns if "commit" in t]
-            kept_up = len(commits) == len(turns) and max(commits) <= args.keep_up
-            print(f"| {streams} | {len(turns)} | {percentile(firsts, 50):.2f} / "
+            if args.show:
+                for ref, text, w in zip(refs, live, wholes, strict=True):
+                    print(f"    ref:   {ref}\n    live:  {text}\n    whole: {w}")
+            latency = [pair for r in results for pair in r[0]["latency"]]
+            firsts, commits = [a for a, _ in latency], [b for _, b in latency]
+            kept_up = bool(commits) and max(commits) <= args.keep_up
+            print(f"| {streams} | {len(latency)} | {percentile(firsts, 50):.2f} / "
                   f"{percentile(firsts, 95):.2f} | {percentile(commits, 50):.2f} / "
                   f"{percentile(commits, 95):.2f} | {cer(refs, live):.3f} | "
                   f"{cer(refs, wholes):.3f} | {'yes' if kept_up else 'no'} |", flush=True)  # fmt: skip

@@ -5,7 +5,8 @@
   to text already committed without changing it;
 - :class:`Resampler`: PCM16 chunks at 24 kHz (or 16 kHz) to 16 kHz float32, with state
   across chunks;
-- :class:`Turn`, one item's state, and :class:`ClientError`, an event the server refuses.
+- :class:`Turn`, one item's state, and :class:`ClientError`, an event the server refuses;
+- :func:`key_scope`: a browser's API key (OpenAI's subprotocol) as a header.
 """
 
 from __future__ import annotations
@@ -91,3 +92,24 @@ class Turn:
     last: str | None = None  # the previous partial hypothesis
     decoded_at: int = 0  # the turn's length in samples at its last partial decode
     silent: bool = False  # committed without speech: an empty transcript, nothing decoded
+    context: int = -1  # where its decodes start: before ``start``, the previous turn's audio
+
+    def __post_init__(self) -> None:
+        if self.context < 0 or self.context > self.start:
+            self.context = self.start
+
+
+KEY_PROTOCOL = "openai-insecure-api-key."  # how a browser sends its key (as OpenAI)
+
+
+def key_scope(scope: dict) -> tuple[dict, str | None]:
+    """The scope with a browser's key subprotocol as an Authorization header."""
+    offered = list(scope.get("subprotocols", []) or [])
+    headers = list(scope.get("headers", []))
+    for protocol in offered:
+        if protocol.startswith(KEY_PROTOCOL):
+            headers.append((b"authorization", f"Bearer {protocol[len(KEY_PROTOCOL) :]}".encode()))
+    # a browser drops a connection that picks none of the subprotocols it offered
+    plain = [p for p in offered if not p.startswith(KEY_PROTOCOL)]
+    chosen = (plain or offered or [None])[0]
+    return {**scope, "headers": headers}, chosen

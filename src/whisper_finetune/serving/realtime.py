@@ -1,19 +1,10 @@
 """Live transcription over a WebSocket at ``/v1/realtime``, in OpenAI's Realtime events.
 
-A client (OpenAI's Realtime transcription clients, vLLM's ``/v1/realtime`` clients, the
-page's microphone button) sends ``input_audio_buffer.append`` events with base64 PCM16
-mono audio (24 kHz by default, as OpenAI sends it; 16 kHz when the session says so) and,
-without server VAD, ``input_audio_buffer.commit``. The server answers:
-
-- ``session.created`` on connect; ``session.updated`` (or ``transcription_session.updated``)
-  after ``session.update`` (or ``transcription_session.update``);
-- with ``turn_detection`` ``server_vad`` (the default): ``input_audio_buffer.speech_started``
-  and ``speech_stopped`` from the Silero VAD (faster-whisper's), then
-  ``input_audio_buffer.committed``: each turn of speech becomes one item;
-- ``conversation.item.input_audio_transcription.delta`` while the person speaks, and
-  ``.completed`` with the item's transcript once it is committed;
-- ``error`` events in OpenAI's shape (``{"type": "error", "error": {"type", "code",
-  "message", "param", "event_id"}}``); the connection stays open.
+Clients of OpenAI's Realtime transcription sessions (and of vLLM's ``/v1/realtime``) send
+base64 PCM16 audio (24 kHz, or 16 kHz) in ``input_audio_buffer.append`` events; the server
+answers with server VAD events, ``conversation.item.input_audio_transcription.delta`` and
+``.completed`` per item, and ``error`` events in OpenAI's shape (docs/realtime.md lists
+every event and setting).
 
 The text (whisper_streaming's local agreement): a growing turn's audio is decoded again
 every :data:`STEP_SECONDS` (or when the last decode ends); what two successive hypotheses
@@ -42,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from whisper_finetune.data.audio import SAMPLE_RATE
+from whisper_finetune.inference.transcript import Transcript
 from whisper_finetune.serving.decode import Normalize
 from whisper_finetune.serving.errors import ApiError
 from whisper_finetune.serving.guard import Guard
@@ -51,6 +43,7 @@ from whisper_finetune.serving.live import (
     Turn,
     agreed_prefix,
     completed_text,
+    key_scope,
     new_id,
 )
 from whisper_finetune.serving.runner import ServerState, check_language
@@ -60,10 +53,12 @@ logger = logging.getLogger("whisper_finetune.serving")
 FIRST_SECONDS = 1.0  # a turn's first partial decode: this much audio (with its lead-in)
 STEP_SECONDS = 0.5  # new audio between two partial decodes
 MAX_TURN_SECONDS = 28.0  # a turn is committed at this length (one Whisper window)
+END_PAD = 4 * SAMPLE_RATE // 10  # audio after the VAD's end of speech kept in the item
+HOLD_CHARS = 2  # characters at the end of an agreed prefix not committed before the turn ends
+CONTEXT_SAMPLES = 10 * SAMPLE_RATE  # audio of the previous turn decoded with a turn, as context
 MIN_COMMIT_SECONDS = 0.1  # OpenAI refuses to commit less than 100 ms
 VAD_WINDOW = 512  # Silero's window at 16 kHz
 RATES = (24000, 16000)
-KEY_PROTOCOL = "openai-insecure-api-key."
 DEFAULT_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
                "silence_duration_ms": 500}  # fmt: skip
 
@@ -88,12 +83,12 @@ class Session:
         self.buffer_start = 0  # the uncommitted buffer's start
         self.turn: Turn | None = None
         self.previous_item: str | None = None
+        self.spoken: int | None = None  # where the last turn with speech began
         self.finals: list[tuple[Turn, int]] = []  # committed turns waiting for their text
         self.wake = asyncio.Event()
         self.cancel = threading.Event()
         self.items = 0
 
-    # -- events out -------------------------------------------------------------------
     async def emit(self, kind: str, **fields: Any) -> None:
         await self.send({"type": kind, "event_id": new_id("event"), **fields})
 
@@ -113,7 +108,6 @@ class Session:
                                 "transcription": transcription, "turn_detection": self.vad}},
         }  # fmt: skip
 
-    # -- events in --------------------------------------------------------------------
     async def handle(self, event: dict) -> None:
         kind = event.get("type")
         if kind in ("session.update", "transcription_session.update"):
@@ -223,7 +217,9 @@ class Session:
         if self.turn is None:
             pad = ((self.vad or DEFAULT_VAD)["prefix_padding_ms"]) * SAMPLE_RATE // 1000
             start = max(at - pad, self.buffer_start)
-            self.turn = Turn(new_id("item"), start)
+            context = start if self.spoken is None else max(self.spoken, start - CONTEXT_SAMPLES)
+            self.turn = Turn(new_id("item"), start, context=context)
+            self.spoken = start
         if self.vad is not None:
             await self.emit("input_audio_buffer.speech_started",
                             audio_start_ms=self.ms(self.turn.start), item_id=self.turn.item_id)  # fmt: skip
@@ -233,7 +229,8 @@ class Session:
         if self.turn is not None:
             await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=self.ms(at),
                             item_id=self.turn.item_id)  # fmt: skip
-            await self.commit(at)
+            # the item keeps the speech's fading end (the VAD's end is where it fell quiet)
+            await self.commit(min(self.end(), at + END_PAD))
 
     async def commit_buffer(self) -> None:
         """The client's commit: the current turn, or the buffer's audio as one item."""
@@ -269,28 +266,42 @@ class Session:
 
     def trim(self) -> None:
         """Drop audio no turn needs any more (keeping the VAD's context)."""
-        keep = min([self.buffer_start, self.vad_done - VAD_WINDOW, self.end() - SAMPLE_RATE]
-                   + [t.start for t, _ in self.finals] + ([self.turn.start] if self.turn else []))  # fmt: skip
+        turns = [t for t, _ in self.finals] + ([self.turn] if self.turn else [])
+        keep = min([self.buffer_start, self.vad_done - VAD_WINDOW, self.end() - SAMPLE_RATE,
+                    self.end() - CONTEXT_SAMPLES] + [t.context for t in turns])  # fmt: skip
         if keep - self.offset > 10 * SAMPLE_RATE:
             self.audio = self.audio[keep - self.offset :]
             self.offset = keep
 
-    async def decode(self, samples: np.ndarray) -> str:
-        """The text of ``samples``, decoded as the HTTP routes decode (the server's defaults),
-        so that a turn's last partial hypothesis can be its final one."""
+    async def decode(self, turn: Turn, end: int) -> str:
+        """The turn's text up to ``end``, decoded with the server's defaults (as the HTTP
+        routes), after up to :data:`CONTEXT_SAMPLES` of the previous turn (as in the whole
+        recording; segments mostly before the turn are dropped)."""
         options = dataclasses.replace(self.state.defaults, language=self.language,
                                       initial_prompt=self.prompt, word_timestamps=False,
                                       vad_filter=False)  # fmt: skip
-        state, cancel, normalize = self.state, self.cancel, self.normalize
+        start = turn.start
+        if not options.without_timestamps:
+            start = min(start, max(turn.context, end - MAX_TURN_SECONDS * SAMPLE_RATE))
+        samples, state, cancel, normalize = (
+            self.clip(start, end),
+            self.state,
+            self.cancel,
+            self.normalize,
+        )
 
-        def work() -> str:
+        def work():
             if state.batchable(options):
-                return state.batcher.run(options, (samples, normalize), cancel).transcript.text
+                return state.batcher.run(options, (samples, normalize), cancel).transcript
             with state.queue.slot(cancel):
-                return normalize.transcript(state.transcriber.transcribe(samples, options)).text
+                return normalize.transcript(state.transcriber.transcribe(samples, options))
 
-        loop = asyncio.get_running_loop()
-        return (await loop.run_in_executor(self.executor, work)).strip()
+        transcript = await asyncio.get_running_loop().run_in_executor(self.executor, work)
+        if start < turn.start:
+            boundary = (turn.start - start) / SAMPLE_RATE
+            kept = [s for s in transcript.segments if s.start + s.end >= 2 * boundary]
+            transcript = Transcript.from_segments(kept, transcript.language, transcript.duration)
+        return transcript.text.strip()
 
     async def decoder(self) -> None:
         """Finish committed turns in order; between them, partial decodes of the live turn."""
@@ -307,11 +318,12 @@ class Session:
                 continue
             turn.decoded_at = self.end() - turn.start
             try:
-                text = await self.decode(self.clip(turn.start, self.end()))
+                text = await self.decode(turn, self.end())
             except Exception as exc:  # a partial is tried again at the next step
                 logger.warning("realtime: a partial decode failed: %s", exc)
                 continue
-            agreed = agreed_prefix(turn.last or "", text)
+            # the last characters heard are still open: held back until audio follows them
+            agreed = agreed_prefix(turn.last or "", text)[:-HOLD_CHARS]
             if len(agreed) > len(turn.committed) and agreed.startswith(turn.committed):
                 await self.delta(turn, agreed[len(turn.committed) :])
             turn.last = text
@@ -325,7 +337,7 @@ class Session:
             text = turn.last  # the last partial decode heard the whole turn
         else:
             try:
-                text = await self.decode(self.clip(turn.start, at))
+                text = await self.decode(turn, at)
             except Exception as exc:  # this item fails; the session goes on
                 logger.warning("realtime: item %s failed: %s", turn.item_id, exc)
                 await self.emit("conversation.item.input_audio_transcription.failed",
@@ -347,19 +359,6 @@ class Session:
                         item_id=turn.item_id, content_index=0, delta=text)  # fmt: skip
 
 
-def _key_scope(scope: dict) -> tuple[dict, str | None]:
-    """The scope with a browser's key subprotocol as an Authorization header."""
-    offered = list(scope.get("subprotocols", []) or [])
-    headers = list(scope.get("headers", []))
-    for protocol in offered:
-        if protocol.startswith(KEY_PROTOCOL):
-            headers.append((b"authorization", f"Bearer {protocol[len(KEY_PROTOCOL) :]}".encode()))
-    # a browser drops a connection that picks none of the subprotocols it offered
-    plain = [p for p in offered if not p.startswith(KEY_PROTOCOL)]
-    chosen = (plain or offered or [None])[0]
-    return {**scope, "headers": headers}, chosen
-
-
 def register(app, state: ServerState, api_key: str | None = None) -> None:
     """Add the ``/v1/realtime`` WebSocket to ``app``."""
     from fastapi import WebSocket, WebSocketDisconnect
@@ -369,7 +368,7 @@ def register(app, state: ServerState, api_key: str | None = None) -> None:
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket):
-        scope, protocol = _key_scope(websocket.scope)
+        scope, protocol = key_scope(websocket.scope)
         refusal = gate._refuse(scope, "/v1/realtime")
         await websocket.accept(subprotocol=protocol)
         if refusal:
