@@ -13,6 +13,7 @@ from whisper_finetune.data.recipes.aishell import AishellConfig
 from whisper_finetune.data.recipes.folder import FolderConfig
 from whisper_finetune.data.recipes.lhotse import LhotseConfig
 from whisper_finetune.data.recipes.pack import PackConfig
+from whisper_finetune.data.recipes.pseudolabel import PseudoLabelConfig
 from whisper_finetune.data.recipes.validate import ValidateConfig
 from whisper_finetune.data.recipes.wenetspeech import WenetSpeechConfig
 
@@ -55,11 +56,8 @@ def _run_wenetspeech(args: argparse.Namespace) -> int:
 
 def _run_folder(args: argparse.Namespace) -> int:
     from whisper_finetune.data.recipes.folder import prepare_folder
-    from whisper_finetune.staging import output_lock
 
-    config = dataclass_from_args(FolderConfig, args)
-    with output_lock(config.target_dir or config.input_dir, "--target_dir"):  # issue 27.4
-        r = prepare_folder(config)
+    r = prepare_folder(dataclass_from_args(FolderConfig, args))
     left_out = "; ".join(f"{k}: {len(v)}" for k, v in r.problems.items())
     _print_counts(r.manifests, r.utterances, f"left out: {left_out}" if left_out else "")
     return 0
@@ -123,15 +121,36 @@ _RECIPES = (
 
 def _run_pack(args: argparse.Namespace) -> int:
     from whisper_finetune.data.recipes.pack import pack_manifest
-    from whisper_finetune.staging import output_lock
 
-    config = dataclass_from_args(PackConfig, args)
-    with output_lock(config.output, "--output"):  # one writer (issue 27.4)
-        result = pack_manifest(config)
+    result = pack_manifest(dataclass_from_args(PackConfig, args))
     print(
         f"{result.n_input} utterances -> {result.n_windows} windows of up to 30 s "
         f"({result.seconds / 60:.1f} min), {result.n_single} kept single, "
         f"{result.n_unpacked} left unpacked -> {result.output}"
+    )
+    return 0
+
+
+def _run_pseudo_label(args: argparse.Namespace) -> int:
+    from whisper_finetune.cli.infer import RuntimeOptions, quiet_libraries, runtime_kwargs
+    from whisper_finetune.data.recipes.pseudolabel import pseudo_label
+    from whisper_finetune.inference.loader import load_transcriber
+    from whisper_finetune.inference.transcript import DecodeOptions
+
+    cfg = dataclass_from_args(PseudoLabelConfig, args)
+    runtime = dataclass_from_args(RuntimeOptions, args)
+    if not cfg.audio or not cfg.output:
+        raise ValueError("--audio and --output are required")
+    quiet_libraries(args)
+    transcriber = load_transcriber(**runtime_kwargs(runtime, cfg.batch_size))
+    greedy = DecodeOptions(language=cfg.language, without_timestamps=True, beam_size=1)
+    beam = DecodeOptions(language=cfg.language, without_timestamps=True, beam_size=cfg.beam_size)
+    teacher = f"{runtime.model_path} ({runtime.backend}, {runtime.compute_type})"
+    r = pseudo_label(cfg, transcriber, greedy, beam, teacher=teacher)
+    dropped = ", ".join(f"{k}: {v}" for k, v in r.dropped.items()) or "none"
+    print(
+        f"kept {r.kept} of {len(r.verdicts)} clips -> {r.manifest} (dropped: {dropped}; "
+        f"each clip's verdict: {r.report})"
     )
     return 0
 
@@ -169,6 +188,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("manifest_path", metavar="MANIFEST", help="the manifest to check")
     add_dataclass_args(p, ValidateConfig, exclude=("manifest",))
     p.set_defaults(func=_run_validate)
+    from whisper_finetune.cli.infer import RuntimeOptions
+
+    p = recipes.add_parser(
+        "pseudo-label",
+        help="transcribe unlabelled audio with a teacher (greedy and beam) and keep what they "
+        "agree on: a replay manifest for finetune --replay_data",
+        description=(
+            "Transcribe a folder or manifest of unlabelled audio twice with a teacher model "
+            "(--model_path, any backend; embedded:whisper-base by default), greedy and beam "
+            "search, and write the clips whose transcripts agree (CER <= --max_disagreement), "
+            "do not repeat and have a speech-like rate as a manifest; every clip's verdict "
+            "and the reason for each drop go to <output>.report.json."
+        ),
+    )
+    add_dataclass_args(p, PseudoLabelConfig)
+    add_dataclass_args(p, RuntimeOptions)
+    p.set_defaults(func=_run_pseudo_label)
     try:
         from whisper_finetune.cli._prepare_synth import register_synth
     except ModuleNotFoundError as exc:  # written separately; absent in some checkouts

@@ -10,6 +10,12 @@ Two pitfalls this avoids:
   with it would give a doubled SOT, so it is stripped here, per sample. Compare with
   ``decoder_start_token_id``, not ``bos_token_id`` (which is ``<|endoftext|>`` in
   Whisper; transformers#29973).
+
+With ``replay`` (a dataset, e.g. pseudo-labelled real speech from ``prepare
+pseudo-label``), every batch gets ``replay_per_batch`` more samples drawn from it (seeded,
+with replacement across batches), and ``replay_rows`` marks them (a bool tensor the
+trainer takes out before the model sees the batch): the model keeps hearing the old
+domain in every step, and ``--anchor_rows=replay`` can distil on those rows alone.
 """
 
 from __future__ import annotations
@@ -32,12 +38,29 @@ class WhisperCollator:
             rounding).
     """
 
-    def __init__(self, decoder_start_token_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(
+        self,
+        decoder_start_token_id: int,
+        pad_to_multiple_of: int | None = None,
+        replay=None,
+        replay_per_batch: int = 0,
+        seed: int = 0,
+    ):
         self.decoder_start_token_id = int(decoder_start_token_id)
         self.pad_to_multiple_of = pad_to_multiple_of
+        if replay is not None and (replay_per_batch < 1 or len(replay) == 0):
+            raise ValueError("replay needs replay_per_batch >= 1 and a non-empty dataset")
+        self.replay = replay
+        self.replay_per_batch = replay_per_batch if replay is not None else 0
+        self._rng = np.random.default_rng(seed)
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
+
+        n_own = len(samples)
+        if self.replay_per_batch:
+            picks = self._rng.integers(0, len(self.replay), self.replay_per_batch)
+            samples = [*samples, *(self.replay[int(i)] for i in picks)]
 
         features = np.stack([np.asarray(s["input_features"], dtype=np.float32) for s in samples])
         labels = []
@@ -62,4 +85,8 @@ class WhisperCollator:
             batch["origins"] = [s["origin"] for s in samples]
         if all("language" in s for s in samples):
             batch["languages"] = [s["language"] for s in samples]
+        if self.replay_per_batch:
+            rows = torch.zeros(len(samples), dtype=torch.bool)
+            rows[n_own:] = True
+            batch["replay_rows"] = rows
         return batch

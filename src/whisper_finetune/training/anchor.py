@@ -14,7 +14,11 @@ for weights that learn the new domain *and* stay close to the base model:
   over the adapted matrices, where ``dW = scaling * B @ A`` (computed through the r x r
   Gram matrices, so it costs nothing measurable). L2-SP, for LoRA.
 
-Both need LoRA or AdaLoRA (the base weights are the adapter-free model).
+Both need LoRA or AdaLoRA (the base weights are the adapter-free model). With
+``rows="replay"`` (``--anchor_rows=replay``), ``kd`` is computed on a batch's replay rows
+only (``finetune --replay_data``): the base model's predictions are kept where the audio
+is the old domain, and the new domain's rows learn from their labels alone; the teacher
+pass then runs on those rows only.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Anchor:
     kind: str
     weight: float
     temperature: float = 1.0
+    rows: str = "all"  # "all", or "replay": kd on the batch's replay rows only
 
     def __post_init__(self):
         if self.kind not in ANCHORS[1:]:
@@ -45,10 +50,28 @@ class Anchor:
             raise ValueError(f"--anchor_weight must be > 0 with --anchor={self.kind}")
         if self.temperature <= 0:
             raise ValueError("--anchor_temperature must be > 0")
+        if self.rows not in ("all", "replay"):
+            raise ValueError(f"--anchor_rows must be all or replay, got {self.rows!r}")
+        if self.rows == "replay" and self.kind != "kd":
+            raise ValueError("--anchor_rows=replay needs --anchor=kd")
 
-    def loss(self, model, inputs: dict, outputs):
-        """The weighted anchor term for one batch (a scalar tensor with gradients)."""
+    def loss(self, model, inputs: dict, outputs, replay_rows=None):
+        """The weighted anchor term for one batch (a scalar tensor with gradients).
+
+        ``replay_rows`` (a bool tensor, one per sample) limits ``kd`` to those rows when
+        ``rows == "replay"``; a batch without replay rows then adds nothing.
+        """
         if self.kind == "kd":
+            if self.rows == "replay":
+                if replay_rows is None:
+                    raise ValueError("--anchor_rows=replay: the batch has no replay rows (--replay_data)")
+                if not bool(replay_rows.any()):
+                    return outputs.logits.sum() * 0.0
+                rows = replay_rows.to(outputs.logits.device)
+                picked = {k: v[rows] if hasattr(v, "shape") and v.shape[:1] == rows.shape else v
+                          for k, v in inputs.items()}
+                logits = outputs.logits[rows]
+                return self.weight * distillation_loss(model, picked, logits, self.temperature)
             return self.weight * distillation_loss(model, inputs, outputs.logits, self.temperature)
         return self.weight * delta_penalty(model)
 

@@ -192,6 +192,21 @@ class FinetuneConfig:
     )
     anchor_weight: float = _f(1.0, "weight of the --anchor term in the loss")
     anchor_temperature: float = _f(1.0, "softmax temperature of --anchor=kd")
+    anchor_rows: str = _f(
+        "all",
+        "rows of a batch --anchor=kd distils on: all, or replay (the --replay_data rows only)",
+        choices=("all", "replay"),
+    )
+    replay_data: str | None = _f(
+        None,
+        "a manifest mixed into every training batch (e.g. real speech pseudo-labelled by the "
+        "base model: prepare pseudo-label), so the model keeps hearing the old domain",
+    )
+    replay_ratio: float = _f(
+        0.25,
+        "replay clips added to every batch per training clip (at least one): 0.25 with batch "
+        "size 4 adds 1",
+    )
 
     def __post_init__(self):
         if self.use_adalora:
@@ -330,6 +345,10 @@ class FinetuneConfig:
             raise ValueError(f"--anchor={self.anchor} needs --method=lora or adalora (the base is the adapter-free model)")
         if self.anchor != "none" and (self.anchor_weight <= 0 or self.anchor_temperature <= 0):
             raise ValueError("--anchor_weight and --anchor_temperature must be > 0")
+        if self.anchor_rows == "replay" and (self.anchor != "kd" or not self.replay_data):
+            raise ValueError("--anchor_rows=replay needs --anchor=kd and --replay_data")
+        if self.replay_data and not 0 < self.replay_ratio <= 4:
+            raise ValueError(f"--replay_ratio must lie in (0, 4], got {self.replay_ratio}")
         if self.guard_max_increase is not None and (
             not self.guard_data or self.guard_max_increase < 0
         ):

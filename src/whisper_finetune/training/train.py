@@ -85,12 +85,13 @@ def _load_data(cfg: FinetuneConfig, labels, feature_extractor, is_main: bool):
         ("train", cfg.train_data),
         ("eval", cfg.test_data),
         ("guard", cfg.guard_data),
+        ("replay", cfg.replay_data),
     ):
         if not path:
             datasets[name] = None
             continue
         records = read_manifest(path)
-        if name != "train" and cfg.max_eval_samples:
+        if name in ("eval", "guard") and cfg.max_eval_samples:
             records = records[: cfg.max_eval_samples]
         kept, report = prepare_records(records, labels, name=name, **common)
         reports.append(report)
@@ -116,6 +117,11 @@ def _load_data(cfg: FinetuneConfig, labels, feature_extractor, is_main: bool):
         if any(r.skipped for r in reports):
             logger.warning("skipped samples are listed in %s", path)
     return datasets
+
+
+def replay_per_batch(cfg: FinetuneConfig) -> int:
+    """Replay clips added to every training batch: ``replay_ratio`` x batch size, at least 1."""
+    return max(1, round(cfg.replay_ratio * cfg.per_device_train_batch_size))
 
 
 def cache_features(cfg: FinetuneConfig, n_clips: int, n_mels: int) -> bool:
@@ -275,6 +281,14 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
         train_dataset=data["train"],
         eval_dataset=data["eval"],
         data_collator=WhisperCollator(model.config.decoder_start_token_id),
+        train_collator=WhisperCollator(
+            model.config.decoder_start_token_id,
+            replay=data["replay"],
+            replay_per_batch=replay_per_batch(cfg),
+            seed=cfg.seed,
+        )
+        if data["replay"] is not None
+        else None,
         processing_class=processor.feature_extractor,
         compute_metrics=compute_metrics(processor.tokenizer, cfg.metric)
         if data["eval"] is not None
@@ -287,7 +301,7 @@ def _finetune(cfg: FinetuneConfig, callbacks) -> FinetuneResult:
         loss_terms=[adalora_orth_reg] if cfg.method == "adalora" else [],
         max_nonfinite_steps=cfg.max_nonfinite_steps,
         generation_max_length=cfg.generation_max_length,
-        anchor=Anchor(cfg.anchor, cfg.anchor_weight, cfg.anchor_temperature)
+        anchor=Anchor(cfg.anchor, cfg.anchor_weight, cfg.anchor_temperature, cfg.anchor_rows)
         if cfg.anchor != "none"
         else None,
     )

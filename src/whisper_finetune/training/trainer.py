@@ -73,6 +73,7 @@ class WhisperTrainer(Seq2SeqTrainer):
         anchor=None,
         max_nonfinite_steps: int = 10,
         generation_max_length: int | None = None,
+        train_collator=None,
         **kwargs,
     ):
         from whisper_finetune.training.losses import NonFiniteGuard
@@ -87,12 +88,24 @@ class WhisperTrainer(Seq2SeqTrainer):
         self.generation_max_length = generation_max_length
         self.anchor = anchor  # an anchor.Anchor (keep near the base model), or None
         self._anchor_sum, self._anchor_n = 0.0, 0
+        # training batches only (e.g. mixing in replay samples); evaluation keeps data_collator
+        self.train_collator = train_collator
+
+    def get_train_dataloader(self):
+        if self.train_collator is None:
+            return super().get_train_dataloader()
+        plain, self.data_collator = self.data_collator, self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = plain
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The model's loss, plus the extra terms; a non-finite loss is neutralised."""
         inputs = dict(inputs)
         origins = inputs.pop("origins", None)
         inputs.pop("languages", None)
+        replay_rows = inputs.pop("replay_rows", None)
         loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
@@ -100,7 +113,9 @@ class WhisperTrainer(Seq2SeqTrainer):
             for term in self.loss_terms:  # the one place where extra loss terms are added
                 loss = loss + term(model)
             if self.anchor is not None:
-                extra = self.anchor.loss(self.accelerator.unwrap_model(model), inputs, outputs)
+                extra = self.anchor.loss(
+                    self.accelerator.unwrap_model(model), inputs, outputs, replay_rows
+                )
                 if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
                     # the Trainer does not divide such losses by the accumulation steps
                     extra = extra / self.current_gradient_accumulation_steps
