@@ -20,6 +20,29 @@ Methods:
 * ``kd``: the demo's recipe trained with ``--anchor=kd`` (distillation toward the base model).
 * ``l2``: the demo's recipe trained with ``--anchor=l2`` (penalty on the adapter's weight change).
 * ``specaugment``: ``rank-8-lr-5e-4`` with SpecAugment (10% of frames, 5% of mel bins masked).
+* ``today``: the demo's recipe as it stands (adapters on both halves, plain training).
+* ``replay``: the demo's recipe with ``--replay_data``: real speech pseudo-labelled by the
+  base model (``prepare pseudo-label``, greedy and beam 5 agreeing) mixed into every batch
+  (``--replay_ratio``, 0.25 by default: one clip per batch of 4).
+* ``replay-kd``: ``replay`` plus ``--anchor=kd --anchor_rows=replay``: distillation toward
+  the base model on the replay rows only (the synthetic rows learn from their labels).
+* ``replay-kd-all``: ``replay`` plus ``--anchor=kd`` on every row (the combination of both
+  anchors of the old domain).
+
+The replay methods need real audio that nothing scores: with any of them in ``--methods``
+the 40 ``real-zh-dev`` clips are split by line, the even lines (20 clips: 15 FLEURS, 2
+THCHS-30, AISHELL-3, whispered, one spontaneous) the replay pool, pseudo-labelled here
+without their references, and the odd lines with the original eight (28 clips) the guard
+and the real-speech figure of *every* method of that run, so all are measured on the same
+clips. Without a replay method the guard is all 48 clips. Each method's real-speech change
+is given with its paired-bootstrap interval over clips and per source kind
+(``forgetting.json``).
+
+The smallest comparison that answers whether replay helps (2 shared cores; about 15
+minutes a method, kd a third more)::
+
+    nice -n 5 python benchmarks/forgetting.py --output_dir runs/replay \
+        --methods today replay replay-kd
 
 Every method then goes through the demo's guarded merge: each saved checkpoint merged at the
 largest scale that keeps the guard set's CER within ``guard_max_increase`` of the base's on
@@ -87,7 +110,12 @@ METHODS = {  # name -> (anchor, DemoConfig changes, FinetuneConfig changes)
     "kd": ("kd", {}, {}),
     "l2": ("l2", {}, {}),
     "specaugment": ("none", _ENCODER, {"apply_spec_augment": True, "mask_time_prob": 0.1, "mask_feature_prob": 0.05}),
+    "today": ("none", {}, {}),
+    "replay": ("none", {}, {"replay": True}),
+    "replay-kd": ("kd", {}, {"replay": True, "anchor_rows": "replay"}),
+    "replay-kd-all": ("kd", {}, {"replay": True}),
 }
+REPLAY = "replay"  # a METHODS override: train with the pseudo-labelled replay pool
 SETS = {"synthetic-test": "synthetic test split", "real-speech": "real speech (guard)"}
 
 
@@ -109,14 +137,22 @@ def main(argv=None) -> int:
     parser.add_argument("--curve_scales", type=float, nargs="+", default=[1.0])
     parser.add_argument("--cuts_of", metavar="ADAPTER",
                         help="only merge this adapter's weight change cut by rank or magnitude, and measure")
+    parser.add_argument("--replay_ratio", type=float, default=0.25,
+                        help="replay clips per training clip in every batch (replay methods)")
+    parser.add_argument("--max_disagreement", type=float, default=0.1,
+                        help="pseudo-labels kept: greedy vs beam-5 CER at most this")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = DemoConfig(output_dir=str(out), precision=args.precision, beam_size=args.beam_size)
+    replaying = any(REPLAY in METHODS[m][2] for m in args.methods)
+    guard, pool = _real_sets(out / "real", split=replaying)
+    cfg = replace(cfg, guard_data=str(guard))
     stages = Stages()
     train_data, test_data = build_data(cfg, out, stages)
+    replay_data = _pseudo_label(pool, out / "real", args, cfg) if pool else None
     datasets = {"synthetic-test": (SETS["synthetic-test"], test_data), "real-speech": (SETS["real-speech"], cfg.guard_data)}
     hf, ct2 = backends(cfg)
     if args.cuts_of:
@@ -138,6 +174,8 @@ def main(argv=None) -> int:
 
     for method in args.methods:
         mcfg, overrides = _method_config(cfg, method, args)
+        if overrides.pop(REPLAY, False):
+            overrides.update(replay_data=str(replay_data), replay_ratio=args.replay_ratio)
         weight = mcfg.anchor_weight if mcfg.anchor != "none" else None
         folder = out / method
         shutil.rmtree(folder, ignore_errors=True)
@@ -162,6 +200,10 @@ def main(argv=None) -> int:
             "curve": [p for p in clock.points if "eval_cer" in p],
             **_cers(report, method, hf, ct2),
             "tf_at_1.0": {k: report.find(f"{method}@1.0", hf.label, name).value for k, name in SETS.items()},
+            "replay": overrides.get("replay_data"),
+            "anchor_rows": overrides.get("anchor_rows", "all") if mcfg.anchor == "kd" else None,
+            "real_change": _real_change(report, method, hf, ct2),
+            "real_per_kind": [row for row in report.per_kind if row[0] in ("base", method)],
         }
         if args.parts:
             rows[method]["parts"] = _parts(str(result.final_dir), folder / "parts", datasets, mcfg, hf)
@@ -171,9 +213,66 @@ def main(argv=None) -> int:
     return 0
 
 
+def _real_sets(folder: Path, split: bool) -> tuple[Path, Path | None]:
+    """The real-speech guard manifest, and the replay pool's (None without ``split``).
+
+    Without ``split``: all 48 shipped clips guard. With it: real-zh-dev's even lines are
+    the pool, its odd lines and the original eight the guard (disjoint by construction).
+    """
+    from whisper_finetune.evaluation.realspeech import real_manifests, write_real_manifest
+
+    original, zh_dev = real_manifests()
+    if not split:
+        return write_real_manifest(folder / "guard-48.jsonl"), None
+    lines = [line for line in zh_dev.read_text(encoding="utf-8").splitlines() if line.strip()]
+    odd, even = folder / "zh-dev-odd.jsonl", folder / "zh-dev-even.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, part in ((odd, lines[0::2]), (even, lines[1::2])):
+        rebased = []
+        for line in part:
+            obj = json.loads(line)
+            obj["audio"]["path"] = str((zh_dev.parent / obj["audio"]["path"]).resolve())
+            rebased.append(json.dumps(obj, ensure_ascii=False))
+        path.write_text("\n".join(rebased) + "\n", encoding="utf-8")
+    guard = write_real_manifest(folder / "guard-28.jsonl", [original, odd])
+    pool = write_real_manifest(folder / "pool-20.jsonl", [even])
+    return guard, pool
+
+
+def _pseudo_label(pool: Path, folder: Path, args, cfg: DemoConfig) -> Path:
+    """The pool pseudo-labelled by the base model (ct2 int8: greedy and beam 5 agreeing)."""
+    from whisper_finetune.data.recipes.pseudolabel import PseudoLabelConfig, pseudo_label
+    from whisper_finetune.inference.loader import load_transcriber
+    from whisper_finetune.inference.transcript import DecodeOptions
+
+    teacher = load_transcriber(cfg.base_model, "ct2", compute_type=cfg.quantization, cpu_threads=2, batch_size=8)
+    plc = PseudoLabelConfig(audio=str(pool), output=str(folder / "replay.jsonl"), language=cfg.language,
+                            max_disagreement=args.max_disagreement, overwrite=True)
+    greedy = DecodeOptions(language=cfg.language, without_timestamps=True)
+    beam = DecodeOptions(language=cfg.language, without_timestamps=True, beam_size=plc.beam_size)
+    result = pseudo_label(plc, teacher, greedy, beam, teacher=f"{cfg.base_model} (ct2 {cfg.quantization})")
+    print(f"replay pool: kept {result.kept} of {len(result.verdicts)} clips (dropped: {result.dropped})", flush=True)
+    if not result.kept:
+        raise SystemExit("no pseudo-label was kept: nothing to replay")
+    return result.manifest
+
+
+def _real_change(report: Report, method: str, hf, ct2) -> dict:
+    """The method's real-speech CER change against the base, with its interval, per backend."""
+    from whisper_finetune.evaluation.metrics import paired_bootstrap
+
+    found = {}
+    for b in (hf, ct2):
+        base, tuned = report.guard_clips.get(("base", b.label)), report.guard_clips.get((method, b.label))
+        if base is not None and tuned is not None:
+            found[b.name] = paired_bootstrap(base.clips, tuned.clips)._asdict()
+    return found
+
+
 def _method_config(cfg: DemoConfig, method: str, args) -> tuple[DemoConfig, dict]:
     """The demo's config with ``method``'s changes, and its FinetuneConfig overrides."""
     anchor, changes, overrides = METHODS[method]
+    overrides = dict(overrides)
     weight = {"kd": args.kd_weight, "l2": args.l2_weight}.get(anchor, 1.0)
     if args.max_steps is not None:
         changes = {**changes, "max_steps": args.max_steps}
