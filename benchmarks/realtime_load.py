@@ -12,7 +12,9 @@ over all the turns:
 - **CER live / whole**: the live transcripts against the references, and the same audio
   posted whole to ``/v1/audio/transcriptions`` (the goal: live within 0.02 of whole);
 - whether the streams kept up in real time (every turn completed within
-  ``--keep_up`` seconds of its speech's end).
+  ``--keep_up`` seconds of its speech's end);
+- the server's CPU seconds per second of audio streamed (all of it, silence included):
+  on a shared machine the load-independent cost of a stream.
 
 By default it starts its own server (ct2 int8, the embedded whisper-base, ``--language
 zh``); it is a measurement, not a test: run it with ``nice`` on a shared machine.
@@ -36,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_load import percentile, start_server  # noqa: E402
+from serve_load import cpu_seconds, percentile, start_server  # noqa: E402
 
 SILENCE_AFTER = 1.5  # seconds of silence after each clip
 CHUNK = 0.1
@@ -190,8 +192,8 @@ def main() -> int:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     ws_url = url.replace("http://", "ws://") + "/v1/realtime"
     print("| streams | items | first partial p50 / p95 s | commit p50 / p95 s | CER live | "
-          "CER whole | real time |")  # fmt: skip
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
+          "CER whole | real time | server CPU s / stream s |")  # fmt: skip
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |")
     try:
         used = 0
         for streams in args.streams:
@@ -205,7 +207,10 @@ def main() -> int:
             async def run_all(groups=groups):
                 return await asyncio.gather(*(one_stream(ws_url, g, headers) for g in groups))
 
+            cpu = cpu_seconds(process)
             results = asyncio.run(run_all())
+            streamed = sum(r[0]["audio"].size / 16000 for r in results)
+            cpu = (cpu_seconds(process) - cpu) / streamed  # server CPU s per second streamed
             wholes = [asyncio.run(whole(url, r[0]["audio"], headers)) for r in results]
             refs = ["".join(t["reference"] for t in r) for r in results]
             live = ["".join(t["text"] for t in r) for r in results]
@@ -218,7 +223,7 @@ def main() -> int:
             print(f"| {streams} | {len(latency)} | {percentile(firsts, 50):.2f} / "
                   f"{percentile(firsts, 95):.2f} | {percentile(commits, 50):.2f} / "
                   f"{percentile(commits, 95):.2f} | {cer(refs, live):.3f} | "
-                  f"{cer(refs, wholes):.3f} | {'yes' if kept_up else 'no'} |", flush=True)  # fmt: skip
+                  f"{cer(refs, wholes):.3f} | {'yes' if kept_up else 'no'} | {cpu:.3f} |", flush=True)  # fmt: skip
     finally:
         if process is not None:
             process.terminate()
