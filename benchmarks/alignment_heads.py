@@ -87,16 +87,16 @@ def measure(model: str, data: str, max_records: int, work: Path) -> dict:
     row: dict = {"model": model, "records_choose": len(records[0::2]), "records_check": len(check)}
     start = time.perf_counter()
     row["heads_before"] = [list(h) for h in read_facts(copy).alignment_heads or []]
-    row["mae_s_transformers_before"] = boundary_mae(copy, check, language=language)
-    row["mae_s_ct2_before"] = ct2_boundary_mae(ct2, check, language=language)
+    row["mae_s_transformers_before"] = boundary_mae(copy, check, language=language, parts=True)
+    row["mae_s_ct2_before"] = ct2_boundary_mae(ct2, check, language=language, parts=True)
     choice = update_alignment_heads(
         copy, data, language=language, max_records=max_records, force=True
     )
     write_converted_facts(ct2, choice.heads)
     row["heads_after"] = [list(h) for h in choice.heads]
     row["would_write"] = choice.better
-    row["mae_s_transformers_after"] = boundary_mae(copy, check, language=language)
-    row["mae_s_ct2_after"] = ct2_boundary_mae(ct2, check, language=language)
+    row["mae_s_transformers_after"] = boundary_mae(copy, check, language=language, parts=True)
+    row["mae_s_ct2_after"] = ct2_boundary_mae(ct2, check, language=language, parts=True)
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row
 
@@ -124,9 +124,11 @@ def main(argv=None) -> int:
             rows.append(measure(model, args.data, args.max_records, Path(tmp)))
         r = rows[-1]
         print(
-            f"{model}: transformers {r['mae_s_transformers_before']:.3f} -> "
-            f"{r['mae_s_transformers_after']:.3f} s, ct2 {r['mae_s_ct2_before']:.3f} -> "
-            f"{r['mae_s_ct2_after']:.3f} s ({r['records_check']} held-out windows)",
+            f"{model}: sentence starts, transformers "
+            f"{r['mae_s_transformers_before']['start']:.3f} -> "
+            f"{r['mae_s_transformers_after']['start']:.3f} s, ct2 "
+            f"{r['mae_s_ct2_before']['start']:.3f} -> {r['mae_s_ct2_after']['start']:.3f} s "
+            f"({r['records_check']} held-out windows)",
             flush=True,
         )
     result = {

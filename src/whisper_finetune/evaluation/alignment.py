@@ -304,8 +304,13 @@ def choose_alignment_heads(
 
 
 def boundary_mae(
-    model_path: str | os.PathLike, records: Sequence, *, language: str = "zh", heads=None
-) -> float:
+    model_path: str | os.PathLike,
+    records: Sequence,
+    *,
+    language: str = "zh",
+    heads=None,
+    parts: bool = False,
+):
     """Mean |error| (s) of sentence starts and ends from word-level DTW timing on the
     transformers model (its own ``alignment_heads`` unless ``heads`` is given)."""
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
@@ -316,12 +321,12 @@ def boundary_mae(
     model = load_eager(model_path)
     heads = heads or [tuple(h) for h in model.generation_config.alignment_heads]
     errors = [boundary_errors(token_starts(cross_attentions(model, s), heads), s) for s in samples]
-    return float(np.concatenate(errors).mean())
+    return _summary(errors, parts)
 
 
 def ct2_boundary_mae(
-    ct2_dir: str | os.PathLike, records: Sequence, *, language: str = "zh"
-) -> float:
+    ct2_dir: str | os.PathLike, records: Sequence, *, language: str = "zh", parts: bool = False
+):
     """The same error on a CTranslate2 model, through CTranslate2's own ``align`` (the DTW
     faster-whisper's ``word_timestamps`` uses, over the heads in its ``config.json``)."""
     import ctranslate2
@@ -344,4 +349,17 @@ def ct2_boundary_mae(
         time_idx = np.asarray([p[1] for p in result.alignments])
         jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
         errors.append(boundary_errors(time_idx[jumps] * FRAME_S, s))
-    return float(np.concatenate(errors).mean())
+    return _summary(errors, parts)
+
+
+def _summary(errors: list, parts: bool):
+    """The mean error; with ``parts``, also of the starts and of the ends alone (the
+    errors come in (start, end) pairs)."""
+    both = np.concatenate(errors)
+    if not parts:
+        return float(both.mean())
+    return {
+        "both": float(both.mean()),
+        "start": float(both[0::2].mean()),
+        "end": float(both[1::2].mean()),
+    }
