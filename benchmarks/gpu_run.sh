@@ -50,16 +50,26 @@ OUT="${1:-${OUT:-gpu-results}}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONPATH="$PWD/src"
 [ -d "$HOME_DIR" ] && export WHISPER_FINETUNE_HOME="$HOME_DIR"
-if [ -d gpu/.whl ]; then
+if [ -d gpu/.whl ] && [ "${DEVICE:-cuda}" = cuda ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir gpu/.whl/*.whl 2>&1 | tail -2
 fi
 WORK="${WORK:-/tmp/gpu-run-work}"
+# a dry run of this script's logic on the CPU:
+#   DEVICE=cpu SHAPES=tiny VARIANT_SHAPE=tiny MEMORY="lora-24gb-gpu.yaml:tiny:24:4" \
+#   INFER_SHAPES=tiny STEPS=1 BATCH=2 PYTHON=.venv/bin/python bash benchmarks/gpu_run.sh /tmp/dry
+DEVICE="${DEVICE:-cuda}"
+SHAPES="${SHAPES:-base small large-v3}"
+VARIANT_SHAPE="${VARIANT_SHAPE:-small}"
+MEMORY="${MEMORY:-lora-24gb-gpu.yaml:large-v3:24:24 lora-24gb-gpu.yaml:small:16:32 full-gpu.yaml:small:24:32}"
+INFER_SHAPES="${INFER_SHAPES:-small large-v3}"
+STEPS="${STEPS:-10}"
+BATCH="${BATCH:-16}"
 mkdir -p "$WORK"
 start=$(date +%s)
 phase() { echo "== $1 ($(( $(date +%s) - start )) s)" | tee -a "$OUT/phases.txt"; }
 
 phase "machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/smi.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/smi.txt"
 "$PY" -c "import torch, transformers, peft, accelerate; print(torch.__version__, torch.version.cuda, transformers.__version__, peft.__version__, accelerate.__version__)" \
     2>&1 | tee "$OUT/versions.txt"
 nproc | tee -a "$OUT/versions.txt"
@@ -69,29 +79,30 @@ phase "1. gpu tests"
 timeout 40 "$PY" -m pytest -q -p no:cacheprovider -rA tests/training/test_trainer_args.py \
     > "$OUT/gpu-tests.log" 2>&1
 echo "pytest rc $?" >> "$OUT/gpu-tests.log"
-timeout "${TESTS_S:-80}" "$PY" -m pytest -q -p no:cacheprovider -rA -m gpu \
+timeout "${TESTS_S:-70}" "$PY" -m pytest -q -p no:cacheprovider -rA -m gpu \
     tests/training/test_paths.py >> "$OUT/gpu-tests.log" 2>&1
 echo "pytest rc $?" >> "$OUT/gpu-tests.log"
 tail -4 "$OUT/gpu-tests.log"
 
 phase "2. training rows"
-timeout "${TRAIN_S:-230}" "$PY" benchmarks/train_gpu.py --out "$OUT/train" --work "$WORK" \
-    --shapes base small large-v3 --rows plain recipe ours dataloader \
-    --steps 10 --warmup 3 --row_timeout 120 2> "$OUT/train.err"
+timeout "${TRAIN_S:-210}" "$PY" benchmarks/train_gpu.py --out "$OUT/train" --work "$WORK" \
+    --device "$DEVICE" --shapes $SHAPES --rows plain recipe ours dataloader \
+    --batch "$BATCH" --steps "$STEPS" --warmup 3 --row_timeout 120 2> "$OUT/train.err"
 
-phase "3. variants (whisper-small)"
-timeout "${VARIANTS_S:-70}" "$PY" benchmarks/train_gpu.py --out "$OUT/variants" --work "$WORK" \
-    --shapes small --rows ours-packed --variants bf16-base fused-adamw compile \
-    --steps 10 --warmup 3 --row_timeout 60 2> "$OUT/variants.err"
+phase "3. variants ($VARIANT_SHAPE)"
+timeout "${VARIANTS_S:-60}" "$PY" benchmarks/train_gpu.py --out "$OUT/variants" --work "$WORK" \
+    --device "$DEVICE" --shapes "$VARIANT_SHAPE" --rows ours-packed \
+    --variants bf16-base fused-adamw compile --batch "$BATCH" --steps "$STEPS" --warmup 3 \
+    --row_timeout 60 2> "$OUT/variants.err"
 
 phase "4. memory"
-timeout "${MEMORY_S:-90}" "$PY" benchmarks/train_gpu.py --out "$OUT/memory" --work "$WORK" \
-    --shapes --rows --memory lora-24gb-gpu.yaml:large-v3:24:24 lora-24gb-gpu.yaml:small:16:32 \
-    full-gpu.yaml:small:24:32 --row_timeout 60 2> "$OUT/memory.err"
+timeout "${MEMORY_S:-80}" "$PY" benchmarks/train_gpu.py --out "$OUT/memory" --work "$WORK" \
+    --device "$DEVICE" --shapes --rows --memory $MEMORY --batch "$BATCH" --row_timeout 60 \
+    2> "$OUT/memory.err"
 
 phase "5. inference"
-timeout "${INFER_S:-100}" "$PY" benchmarks/infer_gpu.py --out "$OUT/infer" --work "$WORK" \
-    --shapes small large-v3 --row_timeout 45 2> "$OUT/infer.err"
+timeout "${INFER_S:-80}" "$PY" benchmarks/infer_gpu.py --out "$OUT/infer" --work "$WORK" \
+    --device "$DEVICE" --shapes $INFER_SHAPES --row_timeout 45 2> "$OUT/infer.err"
 
 phase "done"
 for f in train variants memory infer; do tail -3 "$OUT/$f.err" 2>/dev/null; done
