@@ -58,6 +58,7 @@ HOLD_CHARS = 2  # characters at the end of an agreed prefix not committed before
 CONTEXT_SAMPLES = 10 * SAMPLE_RATE  # audio of the previous turn decoded with a turn, as context
 MIN_COMMIT_SECONDS = 0.1  # OpenAI refuses to commit less than 100 ms
 VAD_WINDOW = 512  # Silero's window at 16 kHz
+MS = SAMPLE_RATE // 1000  # samples in a millisecond
 RATES = (24000, 16000)
 DEFAULT_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
                "silence_duration_ms": 500}  # fmt: skip
@@ -183,9 +184,6 @@ class Session:
     def end(self) -> int:
         return self.offset + self.audio.size
 
-    def ms(self, sample: int) -> int:
-        return int(sample * 1000 // SAMPLE_RATE)
-
     async def run_vad(self) -> None:
         from faster_whisper.vad import get_vad_model
 
@@ -222,12 +220,12 @@ class Session:
             self.spoken = start
         if self.vad is not None:
             await self.emit("input_audio_buffer.speech_started",
-                            audio_start_ms=self.ms(self.turn.start), item_id=self.turn.item_id)  # fmt: skip
+                            audio_start_ms=self.turn.start // MS, item_id=self.turn.item_id)  # fmt: skip
 
     async def stop_turn(self, at: int) -> None:
         self.speech_at = self.silence_from = None
         if self.turn is not None:
-            await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=self.ms(at),
+            await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=at // MS,
                             item_id=self.turn.item_id)  # fmt: skip
             # the item keeps the speech's fading end (the VAD's end is where it fell quiet)
             await self.commit(min(self.end(), at + END_PAD))
@@ -265,10 +263,13 @@ class Session:
         return self.audio[max(0, start - self.offset) : max(0, end - self.offset)]
 
     def trim(self) -> None:
-        """Drop audio no turn needs any more (keeping the VAD's context)."""
+        """Drop audio no turn needs any more (keeping the VAD's context); long silence
+        keeps its last seconds only (a commit of it is an empty item either way)."""
         turns = [t for t, _ in self.finals] + ([self.turn] if self.turn else [])
-        keep = min([self.buffer_start, self.vad_done - VAD_WINDOW, self.end() - SAMPLE_RATE,
-                    self.end() - CONTEXT_SAMPLES] + [t.context for t in turns])  # fmt: skip
+        if not turns:
+            self.buffer_start = max(self.buffer_start, self.end() - CONTEXT_SAMPLES)
+        keep = min([self.buffer_start, self.vad_done - VAD_WINDOW, self.end() - CONTEXT_SAMPLES]
+                   + [t.context for t in turns])  # fmt: skip
         if keep - self.offset > 10 * SAMPLE_RATE:
             self.audio = self.audio[keep - self.offset :]
             self.offset = keep
