@@ -226,3 +226,18 @@ def test_real_client_streams_test_wav_in_real_time(live_server, test_wav, cer):
                        files={"file": ("test.wav", test_wav.read_bytes(), "audio/wav")}).json()  # fmt: skip
     assert cer(live) <= cer(whole["text"]) + 0.02, (live, whole["text"])
     assert cer(live) < 0.25, live
+
+
+def test_silence_costs_no_decoding():
+    fake = Growing()
+    client = TestClient(create_app(fake, DecodeOptions(language="zh")), base_url="http://127.0.0.1")
+    quiet = np.random.default_rng(0).normal(0, 0.002, 16000 * 20).astype(np.float32)  # 20 s
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        for chunk in _chunks(_pcm24(quiet)):
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        ws.send_json({"type": "input_audio_buffer.commit"})
+        events = _events_until(ws, DONE)
+    kinds = [e["type"] for e in events]
+    assert "input_audio_buffer.speech_started" not in kinds and DELTA not in kinds
+    assert events[-1]["transcript"] == "" and fake.seconds == []  # nothing was decoded
