@@ -90,3 +90,44 @@ def test_vad_in_parts_side_by_side_finds_the_spans_of_one_pass(real_speech, monk
     assert len(chunks_parts) == len(chunks_one)
     # too short to split: one pass, whatever the threads
     assert speech_spans(audio[: 100 * 16000], 4) == speech_spans(audio[: 100 * 16000], 1)
+
+
+def test_a_full_chunk_is_cut_at_its_longest_pause_not_at_the_limit():
+    """faster-whisper's collect_chunks cuts where the next span does not fit, at a
+    breath inside a sentence as readily as between sentences; join_spans cuts at the
+    chunk's longest pause past half the limit, and keeps the chunks within it."""
+    from faster_whisper.vad import collect_chunks
+
+    from whisper_finetune.inference.chunks import join_spans
+
+    sr = 16000
+    audio = np.arange(100 * sr, dtype=np.float32)
+    # sentences of 6 s split by 0.2 s breaths, 1 s between sentences (times in seconds)
+    seconds = [(0, 6), (6.2, 12), (13, 19), (19.2, 25), (26, 28), (28.2, 34), (35, 39)]
+    spans = [{"start": int(a * sr), "end": int(b * sr)} for a, b in seconds]
+    theirs, _ = collect_chunks(audio, spans, max_duration=30)
+    ours, offsets = join_spans(audio, spans, 30)
+    assert [round(c.size / sr, 1) for c in theirs] == [25.6, 9.8]  # cut at the 0.2 s breath
+    assert [round(c.size / sr, 1) for c in ours] == [23.6, 11.8]  # cut at the 1 s pause
+    assert np.array_equal(np.concatenate(ours), np.concatenate(theirs))  # the same speech
+    assert offsets == [0.0, ours[0].size / sr]
+    assert all(c.size <= 30 * sr for c in join_spans(audio, spans, 12)[0])
+
+
+def test_holes_are_the_speech_a_transcript_skipped():
+    from whisper_finetune.inference.chunks import TAIL_SECONDS, holes
+    from whisper_finetune.inference.transcript import Segment, Transcript
+
+    sr = 16000
+
+    def transcript(*times):
+        return Transcript.from_segments([Segment(a, b, "字") for a, b in times], "zh", 28.0)
+
+    # a jump over 8 s of speech inside the chunk (seen with whisper-base), and an early end
+    assert holes(transcript((0, 5.8), (5.8, 12.1), (20.1, 26.4)), 28 * sr) == [
+        (int(12.1 * sr), int(20.1 * sr))
+    ]
+    assert holes(transcript((0, 5.0)), 28 * sr) == [(5 * sr, 28 * sr)]
+    gap = TAIL_SECONDS - 0.5  # short gaps are pauses Whisper leaves out of its segments
+    assert holes(transcript((0, 10), (10 + gap, 27.5)), 28 * sr) == []
+    assert holes(transcript(), 28 * sr) == []

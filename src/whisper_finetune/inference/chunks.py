@@ -23,6 +23,9 @@ from whisper_finetune.inference.transcript import DecodeOptions, Segment, Transc
 TAIL_SECONDS = 3.0
 TAIL_PASSES = 3
 
+# speech regions are joined into chunks of at most this many seconds
+CHUNK_MAX_SECONDS = float(CHUNK_SECONDS)
+
 # audio of at least two VAD_PART_SECONDS runs Silero in parts side by side, each part
 # ending at the quietest QUIET_SECONDS within SEARCH_SECONDS of its even share
 VAD_PART_SECONDS = 60.0
@@ -50,13 +53,13 @@ def transcribe_chunked(
     early is decoded again from there (:func:`decode_chunks`); the times are mapped
     back to the audio's. ``vad_threads``: see :func:`speech_spans`.
     """
-    from faster_whisper.vad import SpeechTimestampsMap, collect_chunks
+    from faster_whisper.vad import SpeechTimestampsMap
 
     duration = samples.size / SAMPLE_RATE
     spans = speech_spans(samples, vad_threads)
     if not spans:
         return Transcript("", options.language, duration)
-    chunks, metadata = collect_chunks(samples, spans, max_duration=CHUNK_SECONDS)
+    chunks, offsets = join_spans(samples, spans, CHUNK_MAX_SECONDS)
     to_file = SpeechTimestampsMap(spans, SAMPLE_RATE)
     segments: list[Segment] = []
     language = options.language
@@ -68,18 +71,56 @@ def transcribe_chunked(
             found, languages = decode_chunks(
                 chunks[first : first + group], options, decode, batch_size
             )
-            for meta, chunk_segments, chunk_language in zip(
-                metadata[first : first + group], found, languages, strict=True
+            for offset, chunk_segments, chunk_language in zip(
+                offsets[first : first + group], found, languages, strict=True
             ):
                 language = language or chunk_language
                 for s in chunk_segments:
-                    start = to_file.get_original_time(meta["offset"] + s.start)
-                    end = to_file.get_original_time(meta["offset"] + s.end, is_end=True)
+                    start = to_file.get_original_time(offset + s.start)
+                    end = to_file.get_original_time(offset + s.end, is_end=True)
                     segments.append(Segment(start, end, s.text))
             if segments:
                 bar.update(max(0.0, min(segments[-1].end, duration) - bar.n))
         bar.update(max(0.0, duration - bar.n))
     return Transcript.from_segments(clamp_segments(segments, duration), language, duration)
+
+
+def join_spans(
+    samples: np.ndarray, spans: list[dict], max_seconds: float
+) -> tuple[list[np.ndarray], list[float]]:
+    """Speech spans joined into chunks of at most ``max_seconds``, cut at long pauses.
+
+    faster-whisper's ``collect_chunks`` fills each chunk up to the limit and cuts before
+    the span that does not fit, whatever the pause there: on the distinct-speech
+    benchmark it cut one sentence at a 0.2 s breath and whisper-base lost 7 characters
+    on its two halves. Here a chunk that is full is cut instead at its longest pause
+    after the first half of the limit. Returns the chunks (the spans' samples end to
+    end, as ``collect_chunks`` gives them) and each one's offset in seconds of speech.
+    """
+    limit = int(max_seconds * SAMPLE_RATE)
+    groups: list[list[dict]] = [[]]
+    for span in spans:
+        group = groups[-1]
+        length = sum(s["end"] - s["start"] for s in group)
+        if group and length + span["end"] - span["start"] > limit:
+            # the longest pause between two of the group's spans past half the limit,
+            # where what follows it still fits with the new span; else cut at the end
+            best, best_gap, held = len(group), -1, 0
+            for k in range(1, len(group)):
+                held += group[k - 1]["end"] - group[k - 1]["start"]
+                gap = group[k]["start"] - group[k - 1]["end"]
+                fits = length - held + span["end"] - span["start"] <= limit
+                if held >= limit // 2 and fits and gap > best_gap:
+                    best, best_gap = k, gap
+            groups[-1], rest = group[:best], group[best:]
+            groups.append(rest)
+        groups[-1].append(span)
+    chunks, offsets, position = [], [], 0
+    for group in groups:
+        chunks.append(np.concatenate([samples[s["start"] : s["end"]] for s in group]))
+        offsets.append(position / SAMPLE_RATE)
+        position += chunks[-1].size
+    return chunks, offsets
 
 
 def speech_spans(samples: np.ndarray, threads: int = 1) -> list[dict]:
@@ -135,34 +176,54 @@ def quiet_cut(samples: np.ndarray, near: int) -> int:
 def decode_chunks(
     chunks: list[np.ndarray], options: DecodeOptions, decode: BatchDecoder, batch_size: int
 ) -> tuple[list[list[Segment]], list[str | None]]:
-    """Decode VAD chunks in batches, then what an early end left of each.
+    """Decode VAD chunks in batches, then the speech each one's text skipped.
 
     A chunk is speech from end to end (the VAD cut its pauses out), yet Whisper
-    sometimes ends a window's text early: on the benchmark's long clip, whisper-base
-    stopped after 9.4 s of a 28.4 s chunk. The sequential decoder would go on from the
-    last timestamp; here the rest of such a chunk (more than :data:`TAIL_SECONDS`
-    left) is decoded again, up to :data:`TAIL_PASSES` times.
+    sometimes leaves part of a window without text: it ends early (on the old repeated
+    benchmark clip, whisper-base stopped after 9.4 s of a 28.4 s chunk), or its
+    timestamps jump over a sentence (on the distinct-speech benchmark, from 12.1 s to
+    20.1 s of a 27.9 s chunk: one whole clip lost, 31 characters). The sequential
+    decoder would go on from the last timestamp; here every such hole of more than
+    :data:`TAIL_SECONDS` (after the last segment, or between two) is decoded again as a
+    clip of its own, up to :data:`TAIL_PASSES` times.
     """
     found: list[list[Segment]] = [[] for _ in chunks]
     languages: list[str | None] = [None] * len(chunks)
-    pending = [(i, 0) for i in range(len(chunks))]
+    pending = [(i, 0, chunks[i].size) for i in range(len(chunks))]
     for _ in range(1 + TAIL_PASSES):
         if not pending:
             break
-        clips = [chunks[i][start:] for i, start in pending]
+        clips = [chunks[i][start:stop] for i, start, stop in pending]
         later = []
         decoded = decode(clips, options, batch_size)
-        for (i, start), clip, transcript in zip(pending, clips, decoded, strict=True):
+        for (i, start, stop), transcript in zip(pending, decoded, strict=True):
             offset = start / SAMPLE_RATE
             found[i] += [
                 Segment(s.start + offset, s.end + offset, s.text) for s in transcript.segments
             ]
             languages[i] = languages[i] or transcript.language
-            end = transcript.segments[-1].end if transcript.segments else 0.0
-            if end >= 1.0 and clip.size / SAMPLE_RATE - end > TAIL_SECONDS:
-                later.append((i, start + int(end * SAMPLE_RATE)))
+            later += [(i, start + a, start + b) for a, b in holes(transcript, stop - start)]
         pending = later
+    for segments in found:
+        segments.sort(key=lambda s: s.start)
     return found, languages
+
+
+def holes(transcript: Transcript, samples: int) -> list[tuple[int, int]]:
+    """The spans of a decoded speech clip (``samples`` long) that got no text, in samples:
+    after the last segment (when the text ended after at least 1 s) and between two
+    segments, each longer than :data:`TAIL_SECONDS`."""
+    segments = transcript.segments
+    if not segments:
+        return []
+    found = []
+    for before, after in zip(segments, segments[1:], strict=False):
+        if after.start - before.end > TAIL_SECONDS:
+            found.append((int(before.end * SAMPLE_RATE), int(after.start * SAMPLE_RATE)))
+    end = segments[-1].end
+    if end >= 1.0 and samples / SAMPLE_RATE - end > TAIL_SECONDS:
+        found.append((int(end * SAMPLE_RATE), samples))
+    return found
 
 
 def window_verdict(segments: list, options: DecodeOptions) -> str | None:
