@@ -6,7 +6,10 @@ counted apart, and that client waits the server's ``Retry-After`` before trying 
 anything else that is not a 200 is an error. For each client count this prints
 requests per second, audio seconds transcribed per wall second, p50/p95/p99 latency of
 the successful requests, the 429 count and the error count (which must be zero: below
-the queue limit every request succeeds, over it the extra ones get only 429s).
+the queue limit every request succeeds, over it the extra ones get only 429s), the
+batches the server made (``/health``) and the server's CPU seconds per audio second: on
+a machine shared with other work, wall-clock throughput measures the neighbours as much
+as the server, while CPU time per audio second is the server's own cost.
 
 By default it starts its own server (``whisper-finetune serve --port=0``, ct2 int8, the
 embedded whisper-base) and stops it at the end:
@@ -121,6 +124,15 @@ async def run_load(url: str, clients: int, seconds: float, audio: bytes, audio_s
     }
 
 
+def cpu_seconds(process: subprocess.Popen | None) -> float:
+    """The server process's CPU time so far (user + system), from /proc; NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (AttributeError, OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def health(url: str) -> dict:
     import httpx
 
@@ -170,21 +182,22 @@ def main() -> int:
             asyncio.run(run_load(url, 1, 0.01, audio, audio_seconds, headers))
         print(f"{Path(args.audio).name}: {audio_seconds:.2f} s of audio per request, {args.seconds:.0f} s per run")
         print("| server | clients | requests ok | req/s | audio s / wall s | vs 1 client | p50 s | p95 s "
-              "| p99 s | 429 | errors | batches (jobs) |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "| p99 s | 429 | errors | batches (jobs) | server CPU s / audio s |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         single: dict[str, float] = {}
         for clients in args.clients:
-            for label, url, _ in servers:
-                before = health(url)
+            for label, url, process in servers:
+                before, cpu = health(url), cpu_seconds(process)
                 r = asyncio.run(run_load(url, clients, args.seconds, audio, audio_seconds, headers))
-                after = health(url)
+                after, cpu = health(url), cpu_seconds(process) - cpu
+                per_audio = cpu / (r["ok"] * audio_seconds) if r["ok"] else float("nan")
                 single.setdefault(label, r["audio_per_wall"])
                 ratio = r["audio_per_wall"] / single[label] if single[label] else float("nan")
                 batches = after.get("batches", 0) - before.get("batches", 0)
                 jobs = after.get("batched_jobs", 0) - before.get("batched_jobs", 0)
                 print(f"| {label} | {clients} | {r['ok']} | {r['rps']:.2f} | {r['audio_per_wall']:.2f} | "
                       f"{ratio:.2f}x | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['429']} | "
-                      f"{r['errors']} | {batches} ({jobs}) |", flush=True)
+                      f"{r['errors']} | {batches} ({jobs}) | {per_audio:.3f} |", flush=True)
                 for example in r["examples"]:
                     print(f"    error: {example}")
     finally:
