@@ -140,6 +140,15 @@ def manifest_stats(path: Path) -> dict:
     }
 
 
+def label_tokens(model_dir: Path, manifest: Path) -> int:
+    """The mean label length (prefix, text, end) of the records, in tokens."""
+    from transformers import WhisperTokenizer
+
+    tokenizer = WhisperTokenizer.from_pretrained(model_dir, language="zh", task="transcribe")
+    lengths = [len(tokenizer(r["sentence"]).input_ids) for r in read_rows(manifest)]
+    return max(1, round(sum(lengths) / len(lengths)))
+
+
 def training_flops(model_dir: Path, label_tokens: int, rank: int = 32) -> float:
     """FLOPs of one LoRA training sample (forward and backward), counted by torch on the
     model built on the meta device (no weights, no compute)."""
@@ -167,6 +176,7 @@ class Clock:
 
     def __init__(self, device: str):
         self.device, self.stamps, self.losses = device, [], []
+        self.attention = None  # the attention implementation the Trainer's model runs
 
     def tick(self, loss: float | None = None) -> None:
         import torch
@@ -189,6 +199,10 @@ class Clock:
         clock = self
 
         class Tick(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                config = getattr(model, "config", None)
+                clock.attention = getattr(config, "_attn_implementation", None)
+
             def on_step_end(self, args, state, control, **kwargs):
                 clock.tick()
 
@@ -402,6 +416,7 @@ def row_ours(spec: dict) -> dict:
     saved = json.loads((run_dir / "finetune_config.json").read_text(encoding="utf-8"))
     keys = ("precision", "num_workers", "gradient_checkpointing", "device", "cache_features")
     return {
+        "attention": clock.attention,
         "resolved": {k: saved.get(k) for k in keys if k in saved},
         "utterances_per_sample": spec["utterances_per_sample"],
         **_rates(clock, spec),
@@ -569,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if a.device == "cuda":
             torch.cuda.empty_cache()
-        tokens = 40  # a typical label length of the clips, for the FLOP count
+        tokens = label_tokens(model, train)  # the clips' mean label length, for the FLOP count
         common = dict(
             model=str(model),
             train=str(train),

@@ -44,6 +44,7 @@ def common(bench, tiny_model_dir, tmp_path_factory):
 def test_flops_and_data(bench, common, tiny_model_dir):
     # counted FLOPs grow with the label length; the shipped clips are real speech
     assert bench.training_flops(tiny_model_dir, 80) > common["flops_per_sample"] > 0
+    assert 8 < bench.label_tokens(tiny_model_dir, Path(common["train"])) < 120
     assert 1.0 < common["audio_s_per_sample"] < 30.0
     assert common["utterances_per_sample"] == 1.0
 
@@ -73,6 +74,7 @@ def test_recipe_ours_and_the_dataloader(bench, common, one_torch_thread):
     # same model, data, seed and adapter: the same first loss, whoever runs the step
     assert ours["losses"][0] == pytest.approx(recipe["losses"][0], abs=1e-3)
     assert ours["resolved"]["num_workers"] == 0 and ours["resolved"]["precision"] == "fp32"
+    assert ours["attention"] == "sdpa"  # the project's model runs SDPA attention
     packed = bench.row_ours({**common, "row": "ours-packed"})
     assert packed["utterances_per_sample"] > 1
     assert packed["utterances_per_s"] > packed["samples_per_s"]
