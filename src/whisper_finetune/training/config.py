@@ -128,6 +128,9 @@ class FinetuneConfig:
     lr_scheduler_type: str = _f("linear", "learning-rate schedule (a transformers scheduler name)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping (0: off)")
+    optim: str = _f(
+        "adamw_torch", "optimizer, a transformers name (adamw_torch_fused: fused AdamW kernels)"
+    )
     precision: str = _f(
         "auto",
         "auto: bf16 on CUDA that has it, else fp16 on CUDA, fp32 on CPU (bf16 autocast also runs on CPUs with avx512_bf16/AMX, faster)",

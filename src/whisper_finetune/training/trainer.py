@@ -211,7 +211,7 @@ def training_arguments(cfg: FinetuneConfig, has_eval: bool, world_size: int):
         lr_scheduler_type=cfg.lr_scheduler_type,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch",
+        optim=cfg.optim,
         logging_steps=cfg.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must show (NonFiniteLossCallback stops the run)
         eval_strategy="steps" if has_eval else "no",
