@@ -167,8 +167,8 @@ def test_conversions_keep_language_task_and_heads(run_dir, tmp_path):
 
 
 def test_merge_chooses_alignment_heads_on_timed_data(run_dir, tmp_path):
-    """--alignment_data: the heads are chosen on it and recorded; "none" skips it, and
-    a manifest that is not there is named."""
+    """--alignment_data: the heads are chosen on it and recorded; alignment_heads=False
+    skips it (also from the command line), and a manifest that is not there is named."""
     from finetune_data import write_manifest
 
     timed = write_manifest(tmp_path / "timed")
@@ -177,7 +177,11 @@ def test_merge_chooses_alignment_heads_on_timed_data(run_dir, tmp_path):
     assert record["data"] == str(timed) and record["records_check"] >= 1
     heads = read_facts(merged).alignment_heads
     assert (list(map(list, heads)) == record["heads"]) == record["written"]
-    skipped = merge_adapter(run_dir / "final", tmp_path / "s", alignment_data="none")
+    from whisper_finetune.cli import main
+
+    skipped = tmp_path / "s"
+    flags = [f"--lora_model={run_dir / 'final'}", f"--output_dir={skipped}"]
+    assert main(["merge", *flags, f"--alignment_data={timed}", "--alignment_heads=false"]) == 0
     assert "alignment_heads" not in json.loads((skipped / PROVENANCE_FILE).read_text())
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         merge_adapter(

@@ -53,8 +53,12 @@ class MergeOptions:
         default=None,
         metadata={
             "help": "manifest with timed sentences to choose alignment heads on (default: "
-            "the run's test/train manifest when timed; none: skip)"
+            "the run's test/train manifest when timed)"
         },
+    )
+    alignment_heads: bool = field(
+        default=True,
+        metadata={"help": "choose word-timestamp alignment heads at the end (false: skip)"},
     )
 
 
@@ -73,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         language=opts.language,
         task=opts.task,
         alignment_data=opts.alignment_data,
+        alignment_heads=opts.alignment_heads,
     )
     print(f"merged: {out}")
     return 0

@@ -162,6 +162,7 @@ def merge_adapter(
     language: str | None = None,
     task: str | None = None,
     alignment_data: str | None = None,
+    alignment_heads: bool = True,
 ) -> Path:
     """Merge an adapter into its base model and save a standalone model folder.
 
@@ -179,7 +180,8 @@ def merge_adapter(
             its language without being told; the model card ``README.md`` says the same.
         alignment_data: a manifest with timed ``sentences`` to choose the word-timestamp
             alignment heads on (:mod:`whisper_finetune.evaluation.heads`); default: the
-            run's test, else training, manifest when it has timed records; ``"none"``: skip.
+            run's test, else training, manifest when it has timed records.
+        alignment_heads: False skips choosing alignment heads.
 
     Returns:
         The output folder.
@@ -243,7 +245,7 @@ def merge_adapter(
             language,
             task,
             provenance,
-            alignment_data,
+            alignment_data if alignment_heads else False,
         )
         provenance.update(language=facts.language, task=facts.task)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
@@ -260,7 +262,7 @@ def _describe(
     language: str | None,
     task: str | None,
     provenance: dict,
-    alignment_data: str | None,
+    alignment_data: str | bool | None,
 ):
     """Write the run's language and task into ``generation_config.json`` and the model
     card ``README.md`` (flags win over the run's ``finetune_config.json``)."""
@@ -304,12 +306,12 @@ def _describe(
     return facts
 
 
-def _alignment_data(flag: str | None, run_config: dict) -> str | None:
+def _alignment_data(flag: str | bool | None, run_config: dict) -> str | None:
     """The manifest to choose alignment heads on: the flag, else the run's test or training
-    manifest when it has timed records (the first few hundred are looked at)."""
+    manifest when it has timed records (False: none)."""
+    if flag is False:
+        return None
     if flag is not None:
-        if flag.lower() == "none":
-            return None
         if not Path(flag).is_file():
             raise FileNotFoundError(f"--alignment_data: manifest not found: {flag}")
         return flag
