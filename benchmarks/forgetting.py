@@ -248,8 +248,8 @@ def _pseudo_label(pool: Path, folder: Path, args, cfg: DemoConfig) -> Path:
     teacher = load_transcriber(cfg.base_model, "ct2", compute_type=cfg.quantization, cpu_threads=2, batch_size=8)
     plc = PseudoLabelConfig(audio=str(pool), output=str(folder / "replay.jsonl"), language=cfg.language,
                             max_disagreement=args.max_disagreement, overwrite=True)
-    greedy = DecodeOptions(language=cfg.language, without_timestamps=True)
-    beam = DecodeOptions(language=cfg.language, without_timestamps=True, beam_size=plc.beam_size)
+    greedy = DecodeOptions(language=cfg.language, without_timestamps=True, robust=False)
+    beam = DecodeOptions(language=cfg.language, without_timestamps=True, robust=False, beam_size=plc.beam_size)
     result = pseudo_label(plc, teacher, greedy, beam, teacher=f"{cfg.base_model} (ct2 {cfg.quantization})")
     print(f"replay pool: kept {result.kept} of {len(result.verdicts)} clips (dropped: {result.dropped})", flush=True)
     if not result.kept:

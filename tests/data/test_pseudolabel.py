@@ -110,6 +110,7 @@ def test_the_command_labels_with_the_tiny_model_and_writes_both_files(
             f"--model_path={tiny_model_dir}",
             "--beam_size=2",
             "--max_disagreement=1.0",
+            "--max_new_tokens=6",
         ]
     )
     assert code == 0

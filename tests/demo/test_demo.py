@@ -279,7 +279,8 @@ def test_the_guard_scales_the_adapters_scale_part_names(tmp_path, monkeypatch, l
     base = measure.GuardResult(0.1, ((10, 100),) * 10)
     scale, tried = measure.choose_merge_scale("adapter", "guard.jsonl", {"transformers": base, "ct2": base}, cfg, tmp_path)
     assert scale == 0.9 and [s for s, *_ in tried] == [1.0, 0.9]
-    assert tried[0][2]["transformers"].difference == pytest.approx(0.04)  # 40 more errors of 1,000
+    assert tried[0][2]["ct2"].difference == pytest.approx(0.04)  # 40 more errors of 1,000
+    assert "transformers" not in tried[0][1]  # ct2 broke the guard: transformers not run
     whole = {k: 1.0 for k in expected}
     assert merges == [whole, expected]
 

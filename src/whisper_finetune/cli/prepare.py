@@ -143,8 +143,10 @@ def _run_pseudo_label(args: argparse.Namespace) -> int:
         raise ValueError("--audio and --output are required")
     quiet_libraries(args)
     transcriber = load_transcriber(**runtime_kwargs(runtime, cfg.batch_size))
-    greedy = DecodeOptions(language=cfg.language, without_timestamps=True, beam_size=1)
-    beam = DecodeOptions(language=cfg.language, without_timestamps=True, beam_size=cfg.beam_size)
+    # one plain pass each: a temperature fallback would sample, and agreement would be chance
+    plain = dict(language=cfg.language, without_timestamps=True, robust=False)
+    greedy = DecodeOptions(**plain, beam_size=1, max_new_tokens=cfg.max_new_tokens)
+    beam = DecodeOptions(**plain, beam_size=cfg.beam_size, max_new_tokens=cfg.max_new_tokens)
     teacher = f"{runtime.model_path} ({runtime.backend}, {runtime.compute_type})"
     r = pseudo_label(cfg, transcriber, greedy, beam, teacher=teacher)
     dropped = ", ".join(f"{k}: {v}" for k, v in r.dropped.items()) or "none"

@@ -73,6 +73,9 @@ class PseudoLabelConfig:
         default=30.0, metadata={"help": "longest clip in seconds (Whisper's window)"}
     )
     batch_size: int = field(default=8, metadata={"help": "clips decoded per batch"})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "most tokens decoded per clip; none = no cap"}
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
 
     def __post_init__(self):
