@@ -65,6 +65,16 @@ def recording(name: str, seconds: float | None, work: Path) -> tuple[np.ndarray,
     return np.concatenate(pieces), "".join(texts)
 
 
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def cer(reference: str, text: str) -> float:
     from whisper_finetune.evaluation.metrics import score
     from whisper_finetune.text import normalize_text
@@ -134,7 +144,7 @@ def main(argv=None) -> int:
         )
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
+        "machine": f"{_cpu()}, {platform.system()} {platform.machine()}",
         "command": "python " + " ".join(sys.argv),
         "compute_type": args.compute_type,
         "initial_prompt": prompt,

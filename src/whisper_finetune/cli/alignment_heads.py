@@ -3,7 +3,7 @@
 Scores every decoder cross-attention head of a transformers Whisper folder against a
 manifest whose records have timed ``sentences`` (packed windows of ``prepare pack``, the
 built-in corpus, a prepared long recording), and writes the best set into the model's
-``generation_config.json`` when it times sentence boundaries better, on held-out
+``generation_config.json`` when it times sentence ends better, on held-out
 records, than the model's current set. ``--converted`` updates CTranslate2 (``config.json``)
 and GGML (``whisper_finetune.json``) folders of the same model too.
 

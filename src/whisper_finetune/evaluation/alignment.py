@@ -12,10 +12,12 @@ of audio each of its tokens is spoken. The transcript is forced through the deco
 once (teacher forcing, so recognition errors do not enter), and a head's score is the
 share of its attention, over the tokens of a sentence, that falls inside that sentence's
 time span (with ``SLACK_S`` either side), averaged over tokens. The best heads are chosen
-on one half of the records; on the other half the word-timestamp error at sentence
-boundaries (the DTW start of each sentence's first token and the end of its last,
-against the known times) is measured for the model's current heads and the chosen ones,
-and the chosen ones are written only when they do better there.
+on one half of the records; on the other half the word-timestamp error at sentence ends
+(the DTW end of each sentence's last token against the known end) is measured for the
+model's current heads and the chosen ones, and the chosen ones are written only when they
+do better there. Sentence starts are measured too (:func:`boundary_mae`) but not used to
+decide: DTW gives the pause before a sentence to its first token, so a start's error
+mostly measures that pause (on whisper-base, 1.9 s at starts against 0.24 s at ends).
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ class HeadChoice:
     heads: list[tuple[int, int]]
     previous: list[tuple[int, int]] | None
     scores: np.ndarray  # (layers, heads) on the choosing half
-    mae_previous: float | None  # boundary MAE (s) on the checking half, current heads
+    mae_previous: float | None  # sentence-end MAE (s) on the checking half, current heads
     mae_chosen: float  # the same with the chosen heads
     n_choose: int
     n_check: int
@@ -209,8 +211,8 @@ class HeadChoice:
         return {
             "heads": [list(h) for h in self.heads],
             "previous": [list(h) for h in self.previous] if self.previous else None,
-            "boundary_mae_s_previous": self.mae_previous,
-            "boundary_mae_s_chosen": self.mae_chosen,
+            "sentence_end_mae_s_previous": self.mae_previous,
+            "sentence_end_mae_s_chosen": self.mae_chosen,
             "written": self.better,
             "records_choose": self.n_choose,
             "records_check": self.n_check,
@@ -283,7 +285,9 @@ def choose_alignment_heads(
                 errors[name].append(boundary_errors(token_starts(attn, head_set), sample))
 
     def mae(name: str) -> float | None:
-        return float(np.concatenate(errors[name]).mean()) if errors[name] else None
+        # sentence ends only: DTW gives the pause before a sentence to its first token,
+        # so a start's error mostly measures that pause, whatever the heads
+        return float(np.concatenate(errors[name])[1::2].mean()) if errors[name] else None
 
     choice = HeadChoice(
         heads=heads,
@@ -295,7 +299,7 @@ def choose_alignment_heads(
         n_check=len(check),
     )
     logger.info(
-        "alignment heads %s (boundary MAE %.3f s; the model's current heads: %s)",
+        "alignment heads %s (sentence-end MAE %.3f s; the model's current heads: %s)",
         heads,
         choice.mae_chosen,
         "none" if choice.mae_previous is None else f"{choice.mae_previous:.3f} s",

@@ -3,7 +3,7 @@
 :func:`update_alignment_heads` is what ``whisper-finetune alignment-heads`` and
 ``merge --alignment_data`` run: score the heads
 (:func:`whisper_finetune.evaluation.alignment.choose_alignment_heads`), and when the
-chosen ones time sentence boundaries better on held-out records than the model's current
+chosen ones time sentence ends better on held-out records than the model's current
 ones, write them into ``generation_config.json`` (and into converted forms given).
 """
 
@@ -89,7 +89,7 @@ def update_alignment_heads(
             logger.info("alignment heads written into the %s model %s", kind, folder)
     else:
         logger.warning(
-            "kept the model's alignment heads: the chosen ones time boundaries worse on "
+            "kept the model's alignment heads: the chosen ones time sentence ends worse on "
             "held-out records (%.3f s against %.3f s); --force writes them anyway",
             choice.mae_chosen,
             choice.mae_previous,
