@@ -126,8 +126,8 @@ def join_spans(
 def speech_spans(samples: np.ndarray, threads: int = 1) -> list[dict]:
     """Silero VAD's speech spans (faster-whisper's batched settings), in samples.
 
-    Silero runs on one thread, alone before any decoding: 0.7 s of the 9.8 s the 322 s
-    benchmark clip takes on 2 cores. With ``threads`` above 1, audio of at least two
+    Silero runs on one thread, alone before any decoding: 0.7 s of the 9.8 s the old
+    322 s benchmark clip took on 2 cores. With ``threads`` above 1, audio of at least two
     :data:`VAD_PART_SECONDS` is cut into up to ``threads`` parts that run side by side
     (onnxruntime releases the GIL). Each cut lies at the quietest :data:`QUIET_SECONDS`
     near its even share, on Silero's window grid, so the windows are those of one pass

@@ -42,9 +42,10 @@ logger = logging.getLogger(__name__)
 # On a CPU, one audio at least this long is cut at pauses (Silero VAD) and its chunks are
 # decoded in batches, unless a batch size was chosen: LONG_AUDIO_BATCH chunks on one
 # replica, BATCH_PER_REPLICA per replica on several (at most MAX_REPLICAS by default; see
-# inference/replicas.py). On the 322 s benchmark clip, 2 cores: RTF 0.062 sequential,
-# 0.047 batched on one replica, about 0.03 on two, with a lower CER than sequential
-# decoding (0.091 vs 0.164; README, "Long audio on a CPU").
+# inference/replicas.py). On the old 322 s benchmark clip (8 clips repeated), 2 cores:
+# RTF 0.062 sequential, 0.047 batched on one replica, about 0.03 on two. On 385 s of
+# distinct speech (benchmarks/long_audio.py, docs/long-audio.md): CER 0.135, the CER of
+# the same 40 clips decoded one by one, against 0.189 for sequential 30 s windows.
 LONG_AUDIO_SECONDS = 60.0
 LONG_AUDIO_BATCH = 8
 BATCH_PER_REPLICA = 6
