@@ -56,8 +56,11 @@ def _run_wenetspeech(args: argparse.Namespace) -> int:
 
 def _run_folder(args: argparse.Namespace) -> int:
     from whisper_finetune.data.recipes.folder import prepare_folder
+    from whisper_finetune.staging import output_lock
 
-    r = prepare_folder(dataclass_from_args(FolderConfig, args))
+    config = dataclass_from_args(FolderConfig, args)
+    with output_lock(config.target_dir or config.input_dir, "--target_dir"):  # issue 27.4
+        r = prepare_folder(config)
     left_out = "; ".join(f"{k}: {len(v)}" for k, v in r.problems.items())
     _print_counts(r.manifests, r.utterances, f"left out: {left_out}" if left_out else "")
     return 0
@@ -121,8 +124,11 @@ _RECIPES = (
 
 def _run_pack(args: argparse.Namespace) -> int:
     from whisper_finetune.data.recipes.pack import pack_manifest
+    from whisper_finetune.staging import output_lock
 
-    result = pack_manifest(dataclass_from_args(PackConfig, args))
+    config = dataclass_from_args(PackConfig, args)
+    with output_lock(config.output, "--output"):  # one writer (issue 27.4)
+        result = pack_manifest(config)
     print(
         f"{result.n_input} utterances -> {result.n_windows} windows of up to 30 s "
         f"({result.seconds / 60:.1f} min), {result.n_single} kept single, "
