@@ -295,6 +295,10 @@ def test_default_precision_is_the_models_own_on_cpu(tiny_ct2_dir, monkeypatch):
 
     monkeypatch.setattr(faster_whisper, "WhisperModel", FakeModel)
     monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    from whisper_finetune import cuda_libs
+
+    # the pretend GPU has its libraries (the check itself: tests/test_cuda_libs.py)
+    monkeypatch.setattr(cuda_libs, "require_ct2_cuda_libraries", lambda device: None)
     assert CT2Transcriber(str(tiny_ct2_dir), device="auto").compute_type == "float16"
     assert seen == {"device": "auto", "compute_type": "float16"}
 
