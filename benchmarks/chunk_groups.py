@@ -79,7 +79,9 @@ def main() -> None:
             out = run(rec.audio, options, transcriber._unpadded, batch, True, transcriber.replicas)
             best[group] = min(best.get(group, float("inf")), time.perf_counter() - start)
             texts[group] = out.text
-    print(f"{platform.processor() or platform.machine()}, {rec.seconds:.0f} s of audio, batch {batch}")
+    print(
+        f"{platform.processor() or platform.machine()}, {rec.seconds:.0f} s of audio, batch {batch}"
+    )
     for group in rows:
         cer, _ = errors_per_clip(rec, texts[group])
         print(

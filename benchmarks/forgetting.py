@@ -98,7 +98,11 @@ from whisper_finetune.training.checkpoints import complete_checkpoints
 from whisper_finetune.training.merge import merge_adapter
 from whisper_finetune.training.train import finetune
 
-_OLD_SCHEDULE = {"learning_rate": 1e-3, "max_steps": 60, "eval_steps": 30}  # the recipe until 2026-12-01
+_OLD_SCHEDULE = {
+    "learning_rate": 1e-3,
+    "max_steps": 60,
+    "eval_steps": 30,
+}  # the recipe until 2026-12-01
 _ENCODER = {"lora_layers": "encoder", "scale_part": "all"}  # the demo's adapters until 2026-12-01
 METHODS = {  # name -> (anchor, DemoConfig changes, FinetuneConfig changes)
     "rank-32": ("none", {"lora_r": 32, **_ENCODER, **_OLD_SCHEDULE}, {}),
@@ -109,7 +113,11 @@ METHODS = {  # name -> (anchor, DemoConfig changes, FinetuneConfig changes)
     "feed-forward": ("none", _ENCODER, {"target_modules": ("fc1", "fc2")}),
     "kd": ("kd", {}, {}),
     "l2": ("l2", {}, {}),
-    "specaugment": ("none", _ENCODER, {"apply_spec_augment": True, "mask_time_prob": 0.1, "mask_feature_prob": 0.05}),
+    "specaugment": (
+        "none",
+        _ENCODER,
+        {"apply_spec_augment": True, "mask_time_prob": 0.1, "mask_feature_prob": 0.05},
+    ),
     "today": ("none", {}, {}),
     "replay": ("none", {}, {"replay": True}),
     "replay-kd": ("kd", {}, {"replay": True, "anchor_rows": "replay"}),
@@ -120,29 +128,57 @@ SETS = {"synthetic-test": "synthetic test split", "real-speech": "real speech (g
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output_dir", default="runs/forgetting")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--kd_weight", type=float, default=1.0)
     parser.add_argument("--l2_weight", type=float, default=0.05)
-    parser.add_argument("--max_steps", type=int, default=None, help="every method's steps (default: its own)")
+    parser.add_argument(
+        "--max_steps", type=int, default=None, help="every method's steps (default: its own)"
+    )
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--beam_size", type=int, default=DemoConfig.beam_size,
-                        help="beam width of every evaluation, the guard's included (faster-whisper's default is 5)")
-    parser.add_argument("--parts", action="store_true",
-                        help="also merge parts of each adapter (lower / upper layers, attention / "
-                             "feed-forward) at full scale: which part learns, which part forgets")
-    parser.add_argument("--curve", type=int, metavar="N",
-                        help="checkpoint every N steps; merge each at --curve_scales and measure (no guarded merge)")
+    parser.add_argument(
+        "--beam_size",
+        type=int,
+        default=DemoConfig.beam_size,
+        help="beam width of every evaluation, the guard's included (faster-whisper's default is 5)",
+    )
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also merge parts of each adapter (lower / upper layers, attention / "
+        "feed-forward) at full scale: which part learns, which part forgets",
+    )
+    parser.add_argument(
+        "--curve",
+        type=int,
+        metavar="N",
+        help="checkpoint every N steps; merge each at --curve_scales and measure (no guarded merge)",
+    )
     parser.add_argument("--curve_scales", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--cuts_of", metavar="ADAPTER",
-                        help="only merge this adapter's weight change cut by rank or magnitude, and measure")
-    parser.add_argument("--replay_ratio", type=float, default=0.25,
-                        help="replay clips per training clip in every batch (replay methods)")
-    parser.add_argument("--max_disagreement", type=float, default=0.1,
-                        help="pseudo-labels kept: greedy vs beam-5 CER at most this")
+    parser.add_argument(
+        "--cuts_of",
+        metavar="ADAPTER",
+        help="only merge this adapter's weight change cut by rank or magnitude, and measure",
+    )
+    parser.add_argument(
+        "--replay_ratio",
+        type=float,
+        default=0.25,
+        help="replay clips per training clip in every batch (replay methods)",
+    )
+    parser.add_argument(
+        "--max_disagreement",
+        type=float,
+        default=0.1,
+        help="pseudo-labels kept: greedy vs beam-5 CER at most this",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,14 +189,19 @@ def main(argv=None) -> int:
     stages = Stages()
     train_data, test_data = build_data(cfg, out, stages)
     replay_data = _pseudo_label(pool, out / "real", args, cfg) if pool else None
-    datasets = {"synthetic-test": (SETS["synthetic-test"], test_data), "real-speech": (SETS["real-speech"], cfg.guard_data)}
+    datasets = {
+        "synthetic-test": (SETS["synthetic-test"], test_data),
+        "real-speech": (SETS["real-speech"], cfg.guard_data),
+    }
     hf, ct2 = backends(cfg)
     if args.cuts_of:
         found = _cuts(args.cuts_of, out / "cuts", datasets, cfg, hf)
         (out / "cuts.json").write_text(json.dumps(found, indent=2))
         return 0
     if args.curve:
-        found = {m: _curve(cfg, m, args, out, train_data, test_data, datasets, hf) for m in args.methods}
+        found = {
+            m: _curve(cfg, m, args, out, train_data, test_data, datasets, hf) for m in args.methods
+        }
         (out / "curve.json").write_text(json.dumps(found, indent=2))
         print(_curve_table(found))
         return 0
@@ -169,7 +210,15 @@ def main(argv=None) -> int:
     # transformers output on the synthetic split loops to the token limit: slow, and not
     # needed to compare methods; the demo measures it)
     measure(report, "base", cfg.base_model, datasets, out / "eval", cfg, (ct2,))
-    measure(report, "base", cfg.base_model, {"real-speech": datasets["real-speech"]}, out / "eval", cfg, (hf,))
+    measure(
+        report,
+        "base",
+        cfg.base_model,
+        {"real-speech": datasets["real-speech"]},
+        out / "eval",
+        cfg,
+        (hf,),
+    )
     rows = {"base": {"train_seconds": 0.0, "scale": None, **_cers(report, "base", hf, ct2)}}
 
     for method in args.methods:
@@ -180,11 +229,20 @@ def main(argv=None) -> int:
         folder = out / method
         shutil.rmtree(folder, ignore_errors=True)
         clock = TrainClock()
-        result = finetune(training_config(mcfg, folder / "train", train_data, test_data, **overrides), callbacks=[clock])
-        scale, adapter, merged = guarded_merge(mcfg, report, folder, result, test_data, SETS["real-speech"])
-        if merged is None:  # no checkpoint kept the guard: the best by the subset, at the smallest scale
+        result = finetune(
+            training_config(mcfg, folder / "train", train_data, test_data, **overrides),
+            callbacks=[clock],
+        )
+        scale, adapter, merged = guarded_merge(
+            mcfg, report, folder, result, test_data, SETS["real-speech"]
+        )
+        if (
+            merged is None
+        ):  # no checkpoint kept the guard: the best by the subset, at the smallest scale
             merged = merge_adapter(str(adapter), folder / "merged", scale=scale, overwrite=True)
-        converted = convert_to_ct2(merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False)
+        converted = convert_to_ct2(
+            merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
+        )
         measure(report, method, str(merged), datasets, folder / "eval", mcfg, (hf,))
         measure(report, method, str(converted), datasets, folder / "eval", mcfg, (ct2,))
         # the chosen adapter at full scale, to see what the method alone does
@@ -199,14 +257,18 @@ def main(argv=None) -> int:
             "weight": weight,
             "curve": [p for p in clock.points if "eval_cer" in p],
             **_cers(report, method, hf, ct2),
-            "tf_at_1.0": {k: report.find(f"{method}@1.0", hf.label, name).value for k, name in SETS.items()},
+            "tf_at_1.0": {
+                k: report.find(f"{method}@1.0", hf.label, name).value for k, name in SETS.items()
+            },
             "replay": overrides.get("replay_data"),
             "anchor_rows": overrides.get("anchor_rows", "all") if mcfg.anchor == "kd" else None,
             "real_change": _real_change(report, method, hf, ct2),
             "real_per_kind": [row for row in report.per_kind if row[0] in ("base", method)],
         }
         if args.parts:
-            rows[method]["parts"] = _parts(str(result.final_dir), folder / "parts", datasets, mcfg, hf)
+            rows[method]["parts"] = _parts(
+                str(result.final_dir), folder / "parts", datasets, mcfg, hf
+            )
         (out / "forgetting.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False))
         print(_table(rows), flush=True)
     print(_table(rows))
@@ -245,13 +307,27 @@ def _pseudo_label(pool: Path, folder: Path, args, cfg: DemoConfig) -> Path:
     from whisper_finetune.inference.loader import load_transcriber
     from whisper_finetune.inference.transcript import DecodeOptions
 
-    teacher = load_transcriber(cfg.base_model, "ct2", compute_type=cfg.quantization, cpu_threads=2, batch_size=8)
-    plc = PseudoLabelConfig(audio=str(pool), output=str(folder / "replay.jsonl"), language=cfg.language,
-                            max_disagreement=args.max_disagreement, overwrite=True)
+    teacher = load_transcriber(
+        cfg.base_model, "ct2", compute_type=cfg.quantization, cpu_threads=2, batch_size=8
+    )
+    plc = PseudoLabelConfig(
+        audio=str(pool),
+        output=str(folder / "replay.jsonl"),
+        language=cfg.language,
+        max_disagreement=args.max_disagreement,
+        overwrite=True,
+    )
     greedy = DecodeOptions(language=cfg.language, without_timestamps=True, robust=False)
-    beam = DecodeOptions(language=cfg.language, without_timestamps=True, robust=False, beam_size=plc.beam_size)
-    result = pseudo_label(plc, teacher, greedy, beam, teacher=f"{cfg.base_model} (ct2 {cfg.quantization})")
-    print(f"replay pool: kept {result.kept} of {len(result.verdicts)} clips (dropped: {result.dropped})", flush=True)
+    beam = DecodeOptions(
+        language=cfg.language, without_timestamps=True, robust=False, beam_size=plc.beam_size
+    )
+    result = pseudo_label(
+        plc, teacher, greedy, beam, teacher=f"{cfg.base_model} (ct2 {cfg.quantization})"
+    )
+    print(
+        f"replay pool: kept {result.kept} of {len(result.verdicts)} clips (dropped: {result.dropped})",
+        flush=True,
+    )
     if not result.kept:
         raise SystemExit("no pseudo-label was kept: nothing to replay")
     return result.manifest
@@ -263,7 +339,10 @@ def _real_change(report: Report, method: str, hf, ct2) -> dict:
 
     found = {}
     for b in (hf, ct2):
-        base, tuned = report.guard_clips.get(("base", b.label)), report.guard_clips.get((method, b.label))
+        base, tuned = (
+            report.guard_clips.get(("base", b.label)),
+            report.guard_clips.get((method, b.label)),
+        )
         if base is not None and tuned is not None:
             found[b.name] = paired_bootstrap(base.clips, tuned.clips)._asdict()
     return found
@@ -283,17 +362,31 @@ def _tf_cers(model: str, datasets: dict, work: Path, cfg: DemoConfig, hf) -> dic
     """CER of ``model`` on each dataset (slug -> (name, manifest)) with transformers."""
     report = Report(title=Path(model).name)
     measure(report, "model", model, datasets, work, cfg, (hf,))
-    return {slug: report.find("model", hf.label, name).value for slug, (name, _) in datasets.items()}
+    return {
+        slug: report.find("model", hf.label, name).value for slug, (name, _) in datasets.items()
+    }
 
 
-def _curve(cfg: DemoConfig, method: str, args, out: Path, train_data, test_data, datasets, hf) -> dict:
+def _curve(
+    cfg: DemoConfig, method: str, args, out: Path, train_data, test_data, datasets, hf
+) -> dict:
     """Train with a checkpoint every ``args.curve`` steps; merge each at each scale; measure."""
     mcfg, overrides = _method_config(cfg, method, args)
     folder = out / method
     shutil.rmtree(folder, ignore_errors=True)
-    result = finetune(training_config(replace(mcfg, eval_steps=args.curve), folder / "train", train_data,
-                                      test_data, save_total_limit=None, **overrides))
-    history = json.loads((Path(result.output_dir) / "trainer_state.json").read_text())["log_history"]
+    result = finetune(
+        training_config(
+            replace(mcfg, eval_steps=args.curve),
+            folder / "train",
+            train_data,
+            test_data,
+            save_total_limit=None,
+            **overrides,
+        )
+    )
+    history = json.loads((Path(result.output_dir) / "trainer_state.json").read_text())[
+        "log_history"
+    ]
     during = {}
     for h in history:
         for key in ("eval_cer", "eval_guard_cer"):
@@ -303,22 +396,30 @@ def _curve(cfg: DemoConfig, method: str, args, out: Path, train_data, test_data,
     for checkpoint in complete_checkpoints(result.output_dir):
         for scale in args.curve_scales:
             work = folder / "curve" / f"{checkpoint.name}-{scale:.2f}"
-            model = merge_adapter(str(checkpoint), work / "merged", overwrite=True, **mcfg.merge_weights(scale))
-            merged[f"{checkpoint.name.split('-')[1]}@{scale:.2f}"] = _tf_cers(str(model), datasets, work / "eval", mcfg, hf)
+            model = merge_adapter(
+                str(checkpoint), work / "merged", overwrite=True, **mcfg.merge_weights(scale)
+            )
+            merged[f"{checkpoint.name.split('-')[1]}@{scale:.2f}"] = _tf_cers(
+                str(model), datasets, work / "eval", mcfg, hf
+            )
             shutil.rmtree(model, ignore_errors=True)
     return {"during_training": during, "merged": merged}
 
 
 def _curve_table(found: dict) -> str:
-    lines = ["| method | step | subset / guard during training | merge scale | synthetic / real merged |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| method | step | subset / guard during training | merge scale | synthetic / real merged |",
+        "|---|---|---|---|---|",
+    ]
     for method, f in found.items():
         for key, m in f["merged"].items():
             step, scale = key.split("@")
             d = f["during_training"].get(step, {})
-            lines.append(f"| {method} | {step} | {_cer(d.get('cer', float('nan')))} / "
-                         f"{_cer(d.get('guard_cer', float('nan')))} | {scale} | "
-                         f"{m['synthetic-test']:.3f} / {m['real-speech']:.3f} |")
+            lines.append(
+                f"| {method} | {step} | {_cer(d.get('cer', float('nan')))} / "
+                f"{_cer(d.get('guard_cer', float('nan')))} | {scale} | "
+                f"{m['synthetic-test']:.3f} / {m['real-speech']:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -340,13 +441,20 @@ def _parts(adapter: str, work: Path, datasets: dict, cfg: DemoConfig, hf) -> dic
         folder = work / part.replace(" ", "-")
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(adapter, folder / "adapter")
-        kept = {k: v if "lora_B" not in k or re.search(pattern, k) else v * 0 for k, v in weights.items()}
+        kept = {
+            k: v if "lora_B" not in k or re.search(pattern, k) else v * 0
+            for k, v in weights.items()
+        }
         save_file(kept, str(folder / "adapter" / "adapter_model.safetensors"))
-        merged = merge_adapter(str(folder / "adapter"), folder / "merged", scale=1.0, overwrite=True)
+        merged = merge_adapter(
+            str(folder / "adapter"), folder / "merged", scale=1.0, overwrite=True
+        )
         found[part] = _tf_cers(str(merged), datasets, folder / "eval", cfg, hf)
         shutil.rmtree(folder / "merged", ignore_errors=True)
-        print(f"{part}: synthetic {found[part]['synthetic-test']:.3f}, real {found[part]['real-speech']:.3f}",
-              flush=True)
+        print(
+            f"{part}: synthetic {found[part]['synthetic-test']:.3f}, real {found[part]['real-speech']:.3f}",
+            flush=True,
+        )
     return found
 
 
@@ -376,7 +484,10 @@ def _cuts(adapter: str, work: Path, datasets: dict, cfg: DemoConfig, hf) -> dict
 
     full = merge_adapter(adapter, work / "scale-1.0", scale=1.0, overwrite=True)
     base = merge_adapter(adapter, work / "scale-0.0", scale=0.0, overwrite=True)
-    merged, original = load_file(str(full / "model.safetensors")), load_file(str(base / "model.safetensors"))
+    merged, original = (
+        load_file(str(full / "model.safetensors")),
+        load_file(str(base / "model.safetensors")),
+    )
     changed = {k for k in original if not torch.equal(merged[k], original[k])}
     found = {}
     for name, cut in {"scale 1.0": None, **CUTS}.items():
@@ -384,17 +495,27 @@ def _cuts(adapter: str, work: Path, datasets: dict, cfg: DemoConfig, hf) -> dict
         if cut is not None:
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(full, folder)
-            weights = {k: (v.float() + cut(merged[k].float() - v.float())).to(v.dtype) if k in changed else v
-                       for k, v in original.items()}
+            weights = {
+                k: (v.float() + cut(merged[k].float() - v.float())).to(v.dtype)
+                if k in changed
+                else v
+                for k, v in original.items()
+            }
             save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
         found[name] = _tf_cers(str(folder), datasets, folder / "eval", cfg, hf)
-        print(f"{name}: synthetic {found[name]['synthetic-test']:.3f}, real {found[name]['real-speech']:.3f}",
-              flush=True)
+        print(
+            f"{name}: synthetic {found[name]['synthetic-test']:.3f}, real {found[name]['real-speech']:.3f}",
+            flush=True,
+        )
     return found
 
 
 def _cers(report: Report, stage: str, hf, ct2) -> dict:
-    found = {(b.name, key): report.find(stage, b.label, name) for b in (hf, ct2) for key, name in SETS.items()}
+    found = {
+        (b.name, key): report.find(stage, b.label, name)
+        for b in (hf, ct2)
+        for key, name in SETS.items()
+    }
     return {f"{b}_{key}": (m.value if m else float("nan")) for (b, key), m in found.items()}
 
 
@@ -403,8 +524,10 @@ def _cer(value: float) -> str:
 
 
 def _table(rows: dict) -> str:
-    head = ("| method | rank | lr x steps | weight | train s | checkpoint @ merge scale | synthetic CER tf / ct2 |"
-            " real-speech CER tf / ct2 | full-scale tf synthetic / real |\n|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| method | rank | lr x steps | weight | train s | checkpoint @ merge scale | synthetic CER tf / ct2 |"
+        " real-speech CER tf / ct2 | full-scale tf synthetic / real |\n|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for name, r in rows.items():
         full = r.get("tf_at_1.0")

@@ -166,7 +166,9 @@ def worker(label: str, sets: list[str], args) -> dict:
         else:
             texts = [model.transcribe(a, options).text for a, _ in clips]
         elapsed = time.perf_counter() - start
-        cer = score([normalize_text(r) for _, r in clips], [normalize_text(t) for t in texts], "cer")
+        cer = score(
+            [normalize_text(r) for _, r in clips], [normalize_text(t) for t in texts], "cer"
+        )
         out[name] = {"rtf": elapsed / audio_seconds, "seconds": elapsed, "audio": audio_seconds,
                      "cer": cer, "text": texts[0][:40]}  # fmt: skip
     out["peak_rss_mb"] = peak_rss_mb()
@@ -183,7 +185,9 @@ def _prepare_models() -> None:
 
 
 def print_table(rows: dict, sets: list[str], args) -> None:
-    print(f"\nwhisper-base, {THREADS} CPU threads; RTF = processing s / audio s (lower is faster)\n")
+    print(
+        f"\nwhisper-base, {THREADS} CPU threads; RTF = processing s / audio s (lower is faster)\n"
+    )
     header = "| configuration |"
     for name in sets:
         header += f" {name} RTF | speed-up | CER |"
@@ -210,7 +214,9 @@ def print_table(rows: dict, sets: list[str], args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
     parser.add_argument("--configs", nargs="*", default=None, help="labels to run (default: all)")
     parser.add_argument("--skip", nargs="*", default=[], help="LABEL:SET pairs to leave out")

@@ -42,10 +42,17 @@ def start_server(args) -> tuple[subprocess.Popen, str, Path]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
     command = [
-        sys.executable, "-m", "whisper_finetune", "serve", "--port=0",
-        f"--model_path={args.model_path}", f"--backend={args.backend}",
-        f"--compute_type={args.compute_type}", f"--workers={args.workers}",
-        f"--max_queue={args.max_queue}", f"--language={args.language}",
+        sys.executable,
+        "-m",
+        "whisper_finetune",
+        "serve",
+        "--port=0",
+        f"--model_path={args.model_path}",
+        f"--backend={args.backend}",
+        f"--compute_type={args.compute_type}",
+        f"--workers={args.workers}",
+        f"--max_queue={args.max_queue}",
+        f"--language={args.language}",
     ]
     if getattr(args, "max_batch", None):
         env["WHISPER_FINETUNE_MAX_BATCH"] = str(args.max_batch)  # 1: no batching across requests
@@ -70,8 +77,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-async def run_load(url: str, clients: int, seconds: float, audio: bytes, audio_seconds: float,
-                   headers: dict[str, str]) -> dict:
+async def run_load(
+    url: str,
+    clients: int,
+    seconds: float,
+    audio: bytes,
+    audio_seconds: float,
+    headers: dict[str, str],
+) -> dict:
     import httpx
 
     latencies: list[float] = []
@@ -152,11 +165,18 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max_queue", type=int, default=8)
     parser.add_argument("--language", default="zh")
-    parser.add_argument("--max_batch", type=int, default=None,
-                        help="requests batched together at most (1: no batching); default: the server's")
-    parser.add_argument("--compare", action="store_true",
-                        help="also start a server without batching (max_batch 1) and run each "
-                             "client count on both, side by side")
+    parser.add_argument(
+        "--max_batch",
+        type=int,
+        default=None,
+        help="requests batched together at most (1: no batching); default: the server's",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also start a server without batching (max_batch 1) and run each "
+        "client count on both, side by side",
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO / "src"))
@@ -172,7 +192,9 @@ def main() -> int:
         else:
             process, url, log = start_server(args)
             servers.append(("batching" if args.max_batch != 1 else "no batching", url, process))
-            print(f"server: {url} (ct2 workers={args.workers}, max_queue={args.max_queue}); log {log}")
+            print(
+                f"server: {url} (ct2 workers={args.workers}, max_queue={args.max_queue}); log {log}"
+            )
             if args.compare:
                 off = argparse.Namespace(**{**vars(args), "max_batch": 1})
                 process, url, log = start_server(off)
@@ -180,10 +202,16 @@ def main() -> int:
                 print(f"server without batching: {url}; log {log}")
         for _, url, _ in servers:  # one request first: no run pays for the first call's warm-up
             asyncio.run(run_load(url, 1, 0.01, audio, audio_seconds, headers))
-        print(f"{Path(args.audio).name}: {audio_seconds:.2f} s of audio per request, {args.seconds:.0f} s per run")
-        print("| server | clients | requests ok | req/s | audio s / wall s | vs 1 client | p50 s | p95 s "
-              "| p99 s | 429 | errors | batches (jobs) | server CPU s / audio s |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(
+            f"{Path(args.audio).name}: {audio_seconds:.2f} s of audio per request, {args.seconds:.0f} s per run"
+        )
+        print(
+            "| server | clients | requests ok | req/s | audio s / wall s | vs 1 client | p50 s | p95 s "
+            "| p99 s | 429 | errors | batches (jobs) | server CPU s / audio s |"
+        )
+        print(
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        )
         single: dict[str, float] = {}
         for clients in args.clients:
             for label, url, process in servers:
@@ -195,9 +223,12 @@ def main() -> int:
                 ratio = r["audio_per_wall"] / single[label] if single[label] else float("nan")
                 batches = after.get("batches", 0) - before.get("batches", 0)
                 jobs = after.get("batched_jobs", 0) - before.get("batched_jobs", 0)
-                print(f"| {label} | {clients} | {r['ok']} | {r['rps']:.2f} | {r['audio_per_wall']:.2f} | "
-                      f"{ratio:.2f}x | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['429']} | "
-                      f"{r['errors']} | {batches} ({jobs}) | {per_audio:.3f} |", flush=True)
+                print(
+                    f"| {label} | {clients} | {r['ok']} | {r['rps']:.2f} | {r['audio_per_wall']:.2f} | "
+                    f"{ratio:.2f}x | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['429']} | "
+                    f"{r['errors']} | {batches} ({jobs}) | {per_audio:.3f} |",
+                    flush=True,
+                )
                 for example in r["examples"]:
                     print(f"    error: {example}")
     finally:

@@ -131,7 +131,11 @@ def test_package_init_imports_nothing_heavy_eagerly():
     assert GRAPH["whisper_finetune"] <= {"whisper_finetune.version"}
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
 def test_modules_stay_small(path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
-    assert lines <= MAX_LINES, f"{path.relative_to(PACKAGE)} has {lines} lines; split it along its seams"
+    assert lines <= MAX_LINES, (
+        f"{path.relative_to(PACKAGE)} has {lines} lines; split it along its seams"
+    )

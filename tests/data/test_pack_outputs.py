@@ -13,7 +13,9 @@ from whisper_finetune.data.audio import SAMPLE_RATE, write_wav
 def _manifest(tmp_path):
     write_wav(tmp_path / "a.wav", np.zeros(SAMPLE_RATE, np.float32))
     path = tmp_path / "m.jsonl"
-    path.write_text(json.dumps({"audio": {"path": "a.wav"}, "sentence": "你好", "duration": 1.0}) + "\n")
+    path.write_text(
+        json.dumps({"audio": {"path": "a.wav"}, "sentence": "你好", "duration": 1.0}) + "\n"
+    )
     return path
 
 
@@ -31,7 +33,13 @@ def test_pack_refuses_an_audio_dir_of_other_files(tmp_path, capsys):
     mine.mkdir()
     (mine / "window-000000.wav").write_bytes(b"my own recording, by chance so named")
     (mine / "take1.wav").write_bytes(b"mine")
-    argv = ["prepare", "pack", f"--manifest={manifest}", f"--output={tmp_path / 'p.jsonl'}", f"--audio_dir={mine}"]
+    argv = [
+        "prepare",
+        "pack",
+        f"--manifest={manifest}",
+        f"--output={tmp_path / 'p.jsonl'}",
+        f"--audio_dir={mine}",
+    ]
     assert main(argv) == 1
     assert "holds take1.wav" in capsys.readouterr().err
     assert (mine / "window-000000.wav").read_bytes() == b"my own recording, by chance so named"

@@ -226,7 +226,9 @@ def test_every_demo_evaluation_decodes_with_its_beam_width(tmp_path, monkeypatch
     from whisper_finetune.inference import loader
 
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"audio": {"path": "a.wav"}, "duration": 1.0, "sentence": "你好"}) + "\n")
+    manifest.write_text(
+        json.dumps({"audio": {"path": "a.wav"}, "duration": 1.0, "sentence": "你好"}) + "\n"
+    )
     seen = []
     monkeypatch.setattr(loader, "load_transcriber", lambda *a, **k: "transcriber")
     monkeypatch.setattr(measure, "token_limit", lambda sentences, base: 40)
@@ -236,8 +238,12 @@ def test_every_demo_evaluation_decodes_with_its_beam_width(tmp_path, monkeypatch
     monkeypatch.setattr(evaluation, "write_report", lambda *a, **k: None)
     cfg = DemoConfig(output_dir=str(tmp_path), beam_size=beam_size)
     backend = measure.backends(cfg)[1]
-    measure.evaluate_model("model", backend, {tmp_path / "a": str(manifest), tmp_path / "b": str(manifest)}, cfg)
-    assert [(d.beam_size, d.language, d.max_new_tokens) for d in seen] == [(beam_size, "zh", 40)] * 2
+    measure.evaluate_model(
+        "model", backend, {tmp_path / "a": str(manifest), tmp_path / "b": str(manifest)}, cfg
+    )
+    assert [(d.beam_size, d.language, d.max_new_tokens) for d in seen] == [
+        (beam_size, "zh", 40)
+    ] * 2
 
 
 @pytest.mark.parametrize(
@@ -248,7 +254,9 @@ def test_every_demo_evaluation_decodes_with_its_beam_width(tmp_path, monkeypatch
         ("all", "all", {"scale": 0.9}),
     ],
 )
-def test_the_guard_scales_the_adapters_scale_part_names(tmp_path, monkeypatch, lora_layers, scale_part, expected):
+def test_the_guard_scales_the_adapters_scale_part_names(
+    tmp_path, monkeypatch, lora_layers, scale_part, expected
+):
     """The guard's merge scale weighs the decoder's adapters only (the encoder's whole) when
     the decoder has adapters, else the whole adapter; a scale that breaks the guard is
     followed by the next."""
@@ -274,10 +282,19 @@ def test_the_guard_scales_the_adapters_scale_part_names(tmp_path, monkeypatch, l
 
     monkeypatch.setattr(merge, "merge_adapter", fake_merge)
     monkeypatch.setattr(measure, "evaluate_model", fake_evaluate)
-    monkeypatch.setattr("whisper_finetune.models.convert.convert_to_ct2", lambda merged, out, **k: Path(out))
-    cfg = DemoConfig(output_dir=str(tmp_path), lora_layers=lora_layers, scale_part=scale_part, merge_scales=(1.0, 0.9))
+    monkeypatch.setattr(
+        "whisper_finetune.models.convert.convert_to_ct2", lambda merged, out, **k: Path(out)
+    )
+    cfg = DemoConfig(
+        output_dir=str(tmp_path),
+        lora_layers=lora_layers,
+        scale_part=scale_part,
+        merge_scales=(1.0, 0.9),
+    )
     base = measure.GuardResult(0.1, ((10, 100),) * 10)
-    scale, tried = measure.choose_merge_scale("adapter", "guard.jsonl", {"transformers": base, "ct2": base}, cfg, tmp_path)
+    scale, tried = measure.choose_merge_scale(
+        "adapter", "guard.jsonl", {"transformers": base, "ct2": base}, cfg, tmp_path
+    )
     assert scale == 0.9 and [s for s, *_ in tried] == [1.0, 0.9]
     assert tried[0][2]["ct2"].difference == pytest.approx(0.04)  # 40 more errors of 1,000
     assert "transformers" not in tried[0][1]  # ct2 broke the guard: transformers not run

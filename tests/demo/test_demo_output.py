@@ -24,7 +24,12 @@ def test_demo_overwrite_never_deletes_its_own_input(tmp_path):
     data.mkdir(parents=True)
     (out / "whisper_finetune.json").write_text('{"kind": "demo"}')  # an earlier demo...
     (data / "test.jsonl").write_text("")  # ...whose corpus is this run's test data
-    cfg = DemoConfig(output_dir=str(out), overwrite=True, train_data=str(data / "test.jsonl"), test_data=str(data / "test.jsonl"))
+    cfg = DemoConfig(
+        output_dir=str(out),
+        overwrite=True,
+        train_data=str(data / "test.jsonl"),
+        test_data=str(data / "test.jsonl"),
+    )
     with pytest.raises(UnsafeOutputError, match="would delete the input"):
         run_demo(cfg)
     assert (data / "test.jsonl").is_file()

@@ -58,7 +58,13 @@ def finetune_and_split(tmp_path_factory):
     # test is about the export, so its fine-tune stays the one it was written for (encoder-only
     # adapters, as the demo's were until its decoder got adapters too, later on 2026-12-01)
     cfg = replace(
-        cfg, max_steps=20, eval_steps=0, warmup_steps=2, learning_rate=1e-3, lora_layers="encoder", scale_part="all"
+        cfg,
+        max_steps=20,
+        eval_steps=0,
+        warmup_steps=2,
+        learning_rate=1e-3,
+        lora_layers="encoder",
+        scale_part="all",
     )
     result = finetune(training_config(cfg, work / "train", train, test, report_to=("none",)))
     return merge_adapter(str(result.final_dir), work / "merged", scale=1.0), test

@@ -41,7 +41,9 @@ def _corpus(tmp_path: Path, rows: list[dict]) -> Path:
         write_wav(tmp_path / f"{i}.wav", np.zeros(SAMPLE_RATE, np.float32))
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + b"\x00" * 40)
     path = tmp_path / "test.jsonl"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -49,7 +51,10 @@ GOOD = [{"audio": {"path": f"{i}.wav"}, "sentence": "你好"} for i in range(5)]
 BAD = [
     {"audio": {"path": "missing.wav"}, "sentence": "你好"},
     {"audio": {"path": "corrupt.wav"}, "sentence": "你好"},
-    {"audio": {"path": "1.wav", "start_time": 0.2, "end_time": 4.0}, "sentence": "你好"},  # past the end
+    {
+        "audio": {"path": "1.wav", "start_time": 0.2, "end_time": 4.0},
+        "sentence": "你好",
+    },  # past the end
     {"audio": {"path": "2.wav", "start_time": 3.0}, "sentence": "你好"},  # starts after the end
 ]
 
@@ -61,7 +66,12 @@ def test_every_bad_record_is_listed_before_the_model_loads(tmp_path, capsys, mon
     assert main(["evaluate", f"--test_data={manifest}", f"--output_dir={out}"]) == 1
     err = capsys.readouterr().err
     assert "4 of 9 records cannot be evaluated" in err and "--skip_bad_samples" in err
-    for line, what in ((3, "file not found"), (4, "does not decode"), (8, "audio.end_time"), (9, "audio.start_time")):
+    for line, what in (
+        (3, "file not found"),
+        (4, "does not decode"),
+        (8, "audio.end_time"),
+        (9, "audio.start_time"),
+    ):
         assert f"test.jsonl:{line}: {what}" in err.replace("audio.path: ", ""), err
     assert not out.exists()
 
@@ -69,13 +79,20 @@ def test_every_bad_record_is_listed_before_the_model_loads(tmp_path, capsys, mon
 def test_end_time_past_the_file_is_not_scored(tmp_path):
     """Issue 10.6: evaluate scored a record that `prepare validate` rejects."""
     manifest = _corpus(tmp_path, [BAD[2]])
-    with pytest.raises(EvalDataError, match=r"test\.jsonl:1: audio\.end_time: 4\.00 s is beyond the end"):
+    with pytest.raises(
+        EvalDataError, match=r"test\.jsonl:1: audio\.end_time: 4\.00 s is beyond the end"
+    ):
         run_evaluation(EvalJob(str(manifest), EvalConfig(progress=False)), _no_model)
 
 
 def test_skip_bad_samples_scores_the_rest_and_lists_the_skipped(tmp_path):
     manifest = _corpus(tmp_path, GOOD[:2] + BAD + GOOD[2:])
-    job = EvalJob(str(manifest), EvalConfig(progress=False), output_dir=str(tmp_path / "eval"), skip_bad_samples=True)
+    job = EvalJob(
+        str(manifest),
+        EvalConfig(progress=False),
+        output_dir=str(tmp_path / "eval"),
+        skip_bad_samples=True,
+    )
     report, extra = run_evaluation(job, lambda **kw: Echo())
     assert report.n_utts == 5 and report.value == 0.0
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
@@ -95,7 +112,10 @@ def test_a_late_failure_keeps_the_results_so_far_and_says_where(tmp_path):
     with pytest.raises(EvalInterrupted) as info:
         run_evaluation(job, lambda **kw: Echo(fail_at=3))
     message = str(info.value)
-    assert "CUDA out of memory" in message and f"4 utterance(s) scored before it are in {out / 'utterances.jsonl'}" in message
+    assert (
+        "CUDA out of memory" in message
+        and f"4 utterance(s) scored before it are in {out / 'utterances.jsonl'}" in message
+    )
     lines = (out / "utterances.jsonl").read_text().splitlines()
     assert [json.loads(x)["hypothesis"] for x in lines] == ["你好"] * 4
     assert not (out / "summary.json").exists()
@@ -104,7 +124,9 @@ def test_a_late_failure_keeps_the_results_so_far_and_says_where(tmp_path):
 def test_without_output_dir_the_results_so_far_are_still_on_disk(tmp_path):
     manifest = _corpus(tmp_path, GOOD)
     job = EvalJob(str(manifest), EvalConfig(batch_size=2, progress=False))
-    with pytest.raises(EvalInterrupted, match=r"2 utterance\(s\) scored before it are in (\S+)") as info:
+    with pytest.raises(
+        EvalInterrupted, match=r"2 utterance\(s\) scored before it are in (\S+)"
+    ) as info:
         run_evaluation(job, lambda **kw: Echo(fail_at=2))
     path = Path(str(info.value).rsplit(" are in ", 1)[1])
     try:
@@ -117,7 +139,11 @@ def test_without_output_dir_the_results_so_far_are_still_on_disk(tmp_path):
 def test_evaluate_output_dir_is_checked_before_the_model_loads(tmp_path, capsys, monkeypatch, case):
     manifest = _corpus(tmp_path / "data", GOOD) if (tmp_path / "data").mkdir() is None else None
     monkeypatch.setattr("whisper_finetune.inference.loader.load_transcriber", _no_model)
-    out = {"file": tmp_path / "out.txt", "foreign": tmp_path / "mine", "data_folder": tmp_path / "data"}[case]
+    out = {
+        "file": tmp_path / "out.txt",
+        "foreign": tmp_path / "mine",
+        "data_folder": tmp_path / "data",
+    }[case]
     if case == "file":
         out.write_text("not a folder")
     elif case == "foreign":
@@ -126,18 +152,26 @@ def test_evaluate_output_dir_is_checked_before_the_model_loads(tmp_path, capsys,
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert main(["evaluate", f"--test_data={manifest}", f"--output_dir={out}"]) == 1
     err = capsys.readouterr().err
-    expected = {"file": "is a file; a folder is expected", "foreign": "holds notes.md", "data_folder": "contains the input"}
+    expected = {
+        "file": "is a file; a folder is expected",
+        "foreign": "holds notes.md",
+        "data_folder": "contains the input",
+    }
     assert expected[case] in err, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize("case", ["folder", "under_a_file", "the_input"])
-def test_infer_output_file_is_checked_before_the_model_loads(tmp_path, test_wav, capsys, monkeypatch, case):
+def test_infer_output_file_is_checked_before_the_model_loads(
+    tmp_path, test_wav, capsys, monkeypatch, case
+):
     monkeypatch.setattr("whisper_finetune.inference.loader.load_transcriber", _no_model)
     (tmp_path / "afile").write_text("x")
     audio = tmp_path / "a.wav"
     audio.write_bytes(test_wav.read_bytes())
-    out = {"folder": tmp_path, "under_a_file": tmp_path / "afile" / "out.json", "the_input": audio}[case]
+    out = {"folder": tmp_path, "under_a_file": tmp_path / "afile" / "out.json", "the_input": audio}[
+        case
+    ]
     assert main(["infer", f"--audio_path={audio}", f"--output_file={out}"]) == 1
     err = capsys.readouterr().err
     expected = {
@@ -172,20 +206,32 @@ def test_infer_over_a_folder_and_a_manifest(tmp_path, capsys, monkeypatch):
 
 def test_infer_over_a_manifest_keeps_finished_transcripts_on_failure(tmp_path, capsys, monkeypatch):
     manifest = _corpus(tmp_path, GOOD[:3])
-    monkeypatch.setattr("whisper_finetune.inference.loader.load_transcriber", lambda **kw: Echo(fail_at=3))
+    monkeypatch.setattr(
+        "whisper_finetune.inference.loader.load_transcriber", lambda **kw: Echo(fail_at=3)
+    )
     out = tmp_path / "t.jsonl"
     assert main(["infer", f"--audio_path={manifest}", f"--output_file={out}"]) == 1
     err = capsys.readouterr().err
     partial = tmp_path / "t.jsonl.rank0-of-1.partial"
-    assert f"test.jsonl:3: RuntimeError: CUDA out of memory (simulated); the 2 transcript(s) finished before it are in {partial}" in err
+    assert (
+        f"test.jsonl:3: RuntimeError: CUDA out of memory (simulated); the 2 transcript(s) finished before it are in {partial}"
+        in err
+    )
     assert len(partial.read_text().splitlines()) == 2 and not out.exists()
 
 
 def test_a_json_list_manifest_is_checked_and_skipped_by_item(tmp_path):
     _corpus(tmp_path, [])
     path = tmp_path / "test.json"
-    path.write_text(json.dumps([GOOD[0], BAD[0], GOOD[1]], ensure_ascii=False, indent=2), encoding="utf-8")
-    with pytest.raises(EvalDataError, match=r"1 of 3 records.*\n  \S+test\.json: item 2: audio\.path: file not found"):
+    path.write_text(
+        json.dumps([GOOD[0], BAD[0], GOOD[1]], ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+    with pytest.raises(
+        EvalDataError,
+        match=r"1 of 3 records.*\n  \S+test\.json: item 2: audio\.path: file not found",
+    ):
         run_evaluation(EvalJob(str(path), EvalConfig(progress=False)), _no_model)
-    report, extra = run_evaluation(EvalJob(str(path), EvalConfig(progress=False), skip_bad_samples=True), lambda **kw: Echo())
+    report, extra = run_evaluation(
+        EvalJob(str(path), EvalConfig(progress=False), skip_bad_samples=True), lambda **kw: Echo()
+    )
     assert report.n_utts == 2 and extra["skipped"][0]["origin"].endswith("item 2")

@@ -43,7 +43,9 @@ def test_non_empty_output_is_refused_unless_forced(tiny_model_dir, tmp_path):
 
 
 def _tree(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("target", ["source", "parent", "grandparent"])

@@ -53,7 +53,9 @@ def server_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_server(log: Path, *args: str, env: dict[str, str] | None = None, api_key=None) -> LiveServer:
+def start_server(
+    log: Path, *args: str, env: dict[str, str] | None = None, api_key=None
+) -> LiveServer:
     """Start ``serve`` with ``args`` and wait until it says where it listens."""
     handle = log.open("w", encoding="utf-8")
     process = subprocess.Popen(

@@ -14,8 +14,13 @@ pytestmark = pytest.mark.slow
 
 
 def _post(server, files=None, data=None, path="/v1/audio/transcriptions", headers=None):
-    return httpx.post(server.url + path, files=files, data=data, timeout=300,
-                      headers=server.headers() if headers is None else headers)
+    return httpx.post(
+        server.url + path,
+        files=files,
+        data=data,
+        timeout=300,
+        headers=server.headers() if headers is None else headers,
+    )
 
 
 def _envelope(r, status, code=None, param=None):
@@ -35,7 +40,10 @@ BAD_FIELDS = [
     ({"temperature": "hot"}, "temperature"),
     ({"temperature": "3"}, "temperature"),
     ({"temperature": "nan"}, "temperature"),
-    ({"timestamp_granularities[]": "char", "response_format": "verbose_json"}, "timestamp_granularities[]"),
+    (
+        {"timestamp_granularities[]": "char", "response_format": "verbose_json"},
+        "timestamp_granularities[]",
+    ),
     ({"timestamp_granularities[]": "word"}, "timestamp_granularities[]"),  # needs verbose_json
     ({"stream": "maybe"}, "stream"),
     ({"stream": "true", "response_format": "srt"}, "stream"),
@@ -52,18 +60,26 @@ def test_bad_requests_then_still_correct(live_server, test_wav, cer):
     r = _post(live_server, {"audio": ("t.wav", wav)}, {"language": "xx"}, path="/v1/transcribe")
     _envelope(r, 422, "invalid_language", "language")
     assert "xx" in r.json()["detail"]
-    r = _post(live_server, {"audio": ("t.wav", wav)}, {"output_format": "docx"}, path="/v1/transcribe")
+    r = _post(
+        live_server, {"audio": ("t.wav", wav)}, {"output_format": "docx"}, path="/v1/transcribe"
+    )
     _envelope(r, 422, param="output_format")
     # no job was run for any of them: rejected before decoding
     assert live_server.health()["queue"]["completed"] == done_before
 
     _envelope(_post(live_server, data={"model": "whisper-1"}), 400, "missing_file", "file")
     _envelope(_post(live_server, {"file": ("empty.wav", b"")}), 400, "empty_file", "file")
-    error = _envelope(_post(live_server, {"file": ("noise.wav", b"RIFF\x00\x01 definitely not a wav" * 50)}),
-                      415, "invalid_audio")
+    error = _envelope(
+        _post(live_server, {"file": ("noise.wav", b"RIFF\x00\x01 definitely not a wav" * 50)}),
+        415,
+        "invalid_audio",
+    )
     assert "noise.wav" in error["message"]
-    error = _envelope(_post(live_server, {"file": ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(2000))}),
-                      415, "invalid_audio")
+    error = _envelope(
+        _post(live_server, {"file": ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(2000))}),
+        415,
+        "invalid_audio",
+    )
     assert live_server.health()["status"] == "ok"
 
     r = _post(live_server, {"file": ("test.wav", wav)}, {"model": "whisper-1"})
@@ -83,15 +99,20 @@ def test_upload_limits(keyed_server, test_wav, cer):
 
     # no Content-Length (chunked): counted as it arrives and cut off
     def chunks():
-        yield (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="c.wav"\r\n'
-               b"Content-Type: audio/wav\r\n\r\n")
+        yield (
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="c.wav"\r\n'
+            b"Content-Type: audio/wav\r\n\r\n"
+        )
         for _ in range(9):
             yield b"\0" * (1024 * 1024)
         yield b"\r\n--xyz--\r\n"
 
-    r = httpx.post(keyed_server.url + "/v1/audio/transcriptions", content=chunks(),
-                   headers={**keyed_server.headers(), "Content-Type": "multipart/form-data; boundary=xyz"},
-                   timeout=60)
+    r = httpx.post(
+        keyed_server.url + "/v1/audio/transcriptions",
+        content=chunks(),
+        headers={**keyed_server.headers(), "Content-Type": "multipart/form-data; boundary=xyz"},
+        timeout=60,
+    )
     _envelope(r, 413, "file_too_large")
     r = _post(keyed_server, {"file": ("test.wav", test_wav.read_bytes())})
     assert r.status_code == 200 and cer(r.json()["text"]) <= 0.15
@@ -102,8 +123,14 @@ def test_full_queue_429_and_disconnect_frees_the_slot(keyed_server, longer_wav, 
     with Retry-After; /health answers at once; closing the stream frees the slot."""
     url = keyed_server.url + "/v1/audio/transcriptions"
     cancelled_before = keyed_server.health()["queue"]["cancelled"]
-    with httpx.stream("POST", url, files={"file": ("long.wav", longer_wav.read_bytes())},
-                      data={"stream": "true"}, headers=keyed_server.headers(), timeout=300) as r:
+    with httpx.stream(
+        "POST",
+        url,
+        files={"file": ("long.wav", longer_wav.read_bytes())},
+        data={"stream": "true"},
+        headers=keyed_server.headers(),
+        timeout=300,
+    ) as r:
         assert r.status_code == 200
         lines = r.iter_lines()
         first = next(line for line in lines if line.startswith("data: "))
@@ -122,7 +149,9 @@ def test_full_queue_429_and_disconnect_frees_the_slot(keyed_server, longer_wav, 
     assert (queue["running"], queue["queued"], queue["max_queue"]) == (0, 0, 0)
     # the stream's job stopped at its next segment instead of decoding 134 s to the end
     assert queue["cancelled"] == cancelled_before + 1
-    cut = re.compile(r"POST /v1/audio/transcriptions 200 audio=134\.\d\ds .* cancelled: the client left")
+    cut = re.compile(
+        r"POST /v1/audio/transcriptions 200 audio=134\.\d\ds .* cancelled: the client left"
+    )
     deadline = time.monotonic() + 30  # the log line is written when the response is closed
     while not cut.search(keyed_server.log_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -139,8 +168,11 @@ def test_no_request_chooses_a_path(live_server, test_wav, tmp_path, cer):
         r = _post(live_server, {"file": (name, test_wav.read_bytes())}, {"model": "/etc/passwd"})
         assert r.status_code == 200 and cer(r.json()["text"]) <= 0.15
     assert not target.exists()
-    r = httpx.post(live_server.url + "/v1/audio/transcriptions", files={"file": ("/etc/passwd", b"x")},
-                   timeout=60)
+    r = httpx.post(
+        live_server.url + "/v1/audio/transcriptions",
+        files={"file": ("/etc/passwd", b"x")},
+        timeout=60,
+    )
     message = r.json()["error"]["message"]
     assert r.status_code == 415 and "root:" not in message and message.startswith("passwd:")
     for path in ["/../../etc/passwd", "/static/../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd"]:

@@ -35,7 +35,9 @@ def test_models_and_health(live_server):
 
 @pytest.mark.parametrize("fmt", ["json", "text", "srt", "vtt", "verbose_json"])
 def test_every_response_format(live_server, test_wav, cer, fmt):
-    r = _post(live_server, files=_wav(test_wav), data={"model": "whisper-1", "response_format": fmt})
+    r = _post(
+        live_server, files=_wav(test_wav), data={"model": "whisper-1", "response_format": fmt}
+    )
     assert r.status_code == 200, r.text
     if fmt == "json":
         body = r.json()
@@ -46,8 +48,18 @@ def test_every_response_format(live_server, test_wav, cer, fmt):
         assert body["task"] == "transcribe" and body["language"] == "chinese"
         assert body["duration"] == pytest.approx(8.39, abs=0.01)
         seg = body["segments"][0]
-        assert {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
-                "compression_ratio", "no_speech_prob"} <= set(seg)
+        assert {
+            "id",
+            "seek",
+            "start",
+            "end",
+            "text",
+            "tokens",
+            "temperature",
+            "avg_logprob",
+            "compression_ratio",
+            "no_speech_prob",
+        } <= set(seg)
         assert 0 <= seg["start"] < seg["end"] <= 8.39 and seg["tokens"]
         assert "words" not in body
         text = body["text"]
@@ -61,7 +73,9 @@ def test_every_response_format(live_server, test_wav, cer, fmt):
             assert r.text.startswith("WEBVTT\n\n") and "," not in r.text.split("\n")[2]
         else:
             assert r.text.startswith("1\n")
-        text = "".join(line for line in r.text.splitlines() if not re.search(r"-->|^\d+$|^WEBVTT", line))
+        text = "".join(
+            line for line in r.text.splitlines() if not re.search(r"-->|^\d+$|^WEBVTT", line)
+        )
     assert cer(text) <= 0.15, text
 
 
@@ -69,7 +83,9 @@ def test_word_timestamps_in_verbose_json(live_server, test_wav, cer):
     client = openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0)
     with test_wav.open("rb") as f:
         result = client.audio.transcriptions.create(
-            file=f, model="whisper-1", response_format="verbose_json",
+            file=f,
+            model="whisper-1",
+            response_format="verbose_json",
             timestamp_granularities=["word", "segment"],
         )
     assert isinstance(result, openai.types.audio.TranscriptionVerbose)
@@ -156,21 +172,28 @@ def test_streaming_sends_segments_as_they_are_decoded(live_server, long_wav, cer
 
 def test_streaming_raw_sse_format(live_server, test_wav):
     with httpx.stream(
-        "POST", live_server.url + "/v1/audio/transcriptions", files=_wav(test_wav),
-        data={"stream": "true", "response_format": "text"}, timeout=300,
+        "POST",
+        live_server.url + "/v1/audio/transcriptions",
+        files=_wav(test_wav),
+        data={"stream": "true", "response_format": "text"},
+        timeout=300,
     ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         body = r.read().decode()
     blocks = [b for b in body.split("\n\n") if b]
     assert all(b.startswith("data: ") for b in blocks)
-    payloads = [json.loads(b[len("data: "):]) for b in blocks]
+    payloads = [json.loads(b[len("data: ") :]) for b in blocks]
     assert payloads[-1]["type"] == "transcript.text.done"
 
 
 def test_legacy_endpoints(live_server, test_wav, cer):
-    r = _post(live_server, "/recognition", files={"audio": ("test.wav", test_wav.read_bytes())},
-              data={"to_simple": "1", "remove_pun": "1"})
+    r = _post(
+        live_server,
+        "/recognition",
+        files={"audio": ("test.wav", test_wav.read_bytes())},
+        data={"to_simple": "1", "remove_pun": "1"},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["code"] == 0 and body["msg"] == "success"

@@ -28,17 +28,28 @@ def _browser(*extra: str):
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         pytest.fail("selenium is missing: pip install -e '.[dev]'")
-    binary = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+    binary = next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
+    )
     driver = shutil.which("chromedriver")
     if not binary or not driver:
         pytest.fail(f"no Chromium (found browser={binary}, chromedriver={driver}): {INSTALL}")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     profile = tempfile.mkdtemp(prefix="wf-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1100,600",
-                 f"--user-data-dir={profile}", *extra):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1100,600",
+        f"--user-data-dir={profile}",
+        *extra,
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(driver), options=options), profile
 
@@ -57,7 +68,9 @@ def test_page_uploads_and_streams_the_transcript(live_server, test_wav, cer):
         go = browser.find_element(By.ID, "go")
         assert go.is_enabled()
         go.click()
-        wait.until(lambda b: b.find_element(By.ID, "status").text.startswith(("Done", "HTTP", "Error")))
+        wait.until(
+            lambda b: b.find_element(By.ID, "status").text.startswith(("Done", "HTTP", "Error"))
+        )
         status = browser.find_element(By.ID, "status").text
         assert status.startswith("Done: 8.4 s of audio"), status
         text = browser.find_element(By.ID, "transcript").text
@@ -95,20 +108,31 @@ def test_page_records_from_the_microphone(live_server, test_wav, test_reference,
         wait = WebDriverWait(browser, 240, poll_frequency=0.2)
         browser.find_element(By.ID, "record").click()
         # the page's own recording clock: stop once all 8.4 s of test.wav were played
-        wait.until(lambda b: re.fullmatch(r"recording (9|[1-9]\d) s", b.find_element(By.ID, "rectime").text))
+        wait.until(
+            lambda b: re.fullmatch(
+                r"recording (9|[1-9]\d) s", b.find_element(By.ID, "rectime").text
+            )
+        )
         browser.find_element(By.ID, "stop").click()
-        wait.until(lambda b: b.find_element(By.ID, "status").text.startswith(("Done", "HTTP", "Micro")))
+        wait.until(
+            lambda b: b.find_element(By.ID, "status").text.startswith(("Done", "HTTP", "Micro"))
+        )
         status = browser.find_element(By.ID, "status").text
         assert status.startswith("Done"), status
         text = browser.find_element(By.ID, "transcript").text
         # the fake microphone loops the file: compare the first pass with the reference
-        assert cer(text[: len(test_reference) + 10]) <= 0.15 or cer(text[: len(test_reference)]) <= 0.15, text
+        assert (
+            cer(text[: len(test_reference) + 10]) <= 0.15
+            or cer(text[: len(test_reference)]) <= 0.15
+        ), text
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
     # the recording (8.5 s or more, webm) was decoded by the server
     new_lines = live_server.log_text()[log_start:]
-    assert re.search(r"POST /v1/audio/transcriptions 200 audio=(8\.[5-9]\d|9\.\d\d|\d\d\.\d\d)s", new_lines)
+    assert re.search(
+        r"POST /v1/audio/transcriptions 200 audio=(8\.[5-9]\d|9\.\d\d|\d\d\.\d\d)s", new_lines
+    )
 
 
 def test_page_live_transcription_from_the_microphone(live_server, test_wav, tmp_path, cer):

@@ -22,7 +22,9 @@ def _peft_model(model_dir, method="lora"):
     if method == "lora":
         config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "fc1"])
     else:
-        config = AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, target_modules=["q_proj", "v_proj"], total_step=10)
+        config = AdaLoraConfig(
+            init_r=4, target_r=2, lora_alpha=8, target_modules=["q_proj", "v_proj"], total_step=10
+        )
     return get_peft_model(base, config)
 
 
@@ -37,7 +39,9 @@ def _perturb(model, seed=0):
 def _batch(model):
     torch.manual_seed(0)
     feats = torch.randn(2, model.config.num_mel_bins, 3000)
-    labels = torch.tensor([[50258, 50260, 50359, 50363, 220, 50257], [50258, 50260, 50359, 50363, 50257, -100]])
+    labels = torch.tensor(
+        [[50258, 50260, 50359, 50363, 220, 50257], [50258, 50260, 50359, 50363, 50257, -100]]
+    )
     return {"input_features": feats, "labels": labels}
 
 
@@ -50,7 +54,11 @@ def test_l2_penalty_is_the_mean_squared_weight_change(tiny_model_dir, method):
     # independently: merge each layer's delta with peft and measure it
     deltas = []
     for module in model.modules():
-        if hasattr(module, "get_delta_weight") and hasattr(module, "lora_A") and "default" in module.lora_A:
+        if (
+            hasattr(module, "get_delta_weight")
+            and hasattr(module, "lora_A")
+            and "default" in module.lora_A
+        ):
             deltas.append(module.get_delta_weight("default").float().pow(2).sum())
     expected = torch.stack(deltas).mean()
     assert len(deltas) > 0
@@ -70,7 +78,13 @@ def test_distillation_is_the_kl_to_the_adapter_free_model(tiny_model_dir):
     mask = batch["labels"] != -100
     for t in (1.0, 2.0):
         p_base = F.softmax(base[mask] / t, -1)
-        expected = (p_base * (F.log_softmax(base[mask] / t, -1) - F.log_softmax(out.logits[mask] / t, -1))).sum(-1).mean() * t * t
+        expected = (
+            (p_base * (F.log_softmax(base[mask] / t, -1) - F.log_softmax(out.logits[mask] / t, -1)))
+            .sum(-1)
+            .mean()
+            * t
+            * t
+        )
         got = distillation_loss(model, batch, out.logits, temperature=t)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
         assert float(got) > 0
@@ -113,9 +127,20 @@ def test_a_run_trains_with_the_anchor_and_logs_it(tiny_model_dir, tmp_path, anch
     train = write_manifest(tmp_path, clips=CLIPS[:2], name="pair.jsonl")
     logs = _Logs()
     cfg = FinetuneConfig(
-        base_model=str(tiny_model_dir), train_data=str(train), output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=2, max_steps=3, save_steps=3, logging_steps=1, warmup_steps=0,
-        learning_rate=1e-2, lora_r=4, lora_alpha=8, report_to=("none",), anchor=anchor, anchor_weight=2.0,
+        base_model=str(tiny_model_dir),
+        train_data=str(train),
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=2,
+        max_steps=3,
+        save_steps=3,
+        logging_steps=1,
+        warmup_steps=0,
+        learning_rate=1e-2,
+        lora_r=4,
+        lora_alpha=8,
+        report_to=("none",),
+        anchor=anchor,
+        anchor_weight=2.0,
     )
     finetune(cfg, callbacks=[logs])
     steps = [entry for entry in logs.logs if "loss" in entry]

@@ -109,13 +109,20 @@ def test_decoder_scale_weighs_the_decoders_adapters_apart(tiny_model_dir, lora_a
     base = _base(tiny_model_dir).state_dict()
     full = _base(merge_adapter(lora_adapter, tmp_path / "s1")).state_dict()
     out = tmp_path / "dec"
-    assert main(["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}", "--decoder_scale=0.25"]) == 0
+    assert (
+        main(
+            ["merge", f"--lora_model={lora_adapter}", f"--output_dir={out}", "--decoder_scale=0.25"]
+        )
+        == 0
+    )
     mixed = _base(out).state_dict()
     changed = [k for k in base if not torch.equal(full[k], base[k])]
     assert any(k.startswith("model.encoder.") for k in changed)
     assert any(k.startswith("model.decoder.") for k in changed)
     for key in changed:
-        weight = 0.25 if key.startswith("model.decoder.") else 1.0  # "encoder_attn" is the decoder's
+        weight = (
+            0.25 if key.startswith("model.decoder.") else 1.0
+        )  # "encoder_attn" is the decoder's
         torch.testing.assert_close(
             mixed[key], base[key] + weight * (full[key] - base[key]), rtol=1e-5, atol=1e-6
         )
@@ -158,7 +165,9 @@ def test_output_is_atomic_and_never_clobbered(tiny_model_dir, lora_adapter, tmp_
 
 def test_merge_never_replaces_the_folder_holding_its_base_model(lora_adapter, tmp_path):
     """The adapter names its base model; an --output_dir above it would delete it."""
-    base = Path(json.loads((lora_adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
+    base = Path(
+        json.loads((lora_adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    )
     before = sorted(p.name for p in base.parent.iterdir())
     with pytest.raises(ValueError, match="would delete the input"):
         merge_adapter(lora_adapter, base.parent, overwrite=True)

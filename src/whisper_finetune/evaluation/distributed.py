@@ -79,7 +79,9 @@ def start(device: str = "auto") -> Dist:
         _pin_gpu(dist.local_rank)
     if not td.is_initialized():
         td.init_process_group("gloo", timeout=_TIMEOUT)
-    logger.info("rank %d of %d (local %d of %d)", dist.rank, dist.world, dist.local_rank, dist.local_world)
+    logger.info(
+        "rank %d of %d (local %d of %d)", dist.rank, dist.world, dist.local_rank, dist.local_world
+    )
     return dist
 
 

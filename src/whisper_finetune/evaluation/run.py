@@ -266,8 +266,14 @@ def run_transcription(job: TranscribeJob, load_transcriber: Callable) -> str | N
                 try:
                     options = replace(job.decode, language=record.language or job.decode.language)
                     sliced = record.start_time is not None or record.end_time is not None
-                    audio = load_audio(record.audio_path, record.start_time, record.end_time) if sliced else record.audio_path
-                    transcript = transcriber.transcribe(audio, options).normalized(job.remove_pun, job.to_simple)
+                    audio = (
+                        load_audio(record.audio_path, record.start_time, record.end_time)
+                        if sliced
+                        else record.audio_path
+                    )
+                    transcript = transcriber.transcribe(audio, options).normalized(
+                        job.remove_pun, job.to_simple
+                    )
                 except Exception as exc:
                     error = (
                         f"{record.origin or record.audio_path}: {type(exc).__name__}: {exc}; the "

@@ -337,5 +337,7 @@ def ct2_to_transformers(
             source_model=str(src.resolve()),
             **(marker or {}),
         )
-    logger.info("wrote transformers Whisper (%d+%d layers, d_model %d) to %s", n_enc, n_dec, d_model, dst)
+    logger.info(
+        "wrote transformers Whisper (%d+%d layers, d_model %d) to %s", n_enc, n_dec, d_model, dst
+    )
     return dst

@@ -64,12 +64,16 @@ class Anchor:
         if self.kind == "kd":
             if self.rows == "replay":
                 if replay_rows is None:
-                    raise ValueError("--anchor_rows=replay: the batch has no replay rows (--replay_data)")
+                    raise ValueError(
+                        "--anchor_rows=replay: the batch has no replay rows (--replay_data)"
+                    )
                 if not bool(replay_rows.any()):
                     return outputs.logits.sum() * 0.0
                 rows = replay_rows.to(outputs.logits.device)
-                picked = {k: v[rows] if hasattr(v, "shape") and v.shape[:1] == rows.shape else v
-                          for k, v in inputs.items()}
+                picked = {
+                    k: v[rows] if hasattr(v, "shape") and v.shape[:1] == rows.shape else v
+                    for k, v in inputs.items()
+                }
                 logits = outputs.logits[rows]
                 return self.weight * distillation_loss(model, picked, logits, self.temperature)
             return self.weight * distillation_loss(model, inputs, outputs.logits, self.temperature)
@@ -89,7 +93,10 @@ def distillation_loss(model, inputs: dict, logits, temperature: float = 1.0):
     student = logits[mask].float() / temperature
     target = teacher[mask].float() / temperature
     kl = F.kl_div(
-        F.log_softmax(student, dim=-1), F.log_softmax(target, dim=-1), log_target=True, reduction="batchmean"
+        F.log_softmax(student, dim=-1),
+        F.log_softmax(target, dim=-1),
+        log_target=True,
+        reduction="batchmean",
     )
     return kl * temperature**2
 
@@ -112,7 +119,9 @@ def delta_penalty(model):
             # ||B A||_F^2 = sum((B^T B) * (A A^T)): r x r, never d x d
             terms.append(scale**2 * ((B.t() @ B) * (A @ A.t())).sum())
     if not terms:
-        raise ValueError("--anchor=l2 found no LoRA/AdaLoRA layers: it needs --method=lora or adalora")
+        raise ValueError(
+            "--anchor=l2 found no LoRA/AdaLoRA layers: it needs --method=lora or adalora"
+        )
     return sum(terms) / len(terms)
 
 

@@ -176,8 +176,12 @@ class TrainClock(TrainerCallback):
         if last is not None and last["step"] == state.global_step and "loss" not in last:
             last.update(metrics or {})  # the guard set's evaluation at the same step
         else:
-            self.points.append({"step": state.global_step, "train_seconds": self.seconds, **(metrics or {})})
+            self.points.append(
+                {"step": state.global_step, "train_seconds": self.seconds, **(metrics or {})}
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.points.append({"step": state.global_step, "train_seconds": self.seconds, "loss": logs["loss"]})
+            self.points.append(
+                {"step": state.global_step, "train_seconds": self.seconds, "loss": logs["loss"]}
+            )

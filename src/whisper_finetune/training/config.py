@@ -345,7 +345,9 @@ class FinetuneConfig:
                 "--guard_data needs --test_data (it is watched at the same evaluations)"
             )
         if self.anchor != "none" and not self.uses_peft:
-            raise ValueError(f"--anchor={self.anchor} needs --method=lora or adalora (the base is the adapter-free model)")
+            raise ValueError(
+                f"--anchor={self.anchor} needs --method=lora or adalora (the base is the adapter-free model)"
+            )
         if self.anchor != "none" and (self.anchor_weight <= 0 or self.anchor_temperature <= 0):
             raise ValueError("--anchor_weight and --anchor_temperature must be > 0")
         if self.anchor_rows == "replay" and (self.anchor != "kd" or not self.replay_data):

@@ -85,7 +85,9 @@ def _check_adapter_weights(adapter_dir: Path) -> None:
         with weights.open("rb") as f:
             n = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(n)) if 0 < n <= size - 8 else None
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        end = max(
+            (t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0
+        )
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
         header = None
     if header is None or size < 8 + n + end:
@@ -115,7 +117,9 @@ def _check_destination(
             )
 
 
-def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict, decoder_scale: float):
+def _load_merged(
+    adapter_dir: Path, base_path: str, scale: float, config: dict, decoder_scale: float
+):
     import torch
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
@@ -139,7 +143,9 @@ def _load_merged(adapter_dir: Path, base_path: str, scale: float, config: dict, 
             ) from None
     if scale != 1.0 or decoder_scale != 1.0:
         if config.get("modules_to_save"):
-            raise ValueError("--scale or --decoder_scale != 1 is not supported for adapters with modules_to_save")
+            raise ValueError(
+                "--scale or --decoder_scale != 1 is not supported for adapters with modules_to_save"
+            )
         # AdaLoRA layers are LoRA layers too
         layers = [(n, m) for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)]
         if not layers:
