@@ -267,7 +267,8 @@ def test_the_guard_scales_the_adapters_scale_part_names(
 
     merges = []
 
-    def fake_merge(adapter, out, overwrite=False, **weights):
+    def fake_merge(adapter, out, overwrite=False, alignment_heads=True, **weights):
+        assert alignment_heads is False  # a trial merge does not choose timestamp heads
         merges.append(weights)
         Path(out).mkdir(parents=True)
         return Path(out)

@@ -240,8 +240,14 @@ def run_demo(cfg: DemoConfig) -> Report:
         if cfg.method == "full":
             merged = result.final_dir
         elif merged is None:
+            # the demo keeps Whisper's published alignment heads: choosing them again
+            # costs minutes on a CPU and did not beat them (docs/after-finetuning.md)
             merged = merge_adapter(
-                str(adapter), out / "merged", overwrite=True, **cfg.merge_weights(scale)
+                str(adapter),
+                out / "merged",
+                overwrite=True,
+                alignment_heads=False,
+                **cfg.merge_weights(scale),
             )
     report.settings["merge_scale"] = f"{scale:.2f}"
     with stages("convert"):
