@@ -107,7 +107,7 @@ _SHARD = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
 _GGML = re.compile(r"ggml-model(-[a-z0-9_]+)?\.bin")
 EVAL_FILES = ("summary.json", "utterances.jsonl")
 _DEMO_ENTRIES = re.compile(
-    r"corpus|packed|eval|train|scales|merged|report|ct2-.+|" + re.escape(MARKER_FILE)
+    r"corpus|packed|guard|eval|train|scales|merged|report|ct2-.+|" + re.escape(MARKER_FILE)
 )
 
 

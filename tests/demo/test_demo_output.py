@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from whisper_finetune.cli import main
@@ -33,3 +35,17 @@ def test_demo_overwrite_never_deletes_its_own_input(tmp_path):
     with pytest.raises(UnsafeOutputError, match="would delete the input"):
         run_demo(cfg)
     assert (data / "test.jsonl").is_file()
+
+
+def test_a_demo_folder_with_the_package_guard_is_replaced_by_the_next_demo(tmp_path):
+    # every entry the demo writes must be one --overwrite recognises: the package guard's
+    # manifest (out/guard) left an interrupted demo's folder that no later demo could replace
+    from whisper_finetune.demo.recipe import resolve_guard_data
+    from whisper_finetune.staging import check_replaceable, write_marker
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    write_marker(out, "demo")
+    cfg = resolve_guard_data(DemoConfig(output_dir=str(out)), out)
+    assert Path(cfg.guard_data).is_file() and Path(cfg.guard_data).parent == out / "guard"
+    check_replaceable(out, kind="demo")  # raises UnsafeOutputError if "guard" is not ours
