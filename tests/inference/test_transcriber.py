@@ -118,10 +118,11 @@ def test_backends_share_one_signature():
     from whisper_finetune.inference.base import Transcriber
     from whisper_finetune.inference.ct2 import CT2Transcriber
     from whisper_finetune.inference.hf import HFTranscriber
+    from whisper_finetune.inference.whispercpp import WhisperCppTranscriber
 
     for method in ("transcribe", "transcribe_batch"):
         expected = inspect.signature(getattr(Transcriber, method))
-        for cls in (HFTranscriber, CT2Transcriber):
+        for cls in (HFTranscriber, CT2Transcriber, WhisperCppTranscriber):
             assert inspect.signature(getattr(cls, method)) == expected, (cls, method)
 
 

@@ -38,9 +38,16 @@ class Transcriber(Protocol):
         ...
 
     def transcribe_batch(
-        self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
+        self,
+        audios: Sequence[np.ndarray],
+        options: DecodeOptions = DEFAULT_OPTIONS,
+        batch_size: int | None = None,
     ) -> list[Transcript]:
-        """Transcribe several 16 kHz mono float32 clips; results in the same order."""
+        """Transcribe several 16 kHz mono float32 clips; results in the same order.
+
+        ``batch_size``: at most that many clips decoded together (default: the
+        transcriber's own choice); a backend that decodes one clip at a time ignores it.
+        """
         ...
 
 

@@ -229,18 +229,27 @@ class HFTranscriber:
         return self.transcribe_batch([as_samples(audio)], options)[0]
 
     def transcribe_batch(
-        self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
+        self,
+        audios: Sequence[np.ndarray],
+        options: DecodeOptions = DEFAULT_OPTIONS,
+        batch_size: int | None = None,
     ) -> list[Transcript]:
         """Transcribe clips; those up to 30 s share one batched ``generate`` call.
 
         Longer clips are transcribed one by one (long-form), empty ones give an empty
         transcript; with robust decoding, so do clips without speech (VAD gate).
+        ``batch_size`` caps how many clips one ``generate`` call takes (default: all).
         """
         for name in CT2_ONLY:
             if getattr(options, name):
                 raise ValueError(f"{name} is only supported by the ct2 backend (--backend=ct2)")
         clips = [as_samples(a) for a in audios]
-        return gated(clips, options, lambda kept: self._decode(kept, options))
+        step = max(1, batch_size or len(clips) or 1)
+        out: list[Transcript] = []
+        for i in range(0, len(clips), step):
+            group = clips[i : i + step]
+            out += gated(group, options, lambda kept: self._decode(kept, options))
+        return out
 
     def _decode(self, clips: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
         results: list[Transcript | None] = [None] * len(clips)

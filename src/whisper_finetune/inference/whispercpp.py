@@ -206,7 +206,11 @@ class WhisperCppTranscriber:
         return Transcript.from_segments(clamp_segments(segments, duration), language, duration)
 
     def transcribe_batch(
-        self, audios: Sequence[np.ndarray], options: DecodeOptions = DEFAULT_OPTIONS
+        self,
+        audios: Sequence[np.ndarray],
+        options: DecodeOptions = DEFAULT_OPTIONS,
+        batch_size: int | None = None,
     ) -> list[Transcript]:
-        """Transcribe clips one after another (whisper.cpp decodes one audio at a time)."""
+        """Transcribe clips one after another (whisper.cpp decodes one audio at a time,
+        so ``batch_size`` changes nothing)."""
         return [self.transcribe(a, options) for a in audios]
