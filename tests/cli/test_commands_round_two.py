@@ -369,3 +369,20 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line(
     err = capsys.readouterr().err
     assert f"the disk holding {out} is full" in err and "--resume_from_checkpoint=true" in err
     assert "Traceback" not in err
+
+
+def test_evaluate_and_demo_into_a_folder_being_written_fail_at_once(
+    tmp_path, capsys, held_by_another_process
+):
+    from whisper_finetune.assets import test_wav_manifest
+
+    report = tmp_path / "eval"
+    holder = held_by_another_process(report)
+    argv = ["evaluate", "--model_path=no-such-model", f"--test_data={test_wav_manifest()}"]
+    assert main([*argv, f"--output_dir={report}"]) == 1  # refused before the model loads
+    assert f"{report} is being written by another run (pid {holder.pid}" in capsys.readouterr().err
+    demo = tmp_path / "demo"
+    holder = held_by_another_process(demo)
+    assert main(["demo", f"--output_dir={demo}"]) == 1
+    assert f"{demo} is being written by another run (pid {holder.pid}" in capsys.readouterr().err
+    assert not demo.exists()

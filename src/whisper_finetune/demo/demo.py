@@ -178,7 +178,18 @@ def guarded_merge(
 
 
 def run_demo(cfg: DemoConfig) -> Report:
-    """Run the whole road; see the module docstring. Returns the report (also written)."""
+    """Run the whole road; see the module docstring. Returns the report (also written).
+
+    Raises:
+        whisper_finetune.staging.UnsafeOutputError: another run writes ``output_dir``.
+    """
+    from whisper_finetune.staging import output_lock
+
+    with output_lock(cfg.output_dir):  # one writer per folder (issue 27.4)
+        return _run_demo(cfg)
+
+
+def _run_demo(cfg: DemoConfig) -> Report:
     from whisper_finetune.data.manifest import read_manifest
     from whisper_finetune.demo.report import summary_text, write_report
     from whisper_finetune.models.convert import convert_to_ct2

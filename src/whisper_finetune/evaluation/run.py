@@ -14,6 +14,7 @@ What the commands do, in order:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,7 +38,12 @@ from whisper_finetune.evaluation.evaluate import (
     write_report,
 )
 from whisper_finetune.inference.transcript import DecodeOptions
-from whisper_finetune.staging import check_output_dir, check_output_file, check_replaceable
+from whisper_finetune.staging import (
+    check_output_dir,
+    check_output_file,
+    check_replaceable,
+    output_lock,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +132,16 @@ def run_evaluation(job: EvalJob, load_transcriber: Callable) -> tuple[EvalReport
     from whisper_finetune.data.manifest import read_manifest
 
     dist = D.start(job.load.get("device", "auto"))
+    hold = contextlib.ExitStack()
     try:
         out = Path(job.output_dir).expanduser() if job.output_dir else None
         if out is not None:
             check_output_dir(out)
             check_replaceable(out, kind="evaluation", sources=(job.test_data,))
+            if not dist.active:
+                # one writer per report folder; the ranks of a sharded run share theirs
+                # (a refused rank would leave the others waiting at the barrier)
+                hold.enter_context(output_lock(out))
         records = read_manifest(job.test_data)
         logger.info("%d utterances in %s", len(records), job.test_data)
         keep, skipped = bad_records(job.test_data, records, dist, job.skip_bad_samples)
@@ -174,6 +185,7 @@ def run_evaluation(job: EvalJob, load_transcriber: Callable) -> tuple[EvalReport
             path.unlink(missing_ok=True)  # merged into the report
         return final
     finally:
+        hold.close()
         D.finish(dist)
 
 
