@@ -31,15 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from whisper_finetune.demo.demo import cpu_model
 
 
 def trimmed_manifest(data: str, out: Path, max_records: int) -> str:
@@ -133,7 +125,7 @@ def main(argv=None) -> int:
         )
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{_cpu()}, {platform.system()} {platform.machine()}",
+        "machine": f"{cpu_model()}, {platform.system()} {platform.machine()}",
         "command": "python " + " ".join(sys.argv),
         "data": source,
         "trimmed_to_speech": args.trim,

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from whisper_finetune.demo.demo import cpu_model
+
 DEFAULT_PROMPT = "以下是普通话的句子。"
 
 
@@ -63,16 +65,6 @@ def recording(name: str, seconds: float | None, work: Path) -> tuple[np.ndarray,
         texts.append(r.sentence)
         total += audio.size + pause.size
     return np.concatenate(pieces), "".join(texts)
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cer(reference: str, text: str) -> float:
@@ -144,7 +136,7 @@ def main(argv=None) -> int:
         )
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{_cpu()}, {platform.system()} {platform.machine()}",
+        "machine": f"{cpu_model()}, {platform.system()} {platform.machine()}",
         "command": "python " + " ".join(sys.argv),
         "compute_type": args.compute_type,
         "initial_prompt": prompt,

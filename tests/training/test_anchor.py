@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from finetune_data import CLIPS, write_manifest
+from finetune_data import CLIPS, small_config, write_manifest
 from transformers import TrainerCallback, WhisperForConditionalGeneration
 
 from whisper_finetune.training.anchor import Anchor, delta_penalty, distillation_loss
@@ -126,19 +126,13 @@ def test_a_run_trains_with_the_anchor_and_logs_it(tiny_model_dir, tmp_path, anch
 
     train = write_manifest(tmp_path, clips=CLIPS[:2], name="pair.jsonl")
     logs = _Logs()
-    cfg = FinetuneConfig(
-        base_model=str(tiny_model_dir),
-        train_data=str(train),
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=2,
+    cfg = small_config(
+        tiny_model_dir,
+        train,
+        tmp_path / "run",
         max_steps=3,
         save_steps=3,
-        logging_steps=1,
-        warmup_steps=0,
-        learning_rate=1e-2,
-        lora_r=4,
         lora_alpha=8,
-        report_to=("none",),
         anchor=anchor,
         anchor_weight=2.0,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from finetune_data import CLIPS, write_manifest
+from finetune_data import CLIPS, small_config, write_manifest
 from transformers import TrainerCallback
 
 from whisper_finetune.data.collator import WhisperCollator
@@ -114,21 +114,13 @@ def test_a_run_mixes_replay_into_training_and_distils_on_it(tiny_model_dir, tmp_
         return batch
 
     logs = _Batches()
-    cfg = FinetuneConfig(
-        base_model=str(tiny_model_dir),
-        train_data=str(train),
+    cfg = small_config(
+        tiny_model_dir,
+        train,
+        tmp_path / "run",
         test_data=str(train),
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=2,
-        max_steps=2,
-        save_steps=2,
         eval_steps=2,
-        logging_steps=1,
-        warmup_steps=0,
-        learning_rate=1e-2,
-        lora_r=4,
         lora_alpha=8,
-        report_to=("none",),
         replay_data=str(replay),
         replay_ratio=0.5,
         anchor="kd",
