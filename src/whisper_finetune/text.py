@@ -173,3 +173,22 @@ def normalize_text(
     text = text.lower()
     text = _WHITESPACE.sub(" ", text).strip()
     return _SPACE_NEXT_TO_CJK.sub("", text)
+
+
+def language_code(language: str) -> str:
+    """Whisper's code for a language: ``"zh"``, ``"<|zh|>"``, ``"Chinese"``, ``"mandarin"`` ->
+    ``"zh"``. The one reading of language names, for training, validation and model cards.
+
+    Raises:
+        ValueError: a language Whisper does not know.
+    """
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = str(language).strip().lower()
+    if key.startswith("<|") and key.endswith("|>"):
+        key = key[2:-2]
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise ValueError(f"unknown Whisper language {language!r}")

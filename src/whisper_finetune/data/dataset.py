@@ -46,24 +46,11 @@ from whisper_finetune.data.records import (  # noqa: F401  (re-exported)
     prepare_records,
     write_reports,
 )
+from whisper_finetune.text import language_code  # noqa: F401  (re-exported: the API here)
 
 logger = logging.getLogger(__name__)
 
 TIME_PRECISION_S = 0.02  # one timestamp token step
-
-
-def language_code(language: str) -> str:
-    """``"zh"``, ``"Chinese"``, ``"mandarin"`` -> ``"zh"``; unknown names raise ValueError."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    key = language.strip().lower()
-    if key.startswith("<|") and key.endswith("|>"):
-        key = key[2:-2]
-    if key in LANGUAGES:
-        return key
-    if key in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[key]
-    raise ValueError(f"unknown Whisper language {language!r}")
 
 
 def plain_text(record: Record) -> str:

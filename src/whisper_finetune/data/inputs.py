@@ -10,18 +10,19 @@ import functools
 import os
 from pathlib import Path
 
+from whisper_finetune.text import language_code
+
 __all__ = ["file_problem", "require_file", "whisper_language"]
 
 
 @functools.cache
 def whisper_language(language: str) -> bool:
     """Whether Whisper knows ``language`` (a code, a name, or ``<|zh|>``), as training does."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    key = language.strip().lower()
-    if key.startswith("<|") and key.endswith("|>"):
-        key = key[2:-2]
-    return key in LANGUAGES or key in TO_LANGUAGE_CODE
+    try:
+        language_code(language)
+    except ValueError:
+        return False
+    return True
 
 
 def file_problem(path: str | os.PathLike) -> str | None:

@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from whisper_finetune.text import language_code
+
 logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
@@ -62,24 +64,10 @@ def read_facts(model_dir: str | os.PathLike) -> ModelFacts:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
     heads = cfg.get("alignment_heads")
     return ModelFacts(
-        language=_language_code(cfg["language"]) if cfg.get("language") else None,
+        language=language_code(cfg["language"]) if cfg.get("language") else None,
         task=cfg.get("task") or None,
         alignment_heads=tuple((int(a), int(b)) for a, b in heads) if heads else None,
     )
-
-
-def _language_code(language: str) -> str:
-    """``"zh"``, ``"<|zh|>"``, ``"chinese"`` -> ``"zh"``; unknown names raise ValueError."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    key = str(language).strip().lower()
-    if key.startswith("<|") and key.endswith("|>"):
-        key = key[2:-2]
-    if key in LANGUAGES:
-        return key
-    if key in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[key]
-    raise ValueError(f"unknown Whisper language {language!r}")
 
 
 def write_facts(
@@ -101,7 +89,7 @@ def write_facts(
         raise FileNotFoundError(f"{model_dir} has no {GENERATION_CONFIG}")
     cfg = json.loads(path.read_text(encoding="utf-8"))
     if language is not None:
-        cfg["language"] = _language_code(language)
+        cfg["language"] = language_code(language)
     if task is not None:
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be transcribe or translate, got {task!r}")
