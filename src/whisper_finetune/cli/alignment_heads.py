@@ -21,7 +21,7 @@ import argparse
 import json
 from dataclasses import dataclass, field
 
-from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
+from whisper_finetune.cli._args import add_command, dataclass_from_args
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``alignment-heads`` command to the top-level parser."""
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "alignment-heads",
         help="choose the cross-attention heads word timestamps use, from timed sentences",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        options=(AlignmentHeadsOptions,),
+        func=_run,
     )
-    add_dataclass_args(parser, AlignmentHeadsOptions)
-    parser.set_defaults(func=_run)

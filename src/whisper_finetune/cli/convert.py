@@ -27,7 +27,7 @@ import argparse
 import logging
 from dataclasses import dataclass, field
 
-from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
+from whisper_finetune.cli._args import add_command, dataclass_from_args
 from whisper_finetune.models.convert import QUANTIZATIONS
 from whisper_finetune.models.ggml import GGML_QUANTIZATIONS
 
@@ -138,11 +138,11 @@ def _convert(fmt: str, model_path: str, output_dir: str, quantization: str, forc
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``convert`` command to the top-level parser."""
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "convert",
         help="convert a transformers Whisper folder to CTranslate2 (faster-whisper) or GGML (whisper.cpp)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        options=(ConvertOptions,),
+        func=_run,
     )
-    add_dataclass_args(parser, ConvertOptions)
-    parser.set_defaults(func=_run)

@@ -22,7 +22,7 @@ import argparse
 import json
 import logging
 
-from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
+from whisper_finetune.cli._args import add_command, dataclass_from_args
 from whisper_finetune.training.config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
@@ -48,11 +48,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``finetune`` command to the top-level parser."""
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "finetune",
         help="fine-tune Whisper with LoRA, AdaLoRA or full fine-tuning",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        options=(FinetuneConfig,),
+        func=_run,
     )
-    add_dataclass_args(parser, FinetuneConfig)
-    parser.set_defaults(func=_run)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from whisper_finetune.cli._args import add_dataclass_args, dataclass_from_args
+from whisper_finetune.cli._args import add_command, dataclass_from_args
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``merge`` command to the top-level parser."""
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "merge",
         help="merge a LoRA/AdaLoRA adapter into its base model (standalone folder)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        options=(MergeOptions,),
+        func=_run,
     )
-    add_dataclass_args(parser, MergeOptions)
-    parser.set_defaults(func=_run)
