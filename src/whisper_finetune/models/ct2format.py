@@ -101,6 +101,37 @@ def read_model_bin(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
     return variables, aliases
 
 
+class _Variables(dict):
+    """A ``model.bin``'s variables by name, its aliases resolved.
+
+    CTranslate2 stores a variable equal to an earlier one as an alias of it (a tiny
+    model's zero biases, ``decoder/projection/weight``); looking a name up follows the
+    alias. A name neither stored nor aliased raises :class:`CT2FormatError` naming the
+    file and the variable, not a bare ``KeyError``.
+    """
+
+    def __init__(self, variables: dict[str, np.ndarray], aliases: dict[str, str], path: Path):
+        super().__init__(variables)
+        self.aliases = aliases
+        self.path = path
+
+    def __missing__(self, name: str) -> np.ndarray:
+        target = self.aliases.get(name)
+        if target is not None and dict.__contains__(self, target):
+            return dict.__getitem__(self, target)
+        raise CT2FormatError(
+            f"{self.path}: lacks the variable {name!r} that a Whisper model needs "
+            "(an incomplete or damaged file, or not written by CTranslate2's Whisper "
+            "converter); re-convert the model from its transformers folder with "
+            "`whisper-finetune convert`"
+        )
+
+    def __contains__(self, name: object) -> bool:
+        if dict.__contains__(self, name):
+            return True
+        return dict.__contains__(self, self.aliases.get(name))  # type: ignore[arg-type]
+
+
 def _float(variables: dict[str, np.ndarray], name: str) -> np.ndarray:
     """A weight as float32, dequantizing int8/int16 weights with their scales."""
     value = variables[name]
@@ -112,7 +143,15 @@ def _float(variables: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 def _count_layers(variables: dict[str, np.ndarray], prefix: str) -> int:
     pattern = re.compile(rf"^{prefix}/layer_(\d+)/")
-    return 1 + max(int(m.group(1)) for k in variables if (m := pattern.match(k)))
+    names = [k for k in [*variables, *getattr(variables, "aliases", {})] if k in variables]
+    found = [int(m.group(1)) for k in names if (m := pattern.match(k))]
+    if not found:
+        where = getattr(variables, "path", "model.bin")
+        raise CT2FormatError(
+            f"{where}: no {prefix}/layer_* variables, so not a whole Whisper model; "
+            "re-convert the model from its transformers folder with `whisper-finetune convert`"
+        )
+    return 1 + max(found)
 
 
 def _state_dict(variables: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[str, np.ndarray]:
@@ -276,7 +315,7 @@ def ct2_to_transformers(
         raise CT2FormatError(f"{src / 'config.json'}: not valid JSON: {exc}") from exc
     if not isinstance(ct2_config, dict):
         raise CT2FormatError(f"{src / 'config.json'}: not a JSON object")
-    variables, _ = read_model_bin(src / "model.bin")
+    variables = _Variables(*read_model_bin(src / "model.bin"), src / "model.bin")
     n_enc, n_dec = _count_layers(variables, "encoder"), _count_layers(variables, "decoder")
     vocab_size, d_model = variables["decoder/embeddings/weight"].shape
     n_mels = variables["encoder/conv1/weight"].shape[1]
