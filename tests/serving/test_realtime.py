@@ -241,3 +241,64 @@ def test_silence_costs_no_decoding():
     kinds = [e["type"] for e in events]
     assert "input_audio_buffer.speech_started" not in kinds and DELTA not in kinds
     assert events[-1]["transcript"] == "" and fake.seconds == []  # nothing was decoded
+
+
+def test_the_uncommitted_buffer_is_bounded_by_max_audio_seconds():
+    """HTTP refuses audio past ``--max_audio_seconds`` (413); a realtime client that never
+    commits could grow its buffer without end. An append that would take the uncommitted
+    buffer past the limit gets an ``error`` naming it and is dropped; what was buffered
+    is kept (the committed item lasts exactly the 2 s appended before), the session
+    stays open, and after the commit the buffer takes audio again."""
+    app = create_app(Growing(), DecodeOptions(language="zh"), max_audio_seconds=2.0)
+    client = TestClient(app, base_url="http://127.0.0.1")
+    quiet = np.random.default_rng(0).normal(0, 0.002, 16000 * 3)  # no speech: one item
+    pcm16 = (quiet * 32767).astype("<i2").tobytes()
+    second = 16000 * 2  # bytes of one second at 16 kHz
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}})  # fmt: skip
+        assert ws.receive_json()["type"] == "session.updated"
+        for i in range(2):  # 2.0 s: up to the limit, not past it
+            chunk = base64.b64encode(pcm16[i * second : (i + 1) * second]).decode()
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        extra = base64.b64encode(pcm16[2 * second : 2 * second + 3200]).decode()  # 0.1 s
+        ws.send_json({"type": "input_audio_buffer.append", "audio": extra, "event_id": "e9"})
+        ws.send_json({"type": "input_audio_buffer.commit"})
+        error = ws.receive_json()
+        assert error["type"] == "error" and error["event_id"].startswith("event_"), error
+        assert error["error"]["type"] == "invalid_request_error"
+        assert error["error"]["code"] == "audio_too_long"
+        assert error["error"]["param"] is None and error["error"]["event_id"] == "e9"
+        message = error["error"]["message"]
+        assert "2 s" in message and "--max_audio_seconds" in message, message
+        assert "dropped" in message and "2.1 s" in message, message
+        events = _events_until(ws, DONE)
+        assert "error" not in [e["type"] for e in events]
+        # after the commit the buffer is empty again: a second of audio is taken
+        chunk = base64.b64encode(pcm16[:second]).decode()
+        ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        ws.send_json({"type": "input_audio_buffer.commit"})
+        later = _events_until(ws, DONE)
+    assert "error" not in [e["type"] for e in later]
+    # the first item holds the 2 s buffered, not the dropped 0.1 s; the second its 1 s
+    assert events[-1]["usage"]["seconds"] == 2.0, events[-1]
+    assert later[-1]["usage"]["seconds"] == 1.0, later[-1]
+
+
+def test_the_buffer_limit_counts_24khz_audio_in_seconds(speech):
+    """A single append larger than the limit (24 kHz, server VAD on) is refused whole."""
+    client = TestClient(create_app(Growing(), max_audio_seconds=1.0), base_url="http://127.0.0.1")
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "input_audio_buffer.append",
+                      "audio": base64.b64encode(speech[: 24000 * 2 * 2]).decode()})  # fmt: skip
+        ws.send_json({"type": "input_audio_buffer.clear"})
+        error = ws.receive_json()
+        assert error["error"]["code"] == "audio_too_long", error
+        assert "2.0 s" in error["error"]["message"] and error["error"]["event_id"] is None
+        assert ws.receive_json()["type"] == "input_audio_buffer.cleared"
+        ws.send_json({"type": "input_audio_buffer.append",
+                      "audio": base64.b64encode(speech[: 24000 * 2 // 2]).decode()})  # fmt: skip
+        ws.send_json({"type": "input_audio_buffer.clear"})
+        assert ws.receive_json()["type"] == "input_audio_buffer.cleared"

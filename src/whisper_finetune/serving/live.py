@@ -5,7 +5,9 @@
   to text already committed without changing it;
 - :class:`Resampler`: PCM16 chunks at 24 kHz (or 16 kHz) to 16 kHz float32, with state
   across chunks;
-- :class:`Turn`, one item's state, and :class:`ClientError`, an event the server refuses;
+- :class:`Turn`, one item's state, and :class:`ClientError`, an event the server refuses
+  (:func:`error_event` its ``error`` event in OpenAI's shape);
+- :func:`check_append`: the uncommitted buffer's bound, the server's ``--max_audio_seconds``;
 - :func:`key_scope`: a browser's API key (OpenAI's subprotocol) as a header.
 """
 
@@ -30,6 +32,37 @@ class ClientError(Exception):
     def __init__(self, message: str, code: str, param: str | None = None) -> None:
         super().__init__(message)
         self.code, self.param = code, param
+
+
+def error_event(
+    code: str, message: str, param: str | None = None, event_id=None, kind="invalid_request_error"
+) -> dict:
+    """An ``error`` event in OpenAI's Realtime shape (``event_id``: the client's event's)."""
+    error = {"type": kind, "code": code, "message": message, "param": param, "event_id": event_id}
+    return {"type": "error", "event_id": new_id("event"), "error": error}
+
+
+def check_append(buffered: int, pcm_samples: int, rate: int, max_seconds: float | None) -> None:
+    """Refuse an append that would take the uncommitted buffer past ``max_seconds``.
+
+    The HTTP routes refuse audio longer than the server's ``--max_audio_seconds`` (413);
+    a live session's uncommitted buffer (``buffered`` samples at 16 kHz, and the append's
+    ``pcm_samples`` at ``rate``) is bounded by the same limit. The append is dropped
+    whole, before it is resampled: what was buffered stays, the session stays open.
+
+    Raises:
+        ClientError: ``audio_too_long``, naming the limit and what to do.
+    """
+    after = buffered + pcm_samples * SAMPLE_RATE / rate
+    if max_seconds is not None and after > max_seconds * SAMPLE_RATE:
+        raise ClientError(
+            f"input_audio_buffer.append: the uncommitted audio buffer would hold "
+            f"{after / SAMPLE_RATE:.1f} s, past the server's limit of {max_seconds:g} s "
+            "(--max_audio_seconds); this append was dropped and the buffer keeps the "
+            f"{buffered / SAMPLE_RATE:.1f} s it had. Commit the buffer "
+            "(input_audio_buffer.commit) or clear it before appending more",
+            "audio_too_long",
+        )
 
 
 def agreed_prefix(a: str, b: str) -> str:

@@ -42,7 +42,9 @@ from whisper_finetune.serving.live import (
     Resampler,
     Turn,
     agreed_prefix,
+    check_append,
     completed_text,
+    error_event,
     key_scope,
     new_id,
 )
@@ -67,8 +69,9 @@ DEFAULT_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
 class Session:
     """One connection's state: the audio, the VAD, the turns, the options."""
 
-    def __init__(self, state: ServerState, send, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, state: ServerState, send, executor: ThreadPoolExecutor, max_seconds=None):
         self.state, self.send, self.executor = state, send, executor
+        self.max_seconds: float | None = max_seconds  # the uncommitted buffer's bound
         self.id = new_id("sess")
         self.rate = RATES[0]
         self.language = state.defaults.language
@@ -175,6 +178,7 @@ class Session:
         if raw is None or len(raw) % 2:
             raise ClientError("'audio' must be base64 of 16-bit little-endian PCM (an even number "
                               "of bytes)", "invalid_value", "audio")  # fmt: skip
+        check_append(self.end() - self.buffer_start, len(raw) // 2, self.rate, self.max_seconds)
         samples = self.resampler(np.frombuffer(raw, dtype="<i2"))
         self.audio = np.concatenate([self.audio, samples])
         await self.run_vad()
@@ -360,8 +364,8 @@ class Session:
                         item_id=turn.item_id, content_index=0, delta=text)  # fmt: skip
 
 
-def register(app, state: ServerState, api_key: str | None = None) -> None:
-    """Add the ``/v1/realtime`` WebSocket to ``app``."""
+def register(app, state: ServerState, api_key: str | None = None, max_audio_seconds=None) -> None:
+    """Add the ``/v1/realtime`` WebSocket to ``app`` (``max_audio_seconds``: check_append)."""
     from fastapi import WebSocket, WebSocketDisconnect
 
     gate = Guard(None, api_key=api_key, max_upload_bytes=0, queue=None)
@@ -374,9 +378,7 @@ def register(app, state: ServerState, api_key: str | None = None) -> None:
         await websocket.accept(subprotocol=protocol)
         if refusal:
             status, message, code, _ = refusal
-            await websocket.send_json({"type": "error", "event_id": new_id("event"), "error": {
-                "type": "invalid_request_error", "code": code, "message": message, "param": None,
-                "event_id": None}})  # fmt: skip
+            await websocket.send_json(error_event(code, message))
             await websocket.close(code=1008, reason=message[:120])
             return
         lock = asyncio.Lock()
@@ -385,7 +387,7 @@ def register(app, state: ServerState, api_key: str | None = None) -> None:
             async with lock:
                 await websocket.send_text(json.dumps(payload, ensure_ascii=False))
 
-        session = Session(state, send, executor)
+        session = Session(state, send, executor, max_audio_seconds)
         started = time.monotonic()
         await session.emit("session.created", session=session.describe())
         decoder = asyncio.create_task(session.decoder())
@@ -415,6 +417,4 @@ def register(app, state: ServerState, api_key: str | None = None) -> None:
 
 
 async def _error(session: Session, exc: ClientError, event_id: Any) -> None:
-    await session.emit("error", error={"type": "invalid_request_error", "code": exc.code,
-                                       "message": str(exc), "param": exc.param,
-                                       "event_id": event_id})  # fmt: skip
+    await session.send(error_event(exc.code, str(exc), exc.param, event_id))

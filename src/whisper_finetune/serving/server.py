@@ -232,7 +232,7 @@ def create_app(
     page.register(app, state)
     openai_api.register(app, state, max_audio_seconds)
     legacy.register(app, state, max_audio_seconds)
-    realtime.register(app, state, api_key)  # the WebSocket /v1/realtime (live transcription)
+    realtime.register(app, state, api_key, max_audio_seconds)  # WebSocket /v1/realtime (live)
     app.add_middleware(
         Guard,
         api_key=api_key,
