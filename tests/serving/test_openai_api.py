@@ -3,6 +3,7 @@ and by the official ``openai`` client, unchanged."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import warnings
@@ -139,13 +140,19 @@ def test_translation_gives_english(live_server, test_wav):
     assert len(letters) > 20 and all(c.isascii() for c in letters), result.text
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known issue: on eight repeats of one sentence, robust decoding's loop check "
-    "sometimes falls back and then drops whole 30 s windows as no-speech, leaving one "
-    "segment (seen after issue 9's merge; to fix in the decoder, not here)",
-)
-def test_streaming_sends_segments_as_they_are_decoded(live_server, long_wav, cer):
+def _found(hypothesis: str, reference: str) -> float:
+    """The share of ``hypothesis``'s characters that align with ``reference`` (difflib;
+    both normalized): how much of a segment's text is speech at its place in the file."""
+    from whisper_finetune.text import normalize_text
+
+    hyp, ref = normalize_text(hypothesis), normalize_text(reference)
+    matcher = difflib.SequenceMatcher(None, hyp, ref, autojunk=False)
+    return sum(b.size for b in matcher.get_matching_blocks()) / max(len(hyp), 1)
+
+
+def test_streaming_sends_segments_as_they_are_decoded(live_server, long_audio, cer):
+    """66 s of eight distinct real recordings (the ``long_audio`` fixture), streamed."""
+    long_wav, clips = long_audio["long"]
     client = openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0)
     events = []
     with long_wav.open("rb") as f:
@@ -157,16 +164,22 @@ def test_streaming_sends_segments_as_they_are_decoded(live_server, long_wav, cer
     kinds = [e.type for e in events]
     assert kinds[-1] == "transcript.text.done"
     deltas = [e for e in events if e.type == "transcript.text.delta"]
-    # 67 s of audio in three 30 s windows: several segments, sent one event each
+    # 66 s of audio in three 30 s windows: several segments, sent one event each
     assert len(deltas) >= 3 and kinds[: len(deltas)] == ["transcript.text.delta"] * len(deltas)
     done = events[-1]
     assert "".join(e.delta for e in deltas) == done.text
     times = [(e.segment["start"], e.segment["end"]) for e in deltas]
-    assert times == sorted(times) and times[-1][1] > 40  # the last segments are late in the file
-    # each segment is one repetition of test.wav (the model may merge the last two)
-    # every segment is real text of the file (how many segments there are depends on the
-    # decoder: robust decoding's loop check merges some of the eight identical sentences)
-    assert all(cer(e.segment["text"]) <= 0.15 for e in deltas)
+    assert times == sorted(times) and times[-1][1] > clips[-2].end  # the last clip is heard
+    # the whole text is the eight sentences (whisper-base int8: CER 0.083 on 2026-12-06;
+    # the margin is wide for AMD and Intel CPUs)
+    reference = "".join(c.sentence for c in clips)
+    assert cer(done.text, reference) <= 0.25, (cer(done.text, reference), done.text)
+    # every segment is the speech at its time: most of its text is in the clips it
+    # overlaps (0.75 to 1.0 of it, 2026-12-06)
+    for e in deltas:
+        start, end = e.segment["start"] - 1.0, e.segment["end"] + 1.0
+        heard = "".join(c.sentence for c in clips if c.start < end and c.end > start)
+        assert _found(e.segment["text"], heard) >= 0.5, (e.segment, heard)
     assert done.text == done.text.replace("幾", "几")  # to_simple applied
 
 
