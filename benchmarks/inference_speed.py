@@ -7,8 +7,11 @@ the CER against the reference, the peak resident memory of the process and the s
 the model file it loaded. The clip sets:
 
 * ``test.wav``: 8.4 s of real Mandarin;
-* ``long``: the eight shipped real recordings (``test.wav`` and ``real-dev``) laid end
-  to end with 0.5 s pauses, repeated to at least ``--long_seconds`` (default 300 s);
+* ``long``: the 48 shipped real recordings (``real-zh-dev``'s 40, then ``real-dev``'s 7
+  and ``test.wav``), each once, end to end with 0.5 s pauses: 420 s of distinct speech;
+  the reference is their references joined. ``--long_seconds S`` takes clips in that
+  order until the recording reaches S seconds, and refuses an S the 48 do not reach (no
+  clip is repeated: repeated speech rewards a decoder that skips what it just wrote);
 * ``synth``: the demo's synthetic test split (60 clips, espeak-ng), one call per clip
   (``transcribe_batch`` in batches for the batched configurations). whisper-base loops
   on most of these clips, so each is capped at twice the new tokens the longest
@@ -17,9 +20,7 @@ the model file it loaded. The clip sets:
 
 Every configuration runs in a fresh subprocess with 2 threads, so peak memory is its own;
 each is warmed up once on a 1 s clip (and on 70 s of the long clip) before timing.
-``--profile`` instead splits the long clip's time into feature extraction, VAD, encoder
-and decoder for CTranslate2 int8 and whisper.cpp, and times the long-audio settings (see
-``benchmarks/long_audio.py``).
+``benchmarks/long_audio.py`` compares the long-audio settings themselves.
 
     python benchmarks/inference_speed.py                        # the full table
     python benchmarks/inference_speed.py --sets test.wav        # quick
@@ -67,21 +68,32 @@ CONFIGS = [
 SETS = ("test.wav", "long", "synth")
 
 
-def long_clip(min_seconds: float) -> tuple[np.ndarray, str]:
-    """The shipped real recordings end to end (0.5 s pauses), repeated to ``min_seconds``."""
-    from whisper_finetune.assets import real_speech_manifest
+def long_clip(min_seconds: float | None = None) -> tuple[np.ndarray, str]:
+    """The 48 shipped real recordings, each once, end to end (0.5 s pauses) with their
+    references joined; with ``min_seconds``, only the first clips that reach it.
+
+    Raises:
+        ValueError: when all 48 clips do not reach ``min_seconds`` (nothing is repeated).
+    """
+    from whisper_finetune.assets import real_speech_manifest, real_zh_dev_manifest
     from whisper_finetune.data.audio import SAMPLE_RATE, load_audio
     from whisper_finetune.data.manifest import read_manifest
 
-    records = read_manifest(real_speech_manifest())
+    records = [*read_manifest(real_zh_dev_manifest()), *read_manifest(real_speech_manifest())]
     pause = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
     pieces, texts, total = [], [], 0
-    while total < min_seconds * SAMPLE_RATE:
-        for r in records:
-            audio = load_audio(r.audio_path)
-            pieces += [audio, pause]
-            texts.append(r.sentence)
-            total += audio.size + pause.size
+    for r in records:
+        if min_seconds is not None and total >= min_seconds * SAMPLE_RATE:
+            break
+        audio = load_audio(r.audio_path)
+        pieces += [audio, pause]
+        texts.append(r.sentence)
+        total += audio.size + pause.size
+    if min_seconds is not None and total < min_seconds * SAMPLE_RATE:
+        raise ValueError(
+            f"--long_seconds {min_seconds:g}: the {len(records)} shipped clips last "
+            f"{total / SAMPLE_RATE:.1f} s end to end, and none is repeated; ask for at most that"
+        )
     return np.concatenate(pieces), "".join(texts)
 
 
@@ -220,7 +232,12 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
     parser.add_argument("--configs", nargs="*", default=None, help="labels to run (default: all)")
     parser.add_argument("--skip", nargs="*", default=[], help="LABEL:SET pairs to leave out")
-    parser.add_argument("--long_seconds", type=float, default=300.0)
+    parser.add_argument(
+        "--long_seconds",
+        type=float,
+        default=None,
+        help="the long clip: the first shipped clips reaching this (default: all 48, 420 s)",
+    )
     parser.add_argument("--synth_dir", default=str(REPO / "data" / "bench-synth"))
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -229,6 +246,11 @@ def main() -> None:
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker, args.sets, args)))
         return
+    if "long" in args.sets and args.long_seconds is not None:
+        try:  # before any worker starts: a length the clips do not reach is refused here
+            long_clip(args.long_seconds)
+        except ValueError as exc:
+            parser.error(str(exc))
     _prepare_models()
     labels = args.configs or [c[0] for c in CONFIGS]
     rows = {}
@@ -238,7 +260,9 @@ def main() -> None:
     for label in labels:
         sets = [s for s in args.sets if f"{label}:{s}" not in args.skip]
         cmd = [sys.executable, __file__, "--worker", label, "--sets", *sets,
-               "--long_seconds", str(args.long_seconds), "--synth_dir", args.synth_dir]  # fmt: skip
+               "--synth_dir", args.synth_dir]  # fmt: skip
+        if args.long_seconds is not None:
+            cmd += ["--long_seconds", str(args.long_seconds)]
         print(f"running {label} on {sets} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
