@@ -236,10 +236,6 @@ def main(argv=None) -> int:
         scale, adapter, merged = guarded_merge(
             mcfg, report, folder, result, test_data, SETS["real-speech"]
         )
-        if (
-            merged is None
-        ):  # no checkpoint kept the guard: the best by the subset, at the smallest scale
-            merged = merge_adapter(str(adapter), folder / "merged", scale=scale, overwrite=True)
         converted = convert_to_ct2(
             merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +17,9 @@ from whisper_finetune.demo.demo import DemoConfig, run_demo
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)"
 )
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, tmp_path, capsys):
@@ -46,9 +50,11 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
         "convert",
         "evaluate",
     ]
-    # base and fine-tuned, both backends, both test sets
+    # base and fine-tuned, both backends, both test sets; but the base model with
+    # transformers on the guard set only (it loops on the synthetic split)
     keys = {(m.stage, m.backend, m.dataset) for m in report.measurements}
-    assert len(keys) == 8
+    assert len(keys) == 7
+    assert ("base", "transformers fp32", "synthetic test split") not in keys
     assert all(m.n_utts > 0 and m.rtf > 0 for m in report.measurements)
     # artifacts: merged model, CTranslate2 model, report with plots, per-utterance results
     assert (out / "merged" / "model.safetensors").is_file()
@@ -67,9 +73,15 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
     assert report.log_history and any("loss" in h for h in report.log_history)
     notes = " ".join(report.notes)
     assert (
-        "merge scale chosen by the guard" in notes
+        "merges tried" in notes
+        and "merge used: train/checkpoint-" in notes
         and "guard set: <whisper_finetune>/assets/real_speech/test.json" in notes
     )
+    # every trial merge is a point of the trade-off curve, one of them chosen
+    assert report.tradeoff and sum(p["chosen"] for p in report.tradeoff) == 1
+    tradeoff = json.loads((out / "report" / "tradeoff.json").read_text())
+    assert tradeoff == report.tradeoff and (out / "report" / "tradeoff.png").is_file()
+    assert not list((out / "scales").rglob("model.safetensors"))  # only the chosen merge kept
     # the guard set is reported per clip, per model and backend
     clips = {(stage, backend, clip) for stage, backend, clip, *_ in report.per_clip}
     assert clips == {
@@ -92,6 +104,24 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
     assert report.settings["cpu"] and report.settings["test_data"] == "corpus/test.jsonl"
     assert str(tmp_path) not in md
     assert "total time" in capsys.readouterr().out
+    # benchmarks/merge_grid.py scores merges of this finished run, so it cannot rot
+    spec = importlib.util.spec_from_file_location(
+        "merge_grid", REPO / "benchmarks" / "merge_grid.py"
+    )
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    rows = grid.main(
+        ["--run", str(out), "--points", "2:1:0.5", "--output", str(tmp_path / "grid.jsonl")]
+        + ["--guard_data", cfg.guard_data, "--beam_size", "1"]
+    )
+    assert [r["point"] for r in rows] == ["base", "2-1-0.5"]
+    assert rows[1]["guard_low"] <= rows[1]["guard_change"] <= rows[1]["guard_high"]
+    assert len((tmp_path / "grid.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(SystemExit, match="checkpoint-9"):
+        grid.main(
+            ["--run", str(out), "--points", "9:1:1", "--output", str(tmp_path / "g2")]
+            + ["--guard_data", cfg.guard_data]
+        )
 
 
 def test_demo_refuses_a_non_empty_output_dir(tmp_path):
@@ -164,55 +194,144 @@ def test_evaluation_token_limit_follows_the_longest_reference(tiny_model_dir):
     assert token_limit([short], str(tiny_model_dir)) == 32  # never under 32
 
 
-def test_the_guarded_merge_with_the_lowest_subset_cer_wins(tmp_path, monkeypatch):
-    """Each checkpoint gets the largest merge scale that keeps the guard; of those merges,
-    the lowest test-subset CER wins (an earlier checkpoint may); a checkpoint that keeps
-    the guard at no scale is no candidate; a tie goes to the later checkpoint."""
+def _point(name, scale, change, subset, kept=None):
+    from whisper_finetune.demo.measure import MergePoint
+    from whisper_finetune.evaluation.metrics import PairedBootstrap
+
+    kept = change <= 0.01 if kept is None else kept
+    interval = PairedBootstrap(change, change - 0.01, change + 0.01, 0.5)
+    return MergePoint(Path(name), scale, 0.12 + change, interval, kept, subset)
+
+
+@pytest.mark.parametrize(
+    ("points", "expected", "why"),
+    [
+        # 1: both bounds met -> the lowest subset CER among those
+        (
+            [("c80", 1.0, 0.03, 0.08), ("c80", 0.5, 0.008, 0.095), ("c40", 0.5, 0.0, 0.097)],
+            ("c80", 0.5),
+            "meets both",
+        ),
+        # 2: the target reached only while breaking the guard -> the one that forgets least
+        (
+            [("c80", 1.0, 0.03, 0.08), ("c80", 0.7, 0.02, 0.09), ("c80", 0.5, 0.0, 0.12)],
+            ("c80", 0.7),
+            "forgets least",
+        ),
+        # 3: the target out of reach -> of those that keep the guard, the lowest subset CER
+        (
+            [("c80", 1.0, 0.03, 0.15), ("c80", 0.5, 0.005, 0.13), ("c40", 0.5, 0.0, 0.14)],
+            ("c80", 0.5),
+            "no merge reached",
+        ),
+        # 4: neither -> the lowest subset CER of all
+        (
+            [("c80", 1.0, 0.03, 0.15), ("c80", 0.5, 0.02, 0.16)],
+            ("c80", 1.0),
+            "no merge kept the guard or reached",
+        ),
+        # a tie goes to the merge tried first
+        (
+            [("c80", 0.5, 0.0, 0.09), ("c40", 0.5, 0.0, 0.09)],
+            ("c80", 0.5),
+            "meets both",
+        ),
+    ],
+)
+def test_the_merge_is_chosen_by_both_bounds_then_by_the_least_forgetting(points, expected, why):
+    """Both bounds met: the lowest subset CER; only the target reached: the least forgetting
+    of those (the issue's fallback); only the guard kept: the lowest subset CER of those."""
+    from whisper_finetune.demo.measure import choose_merge
+
+    chosen, reason = choose_merge([_point(*p) for p in points], DemoConfig(target_cer=0.10))
+    assert (chosen.checkpoint.name, chosen.scale) == expected
+    assert why in reason
+
+
+def test_without_a_target_the_guard_alone_decides():
+    from whisper_finetune.demo.measure import choose_merge
+
+    points = [_point("c80", 1.0, 0.03, 0.05), _point("c80", 0.5, 0.0, 0.2)]
+    chosen, _ = choose_merge(points, DemoConfig(target_cer=None))
+    assert chosen.scale == 0.5
+
+
+@pytest.mark.parametrize(
+    ("lora_layers", "scale_part", "weights"),
+    [
+        ("all", "auto", lambda s: {"scale": 1.0, "decoder_scale": s}),  # the demo's default
+        ("encoder", "auto", lambda s: {"scale": s}),
+        ("all", "all", lambda s: {"scale": s}),
+    ],
+)
+def test_the_search_goes_newest_first_and_stops_where_the_bounds_are_met(
+    tmp_path, monkeypatch, lora_layers, scale_part, weights
+):
+    """Newest checkpoint first, each largest scale first, weighing the adapters
+    ``scale_part`` names; a checkpoint's scan stops at its first scale that keeps the guard
+    or, once a merge has reached the target, at one that misses it; the search stops at
+    the first merge meeting both bounds; each merge scored with CTranslate2 on the guard
+    set and the test subset, its merge kept for the choice."""
     from types import SimpleNamespace
 
     from whisper_finetune.demo import measure
+    from whisper_finetune.training import merge
 
-    # checkpoint -> (scale that keeps the guard or None, test-subset CER at that scale)
-    plan = {"checkpoint-10": (None, 0.0), "checkpoint-20": (0.5, 0.12), "checkpoint-30": (0.3, 0.2)}
-    scored = []
+    merges = []
 
-    def choose(adapter, guard, baselines, cfg, work, keep=False):
-        scale, _ = plan[Path(adapter).name]
-        assert keep
-        if scale is None:
-            return 0.3, [(1.0, {"transformers": 0.5}), (0.3, {"transformers": 0.4})]
-        (work / f"scale-{scale:.2f}" / "merged").mkdir(parents=True)
-        return scale, [(scale, {"transformers": 0.1, "ct2": 0.1})]
+    def fake_merge(adapter, out, overwrite=False, alignment_heads=True, **w):
+        assert alignment_heads is False  # a trial merge does not choose timestamp heads
+        merges.append((Path(adapter).name, w))
+        Path(out).mkdir(parents=True)
+        return Path(out)
 
-    def evaluate(model, backend, manifests, cfg):
-        name = Path(model).parents[1].name
-        scored.append(name)
-        return [SimpleNamespace(value=plan[name][1])]
+    # (checkpoint, scale) -> (guard errors on the first of ten clips of 100 chars, subset CER)
+    plan = {
+        ("checkpoint-80", 1.0): (40, 0.12),
+        ("checkpoint-80", 0.7): (25, 0.13),
+        ("checkpoint-80", 0.5): (15, 0.14),  # keeps the guard but misses the target
+        ("checkpoint-60", 1.0): (30, 0.09),  # reaches the target, breaks the guard
+        ("checkpoint-60", 0.7): (30, 0.11),  # misses the target: 60's smaller scales skipped
+        ("checkpoint-40", 1.0): (30, 0.098),
+        ("checkpoint-40", 0.7): (12, 0.095),  # both bounds met: the search ends
+    }
 
-    monkeypatch.setattr(measure, "choose_merge_scale", choose)
-    monkeypatch.setattr(measure, "evaluate_model", evaluate)
-    cfg = DemoConfig(output_dir=str(tmp_path))
-    checkpoints = [tmp_path / "train" / name for name in plan]
-    work = tmp_path / "scales"
-    chosen, scale, merged, rows = measure.choose_checkpoint_and_scale(
-        checkpoints, "guard.jsonl", {"transformers": 0.1, "ct2": 0.1}, cfg, work, "subset.jsonl"
+    def fake_evaluate(model, backend, manifests, cfg):
+        assert backend.name == "ct2"
+        _, checkpoint, scale, _ = Path(model).parts[-4:]
+        errors, subset = plan[(checkpoint, float(scale.split("-")[1]))]
+        clips = [errors] + [10] * 9
+        guard = SimpleNamespace(
+            value=sum(clips) / 1000,
+            utterances=[SimpleNamespace(errors=e, ref_units=100) for e in clips],
+        )
+        assert [p.name for p in manifests] == ["eval-guard", "eval-subset"]
+        return [guard, SimpleNamespace(value=subset)]
+
+    monkeypatch.setattr(merge, "merge_adapter", fake_merge)
+    monkeypatch.setattr(measure, "evaluate_model", fake_evaluate)
+    monkeypatch.setattr(
+        "whisper_finetune.models.convert.convert_to_ct2", lambda merged, out, **k: Path(out)
     )
-    assert (chosen.name, scale) == ("checkpoint-20", 0.5) and merged.is_dir()
-    assert scored == ["checkpoint-20", "checkpoint-30"]  # the guard-breaking one not scored
-    assert [r["kept"] for r in rows] == [False, True, True]
-    assert not (work / "checkpoint-30" / "scale-0.30" / "merged").exists()  # loser removed
-    # a tie goes to the later checkpoint
-    plan["checkpoint-30"] = (0.3, 0.12)
-    chosen, *_ = measure.choose_checkpoint_and_scale(
-        checkpoints, "guard.jsonl", {}, cfg, tmp_path / "tie", "subset.jsonl"
+    cfg = DemoConfig(
+        output_dir=str(tmp_path),
+        lora_layers=lora_layers,
+        scale_part=scale_part,
+        merge_scales=(1.0, 0.7, 0.5, 0.3),
+        target_cer=0.10,
     )
-    assert chosen.name == "checkpoint-30"
-    # no checkpoint keeps the guard: none chosen, the smallest scale
-    plan.update({k: (None, 0.0) for k in plan})
-    chosen, scale, merged, _ = measure.choose_checkpoint_and_scale(
-        checkpoints, "guard.jsonl", {}, cfg, tmp_path / "none", "subset.jsonl"
+    base = measure.GuardResult(0.1, ((10, 100),) * 10)
+    checkpoints = [tmp_path / "train" / f"checkpoint-{n}" for n in (40, 80, 60)]
+    points = measure.search_merges(
+        checkpoints, "guard.jsonl", base, cfg, tmp_path / "scales", "subset.jsonl"
     )
-    assert chosen is None and merged is None and scale == cfg.merge_scales[-1]
+    assert [(p.checkpoint.name, p.scale) for p in points] == list(plan)
+    assert [p.kept for p in points] == [False, False, True, False, False, False, True]
+    assert points[0].interval.difference == pytest.approx(0.03)  # 30 more errors of 1,000
+    assert [m for m in merges] == [(c, weights(s)) for c, s in plan]
+    assert all(p.merged.is_dir() for p in points)
+    chosen, _ = measure.choose_merge(points, cfg)
+    assert (chosen.checkpoint.name, chosen.scale) == ("checkpoint-40", 0.7)
 
 
 @pytest.mark.parametrize("beam_size", [1, 5])
@@ -244,63 +363,6 @@ def test_every_demo_evaluation_decodes_with_its_beam_width(tmp_path, monkeypatch
     assert [(d.beam_size, d.language, d.max_new_tokens) for d in seen] == [
         (beam_size, "zh", 40)
     ] * 2
-
-
-@pytest.mark.parametrize(
-    ("lora_layers", "scale_part", "expected"),
-    [
-        ("all", "auto", {"scale": 1.0, "decoder_scale": 0.9}),  # the demo's default
-        ("encoder", "auto", {"scale": 0.9}),
-        ("all", "all", {"scale": 0.9}),
-    ],
-)
-def test_the_guard_scales_the_adapters_scale_part_names(
-    tmp_path, monkeypatch, lora_layers, scale_part, expected
-):
-    """The guard's merge scale weighs the decoder's adapters only (the encoder's whole) when
-    the decoder has adapters, else the whole adapter; a scale that breaks the guard is
-    followed by the next."""
-    from types import SimpleNamespace
-
-    from whisper_finetune.demo import measure
-    from whisper_finetune.training import merge
-
-    merges = []
-
-    def fake_merge(adapter, out, overwrite=False, alignment_heads=True, **weights):
-        assert alignment_heads is False  # a trial merge does not choose timestamp heads
-        merges.append(weights)
-        Path(out).mkdir(parents=True)
-        return Path(out)
-
-    guard = iter([0.5, 0.1])  # the first scale breaks the guard, the second keeps it
-
-    def fake_evaluate(*args):
-        value = next(guard, 0.1)
-        errors = [round(value * 100)] + [10] * 9  # the first of ten clips changes
-        one = [SimpleNamespace(errors=e, ref_units=100) for e in errors]
-        return [SimpleNamespace(value=sum(errors) / 1000, utterances=one)]
-
-    monkeypatch.setattr(merge, "merge_adapter", fake_merge)
-    monkeypatch.setattr(measure, "evaluate_model", fake_evaluate)
-    monkeypatch.setattr(
-        "whisper_finetune.models.convert.convert_to_ct2", lambda merged, out, **k: Path(out)
-    )
-    cfg = DemoConfig(
-        output_dir=str(tmp_path),
-        lora_layers=lora_layers,
-        scale_part=scale_part,
-        merge_scales=(1.0, 0.9),
-    )
-    base = measure.GuardResult(0.1, ((10, 100),) * 10)
-    scale, tried = measure.choose_merge_scale(
-        "adapter", "guard.jsonl", {"transformers": base, "ct2": base}, cfg, tmp_path
-    )
-    assert scale == 0.9 and [s for s, *_ in tried] == [1.0, 0.9]
-    assert tried[0][2]["ct2"].difference == pytest.approx(0.04)  # 40 more errors of 1,000
-    assert "transformers" not in tried[0][1]  # ct2 broke the guard: transformers not run
-    whole = {k: 1.0 for k in expected}
-    assert merges == [whole, expected]
 
 
 def test_scale_part_is_checked_against_the_adapters():

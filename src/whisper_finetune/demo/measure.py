@@ -21,6 +21,7 @@ class Backend:
     name: str
     compute_type: str
     label: str
+    beam_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ def guard_verdict(base: GuardResult, merged: GuardResult, cfg: DemoConfig):
 
 def backends(cfg: DemoConfig) -> tuple[Backend, Backend]:
     return (
-        Backend("transformers", "default", "transformers fp32"),
-        Backend("ct2", cfg.quantization, f"ct2 {cfg.quantization}"),
+        Backend("transformers", "default", "transformers fp32", cfg.transformers_beam_size),
+        Backend("ct2", cfg.quantization, f"ct2 {cfg.quantization}", cfg.beam_size),
     )
 
 
@@ -79,7 +80,7 @@ def evaluate_model(model: str, backend: Backend, manifests: dict[Path, str], cfg
             language=cfg.language,
             without_timestamps=True,
             max_new_tokens=limit,
-            beam_size=cfg.beam_size,
+            beam_size=backend.beam_size,
         )
         report = evaluate(
             transcriber, records, EvalConfig(batch_size=cfg.batch_size, decode=options)
@@ -182,135 +183,133 @@ def measure(
                     )
 
 
-def choose_merge_scale(
-    adapter: str,
+@dataclass
+class MergePoint:
+    """One trial merge: a checkpoint's adapters at one scale, scored with CTranslate2."""
+
+    checkpoint: Path
+    scale: float
+    guard_cer: float  # on the guard set
+    interval: object  # the guard change's PairedBootstrap against the base model
+    kept: bool  # the guard's verdict (guard_verdict)
+    subset_cer: float  # on the test subset
+    merged: Path | None = None  # the merge's folder while it may still be chosen
+
+    def meets(self, target: float | None) -> bool:
+        """Whether the test subset's CER reaches ``target`` (no target: never)."""
+        return target is not None and self.subset_cer <= target + 1e-9
+
+
+def search_merges(
+    checkpoints: list[Path],
     guard_manifest: str,
-    baselines: dict[str, float],
+    baseline: GuardResult,
     cfg: DemoConfig,
     work: Path,
-    keep: bool = False,
-):
-    """The largest scale in ``cfg.merge_scales`` whose merge keeps the guard on every backend.
+    subset_manifest: str,
+) -> list[MergePoint]:
+    """Merge each checkpoint at the scales of ``cfg.merge_scales`` and score every merge with
+    CTranslate2 (``cfg.quantization``, the deployed form) on the guard set and the test subset.
 
-    The scale weighs the adapters ``cfg.scale_part`` names (the decoder's, or all).
-
-    A scale passes when the merged model's CER on the guard set stays within
-    ``cfg.guard_max_increase`` of the base model's (:func:`guard_verdict`: the change, or
-    with ``guard_rule=upper`` the upper end of its paired-bootstrap interval over clips)
-    after conversion to CTranslate2 (``cfg.quantization``, measured first: it costs half as
-    much) *and* with transformers fp32: quantization can tip a merge that transformers
-    tolerates (seen here: 0.121 with transformers, 0.152 with ct2 int8).
+    The newest checkpoint goes first and each checkpoint's scales largest first. A
+    checkpoint's scan stops at its first scale that keeps the guard (smaller scales forget
+    less but learn less: that merge has the lowest subset CER of the checkpoint's merges
+    that keep it), or at a scale that misses ``cfg.target_cer`` once some merge has reached
+    it (smaller ones would miss it too); the whole search stops at the first merge that
+    meets both bounds (guard kept, subset CER within the target). Every merge stays on disk
+    until :func:`choose_merge` has chosen.
 
     Args:
-        baselines: the base model's guard result per backend name, ``"transformers"``
-            and ``"ct2"`` (:class:`GuardResult`).
+        baseline: the base model's guard result with CTranslate2 (:class:`GuardResult`).
 
     Returns:
-        ``(scale, [(scale, {backend: guard CER}, {backend: PairedBootstrap}), ...])``; the smallest scale tried when
-        none keeps the guard (with a warning). With ``keep``, the merge at the scale that
-        kept the guard stays in ``work/scale-<scale>/merged``.
+        the merges tried, in the order tried (the trade-off curve's points).
     """
     from whisper_finetune.models.convert import convert_to_ct2
     from whisper_finetune.training.merge import merge_adapter
 
-    hf, ct2 = backends(cfg)
-    tried = []
-    for scale in cfg.merge_scales:
-        folder = work / f"scale-{scale:.2f}"
-        # a trial merge: word-timestamp heads are not what the guard judges (and choosing
-        # them costs minutes a merge on a CPU)
-        merged = merge_adapter(
-            adapter,
-            folder / "merged",
-            overwrite=True,
-            alignment_heads=False,
-            **cfg.merge_weights(scale),
-        )
-        values, intervals, passed = {}, {}, {}
-        # CTranslate2 int8 first: half the cost of transformers fp32 on a CPU, and the
-        # backend quantization tips; transformers only for a merge it keeps
-        converted = convert_to_ct2(
-            merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
-        )
-        [r] = evaluate_model(str(converted), ct2, {folder / "eval-ct2": guard_manifest}, cfg)
-        shutil.rmtree(converted, ignore_errors=True)
-        values["ct2"] = r.value
-        passed["ct2"], intervals["ct2"] = guard_verdict(baselines["ct2"], GuardResult.of(r), cfg)
-        if passed["ct2"]:
-            [r] = evaluate_model(
-                str(merged), hf, {folder / "eval-transformers": guard_manifest}, cfg
+    _, ct2 = backends(cfg)
+    points = []
+    for checkpoint in sorted(checkpoints, key=_step, reverse=True):
+        for scale in cfg.merge_scales:
+            folder = work / checkpoint.name / f"scale-{scale:.2f}"
+            # a trial merge: word-timestamp heads are not what the guard judges (and choosing
+            # them costs minutes a merge on a CPU)
+            merged = merge_adapter(
+                str(checkpoint),
+                folder / "merged",
+                overwrite=True,
+                alignment_heads=False,
+                **cfg.merge_weights(scale),
             )
-            values["transformers"] = r.value
-            passed["transformers"], intervals["transformers"] = guard_verdict(
-                baselines["transformers"], GuardResult.of(r), cfg
+            converted = convert_to_ct2(
+                merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
             )
-        tried.append((scale, values, intervals))
-        logger.info(
-            "merge scale %.2f: guard CER change %s",
-            scale,
-            {k: v.describe() for k, v in intervals.items()},
-        )
-        kept = all(passed.get(k, False) for k in baselines)
-        if not (kept and keep):
-            shutil.rmtree(merged, ignore_errors=True)
-        if kept:
-            return scale, tried
-    logger.warning("no merge scale kept the guard; using the smallest, %.2f", cfg.merge_scales[-1])
-    return cfg.merge_scales[-1], tried
+            guard, subset = evaluate_model(
+                str(converted),
+                ct2,
+                {folder / "eval-guard": guard_manifest, folder / "eval-subset": subset_manifest},
+                cfg,
+            )
+            shutil.rmtree(converted, ignore_errors=True)
+            kept, interval = guard_verdict(baseline, GuardResult.of(guard), cfg)
+            point = MergePoint(checkpoint, scale, guard.value, interval, kept, subset.value, merged)
+            points.append(point)
+            logger.info(
+                "%s at merge scale %.2f: guard change %s (%s), test subset CER %.3f",
+                checkpoint.name,
+                scale,
+                interval.describe(),
+                "kept" if kept else "broken",
+                subset.value,
+            )
+            if kept and point.meets(cfg.target_cer):
+                return points
+            if kept:
+                break
+            # a smaller scale learns less: once one merge reaches the target, this
+            # checkpoint's smaller scales can only add points that miss it
+            if not point.meets(cfg.target_cer) and any(p.meets(cfg.target_cer) for p in points):
+                break
+    return points
 
 
-def choose_checkpoint_and_scale(
-    checkpoints: list[Path],
-    guard_manifest: str,
-    baselines: dict[str, float],
-    cfg: DemoConfig,
-    work: Path,
-    subset_manifest: str,
-):
-    """The checkpoint and merge scale that keep the guard with the lowest test-subset CER.
+def _step(checkpoint: Path) -> int:
+    """The step of a ``checkpoint-N`` folder (another name: after every numbered one)."""
+    tail = checkpoint.name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else 1 << 62
 
-    For each checkpoint, :func:`choose_merge_scale` finds the largest scale that keeps the
-    guard on every backend; that merge is scored on the test subset with transformers, and
-    the lowest CER wins (a tie goes to the later checkpoint). A checkpoint whose every scale
-    breaks the guard is not a candidate. An earlier checkpoint can win: on the demo's
-    rank-32 adapter, checkpoint 30 of 60 merged at 0.5 gave synthetic 0.136 / real speech 0.114,
-    where checkpoint 60 kept the guard only at 0.3, giving 0.206 / 0.114
-    (``benchmarks/forgetting.py --cuts_of``).
 
-    Returns:
-        ``(checkpoint, scale, merged, rows)``: the winner and its merged folder, or ``(None,
-        smallest scale, None, rows)`` with a warning when no checkpoint kept the guard;
-        ``rows`` has one dict per checkpoint (``checkpoint``, ``scale``, ``tried``,
-        ``kept``, ``subset_cer``).
+def choose_merge(points: list[MergePoint], cfg: DemoConfig) -> tuple[MergePoint, str]:
+    """The merge to keep, and why, by the first rule that has a candidate:
+
+    1. both bounds met (guard kept, test subset CER within ``cfg.target_cer``): the lowest
+       subset CER;
+    2. the target reached but no merge keeps the guard with it: the one that forgets least
+       (the smallest guard change) among those that reach the target;
+    3. the guard kept but the target out of reach: the lowest subset CER among those;
+    4. neither: the lowest subset CER of all (the merge that learned most; the report
+       says that no bound was met).
+
+    A tie goes to the merge tried first (the newer checkpoint, the larger scale).
     """
-    hf, _ = backends(cfg)
-    rows, best = [], None
-    for checkpoint in checkpoints:
-        folder = work / checkpoint.name
-        scale, tried = choose_merge_scale(
-            str(checkpoint), guard_manifest, baselines, cfg, folder, keep=True
+    target = cfg.target_cer
+    both = [p for p in points if p.kept and p.meets(target)]
+    if both:
+        return min(both, key=lambda p: p.subset_cer), "meets both bounds"
+    reach = [p for p in points if p.meets(target)]
+    if reach:
+        chosen = min(reach, key=lambda p: p.interval.difference)
+        return chosen, (
+            f"no merge kept the guard at test-subset CER <= {target}: of those that reach it, "
+            "the one that forgets least"
         )
-        merged = folder / f"scale-{scale:.2f}" / "merged"
-        row = {
-            "checkpoint": checkpoint,
-            "scale": scale,
-            "tried": tried,
-            "kept": merged.is_dir(),
-            "subset_cer": None,
-        }
-        rows.append(row)
-        if not row["kept"]:
-            continue
-        [r] = evaluate_model(str(merged), hf, {folder / "eval-subset": subset_manifest}, cfg)
-        row["subset_cer"] = r.value
-        logger.info("%s at scale %.2f: test subset CER %.3f", checkpoint.name, scale, r.value)
-        if best is None or r.value <= best["subset_cer"]:
-            if best is not None:
-                shutil.rmtree(best["merged"], ignore_errors=True)
-            best = {**row, "merged": merged}
-        else:
-            shutil.rmtree(merged, ignore_errors=True)
-    if best is None:
-        logger.warning("no checkpoint kept the guard at any merge scale")
-        return None, cfg.merge_scales[-1], None, rows
-    return best["checkpoint"], best["scale"], best["merged"], rows
+    kept = [p for p in points if p.kept]
+    if kept:
+        why = f"no merge reached test-subset CER {target}" if target is not None else "no target"
+        return min(kept, key=lambda p: p.subset_cer), (
+            f"{why}: of those that keep the guard, the lowest test-subset CER"
+        )
+    return min(points, key=lambda p: p.subset_cer), (
+        "no merge kept the guard or reached the target: the lowest test-subset CER"
+    )

@@ -5,11 +5,14 @@ Plots are drawn with matplotlib's Agg backend (no display needed):
 - ``loss.png``: training loss (and eval loss / CER when logged) against optimizer steps;
 - ``time-to-cer.png``: the test subset's and the guard set's CER against training seconds;
 - ``cer.png``: CER before and after fine-tuning, per backend and test set;
-- ``rtf.png``: real-time factor per model and backend.
+- ``rtf.png``: real-time factor per model and backend;
+- ``tradeoff.png``: every trial merge's guard change against its test-subset CER (the
+  trade-off between learning the new domain and forgetting real speech).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +52,9 @@ class Report:
     per_kind: list[tuple[str, str, str, int, int, float]] = field(default_factory=list)
     # (stage, backend) -> the guard set's per-clip counts (demo.measure.GuardResult)
     guard_clips: dict[tuple[str, str], object] = field(default_factory=dict)
+    # the trial merges ({"checkpoint", "scale", "guard_cer", "guard_change", "guard_low",
+    # "guard_high", "guard_kept", "subset_cer", "chosen"}), in the order tried
+    tradeoff: list[dict] = field(default_factory=list)
 
     def find(self, stage: str, backend: str, dataset: str) -> Measurement | None:
         for m in self.measurements:
@@ -184,6 +190,77 @@ def plot_curve(curve: list[dict], path: Path, target: float = 0.10) -> Path | No
     return path
 
 
+def tradeoff_table(report: Report) -> str:
+    rows = [
+        [
+            p["checkpoint"],
+            f"{p['scale']:.2f}",
+            f"{p['subset_cer']:.3f}",
+            f"{p['guard_cer']:.3f}",
+            f"{p['guard_change']:+.4f} ({p['guard_low']:+.4f} to {p['guard_high']:+.4f})",
+            "kept" if p["guard_kept"] else "broken",
+            "**chosen**" if p["chosen"] else "",
+        ]
+        for p in report.tradeoff
+    ]
+    return _table(
+        [
+            "checkpoint",
+            "merge scale",
+            "test subset CER",
+            "guard CER",
+            "guard change (95%)",
+            "guard",
+            "",
+        ],
+        rows,
+    )
+
+
+def plot_tradeoff(
+    points: list[dict], path: Path, target: float | None, allowed: float | None
+) -> Path | None:
+    """Guard change against test-subset CER, one line per checkpoint through its scales."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for checkpoint in dict.fromkeys(p["checkpoint"] for p in points):
+        mine = [p for p in points if p["checkpoint"] == checkpoint]
+        ax.errorbar(
+            [p["subset_cer"] for p in mine],
+            [p["guard_change"] for p in mine],
+            yerr=[
+                [p["guard_change"] - p["guard_low"] for p in mine],
+                [p["guard_high"] - p["guard_change"] for p in mine],
+            ],
+            fmt="o-",
+            capsize=3,
+            label=Path(checkpoint).name,
+        )
+        for p in mine:
+            ax.annotate(f"{p['scale']:.2f}", (p["subset_cer"], p["guard_change"]), fontsize=8)
+    for p in points:
+        if p["chosen"]:
+            ax.plot(p["subset_cer"], p["guard_change"], "k*", markersize=14, label="chosen")
+    if allowed is not None:
+        ax.axhline(allowed, color="grey", linestyle=":", label=f"guard +{allowed}")
+    if target is not None:
+        ax.axvline(target, color="tab:green", linestyle=":", label=f"target CER {target}")
+    ax.set_xlabel("test subset CER (lower: learned more)")
+    ax.set_ylabel("guard CER change vs base (lower: forgot less)")
+    ax.set_title("Trial merges: learning against forgetting (labels: merge scale)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def rtf_table(report: Report) -> str:
     rows = [[m.stage, m.backend, m.dataset, f"{m.rtf:.3f}"] for m in report.measurements]
     return _table(["model", "backend", "test set", "real-time factor"], rows)
@@ -280,6 +357,12 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
             "real-time factor",
             "Speed (lower is faster)",
         ),
+        "tradeoff": plot_tradeoff(
+            report.tradeoff,
+            out_dir / "tradeoff.png",
+            report.settings.get("target_cer"),
+            report.settings.get("guard_max_increase"),
+        ),
     }
     parts = [f"# {report.title}", "", "## Error rates", "", cer_table(report), ""]
     changes = guard_change_lines(report)
@@ -299,6 +382,17 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
         parts += ["## Real speech (guard set) per source kind", "", per_kind_table(report), ""]
     if report.per_clip:
         parts += ["## Real speech (guard set) per clip", "", per_clip_table(report), ""]
+    if report.tradeoff:
+        parts += [
+            "## Trial merges: learning against forgetting",
+            "",
+            "Each saved checkpoint merged at the scales tried (newest first, largest scale "
+            "first), scored with the backend and beam of the guard; the bars of the plot are "
+            "the guard change's 95% paired-bootstrap interval.",
+            "",
+            tradeoff_table(report),
+            "",
+        ]
     reached = time_to_target(report.curve)
     if report.curve:
         when = f"{reached:.0f} training seconds" if reached is not None else "not reached"
@@ -325,6 +419,10 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     for name, p in plots.items():
         if p is not None:
             parts += [f"![{name}]({p.name})", ""]
+    if report.tradeoff:
+        (out_dir / "tradeoff.json").write_text(
+            json.dumps(report.tradeoff, indent=1), encoding="utf-8"
+        )
     md = out_dir / "report.md"
     md.write_text("\n".join(parts), encoding="utf-8")
     logger.info("report written to %s", md)
