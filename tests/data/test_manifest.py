@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -109,6 +110,30 @@ def test_write_manifest_round_trip(tmp_path):
     assert not list(out.parent.glob("*.tmp"))
 
 
+def test_prompt_field_parses_and_round_trips(tmp_path):
+    """A record's own ``prompt`` (for prompt-conditioned training) is kept, not dropped."""
+    records = read_manifest(
+        write_jsonl(
+            tmp_path / "in.jsonl",
+            [
+                {**FULL, "prompt": "会议记录：张三发言"},
+                MINIMAL,
+                {**MINIMAL, "prompt": None},
+                {**MINIMAL, "prompt": "  "},  # blank: no prompt of its own
+            ],
+        )
+    )
+    assert [r.prompt for r in records] == ["会议记录：张三发言", None, None, None]
+    out = tmp_path / "out" / "copy.jsonl"
+    write_manifest(records, out)
+    assert read_manifest(out) == records
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert written[0]["prompt"] == "会议记录：张三发言"
+    assert ["prompt" in w for w in written] == [True, False, False, False]
+    # the prompt is part of a record's identity: records differing in it are not equal
+    assert records[1] != dataclasses.replace(records[1], prompt="别的")
+
+
 def test_round_trip_keeps_unicode_line_separators(tmp_path):
     # json.dumps(ensure_ascii=False) leaves U+2028 / U+0085 raw inside strings; they
     # must not split a JSON Lines record.
@@ -172,6 +197,8 @@ BAD_LINES = [
         "text",
     ),
     ('{"audio": {"path": "a.wav"}, "sentence": "x", "language": 7}', "language"),
+    ('{"audio": {"path": "a.wav"}, "sentence": "x", "prompt": 3}', "prompt"),
+    ('{"audio": {"path": "a.wav"}, "sentence": "x", "prompt": ["上一句"]}', "prompt"),
 ]
 
 

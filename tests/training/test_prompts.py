@@ -3,7 +3,9 @@ within the 448-token limit; previous slices and phrase files as sources (tiny mo
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,13 +13,15 @@ import torch
 from finetune_data import small_config, write_manifest
 
 from whisper_finetune.data.collator import WhisperCollator
-from whisper_finetune.data.manifest import Record
+from whisper_finetune.data.manifest import Record, read_manifest
 from whisper_finetune.training.prompts import (
     IGNORE_INDEX,
     MAX_PROMPT_TOKENS,
     PromptCollator,
     PromptedDataset,
     PromptSource,
+    attach_prompts,
+    own_prompts,
     previous_texts,
     prompt_ids,
     read_phrases,
@@ -108,6 +112,78 @@ def test_previous_slice_of_the_same_recording_is_the_prompt():
     assert PromptSource(records)(4, rng) is None
 
 
+class Data(list):
+    """A dataset stand-in: samples by index, its records, an epoch."""
+
+    epoch = 0
+    records: list = []
+
+
+def test_a_records_own_prompt_comes_first(tokenizer):
+    records = [
+        Record("a.wav", "第一句", start_time=0.0, end_time=2.8),
+        Record("a.wav", "第二句", start_time=3.0, end_time=6.0, prompt="会议记录：张三发言"),
+        Record("a.wav", "第三句", start_time=6.2, end_time=8.0),
+        Record("c.wav", "整段", prompt=" 术语丙 "),
+    ]
+    assert own_prompts(records) == {1: "会议记录：张三发言", 3: "术语丙"}
+    assert previous_texts(records) == {1: "第一句", 2: "第二句"}
+    source = PromptSource(records, ["术语甲"])
+    rng = np.random.default_rng(0)
+    # the own prompt wins over both the previous slice and the phrase file, every time
+    assert {source(1, rng) for _ in range(30)} == {"会议记录：张三发言"}
+    assert {source(3, rng) for _ in range(30)} == {"术语丙"}
+    assert {source(2, rng) for _ in range(40)} == {"第二句", "术语甲"}  # as before
+    # the seeded draws of the other records are exactly those of a manifest without prompts
+    label = [SOT, ZH, TRANSCRIBE, NTS, 11, 12, EOT]
+    samples = Data({"labels": label} for _ in records)
+    without = [dataclasses.replace(r, prompt=None) for r in records]
+    for seed in range(5):
+        mixed = PromptedDataset(samples, source, tokenizer, ratio=0.5, seed=seed)
+        plain = PromptedDataset(
+            samples, PromptSource(without, ["术语甲"]), tokenizer, ratio=0.5, seed=seed
+        )
+        for i in (0, 2):
+            assert mixed[i].get("prompt_ids") == plain[i].get("prompt_ids")
+        # whether a record is prompted is the same --prompt_ratio draw; only the text differs
+        for i in (1, 3):
+            assert ("prompt_ids" in mixed[i]) == ("prompt_ids" in plain[i])
+
+
+def test_a_manifest_prompt_reaches_the_decoder_input_with_no_loss(tmp_path, tokenizer):
+    path = tmp_path / "train.jsonl"
+    lines = [
+        {"audio": {"path": "a.wav"}, "sentence": "你好", "prompt": "会议记录：张三发言"},
+        {"audio": {"path": "b.wav"}, "sentence": "再见"},
+    ]
+    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), "utf-8")
+    label = [SOT, ZH, TRANSCRIBE, NTS, 11, 12, EOT]
+    features = np.zeros((80, 3000), np.float32)
+    data = Data({"input_features": features, "labels": label} for _ in lines)
+    data.records = read_manifest(path)
+    cfg = SimpleNamespace(prompt_ratio=1.0, prompt_file=None, train_data=str(path), seed=0)
+    # neither slices nor a phrase file: the records' own prompts are enough
+    prompted = attach_prompts(cfg, data, tokenizer)
+    first, second = prompted[0], prompted[1]
+    assert "prompt_ids" not in second  # no prompt of its own and nothing else to draw
+    want = [
+        tokenizer.convert_tokens_to_ids("<|startofprev|>"),
+        *tokenizer.encode(" 会议记录：张三发言", add_special_tokens=False),
+    ]
+    assert first["prompt_ids"] == want
+    batch = PromptCollator(WhisperCollator(SOT))([first, second])
+    n = len(want)
+    assert batch["decoder_input_ids"][0].tolist() == want + label[:-1]
+    assert batch["labels"][0].tolist() == [IGNORE_INDEX] * n + label[1:]
+    m = len(label) - 1
+    assert batch["decoder_input_ids"][1, :m].tolist() == label[:-1]
+    assert batch["labels"][1].tolist() == label[1:] + [IGNORE_INDEX] * n
+    # without the prompt field the same manifest is refused, naming what is missing
+    data.records = [dataclasses.replace(r, prompt=None) for r in data.records]
+    with pytest.raises(ValueError, match="no record with a 'prompt' field.*--prompt_file"):
+        attach_prompts(cfg, data, tokenizer)
+
+
 def test_prompt_file_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         read_phrases(tmp_path / "nope.txt")
@@ -125,9 +201,6 @@ def test_ratio_draws_a_share_and_spares_no_speech(tokenizer):
     samples = [{"labels": [SOT, ZH, TRANSCRIBE, NTS, 11, EOT]}] * 200 + [
         {"labels": [SOT, 50362, EOT]}
     ]
-
-    class Data(list):
-        epoch = 0
 
     source = PromptSource([Record("x.wav", "x")] * 201, ["术语"])
     data = PromptedDataset(Data(samples), source, tokenizer, ratio=0.3, seed=0)

@@ -4,7 +4,12 @@ One record per utterance::
 
     {"audio": {"path": "a.wav", "start_time": 1.0, "end_time": 3.5},
      "duration": 2.5, "sentence": "你好", "language": "zh",
-     "sentences": [{"start": 0.0, "end": 2.5, "text": "你好"}]}
+     "sentences": [{"start": 0.0, "end": 2.5, "text": "你好"}],
+     "prompt": "上一句或领域词语"}
+
+``prompt`` is optional: the text a prompt-conditioned fine-tune (``--prompt_ratio``,
+:mod:`whisper_finetune.training.prompts`) puts in front of this utterance when it draws
+one for it, before the previous slice's text or ``--prompt_file``'s phrases.
 
 Both a JSON list (the original ``.json`` files) and JSON Lines are read; the format is
 detected from the content, not the extension. JSON Lines are read lazily: an index of
@@ -60,6 +65,8 @@ class Record:
     end_time: float | None = None
     sentences: tuple[TimedText, ...] = ()
     language: str | None = None
+    # text before this utterance, for prompt-conditioned training (None: no prompt of its own)
+    prompt: str | None = None
     # where the record came from, for error messages: "manifest.jsonl:12"
     origin: str = field(default="", compare=False)
 
@@ -83,6 +90,8 @@ class Record:
             ]
         if self.language:
             out["language"] = self.language
+        if self.prompt is not None:
+            out["prompt"] = self.prompt
         return out
 
 
@@ -157,6 +166,9 @@ def parse_record(obj: Any, where: str, base_dir: str | os.PathLike = ".") -> Rec
             f"{where}: field 'language': {language!r} is not a Whisper language code or name "
             "(zh, en, ja, ..., or chinese, mandarin, ...)"
         )
+    prompt = obj.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise ManifestError(f"{where}: field 'prompt' must be a string, got {prompt!r}")
     return Record(
         audio_path=path,
         sentence=sentence,
@@ -165,6 +177,8 @@ def parse_record(obj: Any, where: str, base_dir: str | os.PathLike = ".") -> Rec
         end_time=end,
         sentences=tuple(sentences),
         language=language or None,
+        # a blank prompt is no prompt: the record then draws one like any other
+        prompt=prompt if prompt and prompt.strip() else None,
         origin=where,
     )
 

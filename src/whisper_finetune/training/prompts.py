@@ -9,6 +9,8 @@ all feed it such a prompt. A fine-tune that never sees one can lose the skill (l
 decoding with previous-text conditioning then loops or drifts). With ``--prompt_ratio``,
 that share of the training samples gets a prompt:
 
+* the record's **own** ``prompt`` field (a manifest record may carry
+  ``"prompt": "..."``: the text before it, or its domain's terms), when it has one; else
 * the text of the **previous slice of the same recording** (records that are slices,
   ``start_time``/``end_time``, of one audio file, as ``prepare wenetspeech`` and long
   recordings give), when there is one; else
@@ -66,12 +68,16 @@ def read_phrases(path: str | os.PathLike) -> list[str]:
     return phrases
 
 
-def previous_texts(records: Sequence) -> dict[int, str]:
-    """Record index -> the text of the slice just before it in the same audio file."""
+def _scan(records: Sequence) -> tuple[dict[int, str], dict[int, str]]:
+    """One pass over the records (a lazy manifest parses each line once): record index ->
+    its own ``prompt`` field, and record index -> the previous slice's text."""
     from whisper_finetune.data.dataset import plain_text
 
+    own = {}
     slices = defaultdict(list)
     for i, record in enumerate(records):
+        if record.prompt and record.prompt.strip():
+            own[i] = record.prompt.strip()
         if record.start_time is not None:
             slices[record.audio_path].append((record.start_time, record.end_time, i))
     out = {}
@@ -83,11 +89,23 @@ def previous_texts(records: Sequence) -> dict[int, str]:
             text = plain_text(records[j]).strip()
             if text:
                 out[i] = text
-    return out
+    return own, out
+
+
+def own_prompts(records: Sequence) -> dict[int, str]:
+    """Record index -> the record's own ``prompt`` field (records that have one)."""
+    return _scan(records)[0]
+
+
+def previous_texts(records: Sequence) -> dict[int, str]:
+    """Record index -> the text of the slice just before it in the same audio file."""
+    return _scan(records)[1]
 
 
 class PromptSource:
-    """The prompt text for a training record, or None when it has none.
+    """The prompt text for a training record, or None when it has none: the record's own
+    ``prompt`` field first (always, when it has one; no draw), else the previous slice's
+    text or phrases (half and half when there are both), else phrases.
 
     Args:
         records: the training records (the dataset's, same order).
@@ -96,11 +114,14 @@ class PromptSource:
     """
 
     def __init__(self, records: Sequence, phrases: Sequence[str] = (), max_phrases: int = 5):
-        self.previous = previous_texts(records)
+        self.own, self.previous = _scan(records)
         self.phrases = list(phrases)
         self.max_phrases = max_phrases
 
     def __call__(self, index: int, rng: np.random.Generator) -> str | None:
+        own = self.own.get(index)
+        if own:
+            return own
         previous = self.previous.get(index)
         if previous and (not self.phrases or rng.random() < 0.5):
             return previous
@@ -203,14 +224,17 @@ def attach_prompts(cfg, train_dataset, tokenizer):
         return train_dataset
     phrases = read_phrases(cfg.prompt_file) if cfg.prompt_file else []
     source = PromptSource(train_dataset.records, phrases)
-    if not source.previous and not phrases:
+    if not source.own and not source.previous and not phrases:
         raise ValueError(
-            f"--prompt_ratio={cfg.prompt_ratio}: {cfg.train_data} has no consecutive slices of "
-            "one recording to take previous text from; give --prompt_file"
+            f"--prompt_ratio={cfg.prompt_ratio}: {cfg.train_data} has no record with a 'prompt' "
+            "field and no consecutive slices of one recording to take previous text from; "
+            "give --prompt_file"
         )
     logger.info(
-        "prompts for %.0f%% of training samples: %d records have a previous slice, %d phrases",
+        "prompts for %.0f%% of training samples: %d records have their own prompt, "
+        "%d a previous slice, %d phrases",
         100 * cfg.prompt_ratio,
+        len(source.own),
         len(source.previous),
         len(phrases),
     )
