@@ -302,3 +302,36 @@ def test_the_buffer_limit_counts_24khz_audio_in_seconds(speech):
                       "audio": base64.b64encode(speech[: 24000 * 2 // 2]).decode()})  # fmt: skip
         ws.send_json({"type": "input_audio_buffer.clear"})
         assert ws.receive_json()["type"] == "input_audio_buffer.cleared"
+
+
+def test_a_long_turn_after_another_is_transcribed():
+    """A turn is decoded after up to 10 s of the previous turn (context) and at most 28 s
+    in all; past that the start was a float and slicing the audio at it failed
+    (``TypeError: slice indices must be integers``): the partials of a turn longer than
+    18 s after another failed, and the item with them."""
+    from whisper_finetune.assets import real_zh_dev_manifest
+    from whisper_finetune.data.manifest import read_manifest
+
+    records = read_manifest(real_zh_dev_manifest())[:7]  # seven distinct clips, 53 s
+    audio = np.concatenate([load_audio(r.audio_path) for r in records])
+    pcm16 = (audio * 32767).astype("<i2").tobytes()
+    fake = Growing()
+    client = TestClient(create_app(fake, DecodeOptions(language="zh")), base_url="http://127.0.0.1")
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}})  # fmt: skip
+        assert ws.receive_json()["type"] == "session.updated"
+        for chunk in _chunks(pcm16, ms=1000, rate=16000):
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        ws.send_json({"type": "input_audio_buffer.commit"})
+        events, ends = [], (DONE, "conversation.item.input_audio_transcription.failed")
+        while sum(e["type"] in ends for e in events) < 2:  # two items, done or failed
+            events.append(ws.receive_json())
+    failed = [e for e in events if e["type"] == ends[1]]
+    assert not failed, failed
+    done = [e for e in events if e["type"] == DONE]
+    # the first turn is committed at 28 s; the second, 24 s, decoded with 4 s of context
+    assert done[0]["usage"]["seconds"] >= 28.0 and done[1]["usage"]["seconds"] > 18.0, done
+    assert max(fake.seconds) <= 28.0 + 1.0, fake.seconds  # no decode past one window
+    assert all(e["transcript"] for e in done), done

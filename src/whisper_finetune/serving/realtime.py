@@ -287,7 +287,7 @@ class Session:
                                       vad_filter=False)  # fmt: skip
         start = turn.start
         if not options.without_timestamps:
-            start = min(start, max(turn.context, end - MAX_TURN_SECONDS * SAMPLE_RATE))
+            start = min(start, max(turn.context, end - int(MAX_TURN_SECONDS * SAMPLE_RATE)))
         samples, state, cancel, normalize = (
             self.clip(start, end),
             self.state,
