@@ -67,3 +67,18 @@ def test_bad_config_and_bad_audio(tmp_path):
     write_manifest([Record(str(tmp_path / "broken.wav"), "字", 1.0)], manifest)
     with pytest.raises(ValueError, match="broken.wav"):
         pack_manifest(PackConfig(str(manifest), str(tmp_path / "out.jsonl")))
+
+
+def test_a_window_carries_its_first_utterances_prompt(tmp_path):
+    """The text before a window is the text before its first utterance: its ``prompt``."""
+    manifest = _corpus(tmp_path, [3, 3, 3], ["一", "二", "三"])
+    records = [
+        r if i else Record(r.audio_path, r.sentence, r.duration, language="zh", prompt="会议")
+        for i, r in enumerate(read_manifest(manifest))
+    ]
+    write_manifest(records, manifest)
+    result = pack_manifest(
+        PackConfig(str(manifest), str(tmp_path / "out.jsonl"), max_duration=30, shuffle=False)
+    )
+    [window] = read_manifest(result.output)
+    assert window.sentence == "一二三" and window.prompt == "会议"

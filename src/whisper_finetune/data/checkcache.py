@@ -24,7 +24,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".checked.json"
-VERSION = 1
+VERSION = 2  # 2: records gained 'prompt' (a non-string one is an error)
 _CHUNK = 1 << 20
 _HINT_RECORDS = 10_000  # from this many records, say how to avoid decoding them per rank
 

@@ -212,7 +212,13 @@ def pack_manifest(config: PackConfig) -> PackResult:
         write_wav(path, np.concatenate(pieces))
         out.append(
             Record(
-                str(path), text, round(t, 3), sentences=tuple(sentences), language=language or None
+                str(path),
+                text,
+                round(t, 3),
+                sentences=tuple(sentences),
+                language=language or None,
+                # the text before the window is the text before its first utterance
+                prompt=items[0][0].prompt,
             )
         )
         n_windows += 1

@@ -155,7 +155,15 @@ def audio_records(source: str | os.PathLike) -> list[Record]:
             obj = dict(obj, sentence="")
         record = parse_record(obj, w, base)
         records.append(
-            Record(record.audio_path, "", None, record.start_time, record.end_time, origin=w)
+            Record(
+                record.audio_path,
+                "",
+                None,
+                record.start_time,
+                record.end_time,
+                prompt=record.prompt,
+                origin=w,
+            )
         )
     if not records:
         raise ValueError(f"{path}: the manifest has no records")
@@ -299,6 +307,7 @@ def pseudo_label(
                         r.start_time,
                         r.end_time,
                         language=cfg.language,
+                        prompt=r.prompt,
                     )
                 )
     dropped: dict[str, int] = {}
