@@ -35,14 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from whisper_finetune.data.inputs import require_file, whisper_language
-from whisper_finetune.data.lineindex import BOM, LineIndex
+from whisper_finetune.data.inputs import (
+    ManifestError,
+    is_json_list,
+    load_json_list,
+    require_file,
+    whisper_language,
+)
+from whisper_finetune.data.lineindex import LineIndex
 
 logger = logging.getLogger(__name__)
-
-
-class ManifestError(ValueError):
-    """A manifest record is malformed; the message names file, line and field."""
 
 
 @dataclass(frozen=True)
@@ -209,37 +211,6 @@ def _decode(data: bytes, where: str) -> str:
         ) from None
 
 
-def _load_json_list(path: Path, raw: bytes) -> list:
-    """The items of a manifest written as one JSON list."""
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ManifestError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the manifest as UTF-8"
-        ) from None
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-    except RecursionError:
-        raise ManifestError(f"{path}: invalid JSON: nested too deeply") from None
-    if not isinstance(items, list):
-        raise ManifestError(f"{path}: expected a JSON list or JSON Lines")
-    return items
-
-
-def _is_json_list(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(4096).removeprefix(BOM).lstrip()
-        while not head:  # a long run of leading whitespace
-            more = f.read(4096)
-            if not more:
-                return False
-            head = more.lstrip()
-    return head.startswith(b"[")
-
-
 class Manifest(Sequence):
     """The records of a manifest, built on access: a few bytes per record in memory.
 
@@ -267,8 +238,8 @@ class Manifest(Sequence):
         self._items: list | None = None
         self._positions: list[int] | None = None  # for views of a JSON list
         self._index: LineIndex | None = None
-        if _is_json_list(self.path):
-            self._items = _load_json_list(self.path, self.path.read_bytes())
+        if is_json_list(self.path):
+            self._items = load_json_list(self.path, self.path.read_bytes())
         else:
             self._index = LineIndex(self.path)
         if len(self) == 0:
