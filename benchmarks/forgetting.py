@@ -44,9 +44,9 @@ minutes a method, kd a third more)::
     nice -n 5 python benchmarks/forgetting.py --output_dir runs/replay \
         --methods today replay replay-kd
 
-Every method then goes through the demo's guarded merge: each saved checkpoint merged at the
-largest scale that keeps the guard set's CER within ``guard_max_increase`` of the base's on
-both backends, and the test subset choosing among those merges
+Every method then goes through the demo's guarded merge: saved checkpoints merged at the
+weights of ``--merge_scales``, each scored with CTranslate2 on the guard set and the dev
+split, and the merge chosen by both bounds, else the one that forgets least at the target
 (:func:`whisper_finetune.demo.demo.guarded_merge`).
 
 Usage::
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     guard, pool = _real_sets(out / "real", split=replaying)
     cfg = replace(cfg, guard_data=str(guard))
     stages = Stages()
-    train_data, test_data = build_data(cfg, out, stages)
+    train_data, dev_data, test_data = build_data(cfg, out, stages)
     replay_data = _pseudo_label(pool, out / "real", args, cfg) if pool else None
     datasets = {
         "synthetic-test": (SETS["synthetic-test"], test_data),
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         return 0
     if args.curve:
         found = {
-            m: _curve(cfg, m, args, out, train_data, test_data, datasets, hf) for m in args.methods
+            m: _curve(cfg, m, args, out, train_data, dev_data, datasets, hf) for m in args.methods
         }
         (out / "curve.json").write_text(json.dumps(found, indent=2))
         print(_curve_table(found))
@@ -230,11 +230,11 @@ def main(argv=None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         clock = TrainClock()
         result = finetune(
-            training_config(mcfg, folder / "train", train_data, test_data, **overrides),
+            training_config(mcfg, folder / "train", train_data, dev_data, **overrides),
             callbacks=[clock],
         )
         scale, adapter, merged = guarded_merge(
-            mcfg, report, folder, result, test_data, SETS["real-speech"]
+            mcfg, report, folder, result, dev_data, SETS["real-speech"]
         )
         converted = convert_to_ct2(
             merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
@@ -364,7 +364,7 @@ def _tf_cers(model: str, datasets: dict, work: Path, cfg: DemoConfig, hf) -> dic
 
 
 def _curve(
-    cfg: DemoConfig, method: str, args, out: Path, train_data, test_data, datasets, hf
+    cfg: DemoConfig, method: str, args, out: Path, train_data, dev_data, datasets, hf
 ) -> dict:
     """Train with a checkpoint every ``args.curve`` steps; merge each at each scale; measure."""
     mcfg, overrides = _method_config(cfg, method, args)
@@ -375,7 +375,7 @@ def _curve(
             replace(mcfg, eval_steps=args.curve),
             folder / "train",
             train_data,
-            test_data,
+            dev_data,
             save_total_limit=None,
             **overrides,
         )

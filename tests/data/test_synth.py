@@ -107,6 +107,22 @@ def test_select_sentences_disjoint_mixed_and_stable():
         select_sentences(sentences, dataclasses.replace(cfg, num_test=10_000))
 
 
+def test_dev_sentences_follow_the_training_ones_and_leave_them_unchanged():
+    """The dev split is the training pool's next sentences: disjoint from train and test,
+    and asking for it does not change which sentences train (the demo's training data)."""
+    sentences = list({s.text: s for s in _fake_sentences()}.values())
+    cfg = SynthConfig(num_train=30, num_test=6, min_chars=1)
+    plain = select_sentences(sentences, cfg)
+    with_dev = select_sentences(sentences, dataclasses.replace(cfg, num_dev=8))
+    assert plain["dev"] == [] and with_dev["train"] == plain["train"]
+    train, dev = {s.text for s in with_dev["train"]}, {s.text for s in with_dev["dev"]}
+    test = {s.text for s in with_dev["test"]}
+    assert len(dev) == 8 and not dev & train and not dev & test
+    assert all(split_of(t, cfg.test_fraction) == "train" for t in dev)
+    with pytest.raises(ValueError, match="num_train \\+ num_dev"):
+        select_sentences(sentences, dataclasses.replace(cfg, num_dev=10_000))
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -30,6 +30,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
         output_dir=str(tmp_path / "demo"),
         num_train=8,
         num_test=2,
+        num_dev=2,
         max_steps=2,
         eval_steps=2,
         eval_samples=2,
@@ -102,6 +103,8 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
     # where the figures come from: relative paths, seed, versions, CPU
     assert report.settings["seed"] == 0 and "transformers" in report.settings["versions"]
     assert report.settings["cpu"] and report.settings["test_data"] == "corpus/test.jsonl"
+    assert report.settings["dev_data"] == "corpus/dev.jsonl"  # the dev split chooses
+    assert "only reported" in notes
     assert str(tmp_path) not in md
     assert "total time" in capsys.readouterr().out
     # benchmarks/merge_grid.py scores merges of this finished run, so it cannot rot
@@ -194,19 +197,19 @@ def test_evaluation_token_limit_follows_the_longest_reference(tiny_model_dir):
     assert token_limit([short], str(tiny_model_dir)) == 32  # never under 32
 
 
-def _point(name, scale, change, subset, kept=None):
+def _point(name, scale, change, dev, kept=None):
     from whisper_finetune.demo.measure import MergePoint
     from whisper_finetune.evaluation.metrics import PairedBootstrap
 
     kept = change <= 0.01 if kept is None else kept
     interval = PairedBootstrap(change, change - 0.01, change + 0.01, 0.5)
-    return MergePoint(Path(name), scale, 0.12 + change, interval, kept, subset)
+    return MergePoint(Path(name), scale, 0.12 + change, interval, kept, dev)
 
 
 @pytest.mark.parametrize(
     ("points", "expected", "why"),
     [
-        # 1: both bounds met -> the lowest subset CER among those
+        # 1: both bounds met -> the lowest dev CER among those
         (
             [("c80", 1.0, 0.03, 0.08), ("c80", 0.5, 0.008, 0.095), ("c40", 0.5, 0.0, 0.097)],
             ("c80", 0.5),
@@ -218,13 +221,13 @@ def _point(name, scale, change, subset, kept=None):
             ("c80", 0.7),
             "forgets least",
         ),
-        # 3: the target out of reach -> of those that keep the guard, the lowest subset CER
+        # 3: the target out of reach -> of those that keep the guard, the lowest dev CER
         (
             [("c80", 1.0, 0.03, 0.15), ("c80", 0.5, 0.005, 0.13), ("c40", 0.5, 0.0, 0.14)],
             ("c80", 0.5),
             "no merge reached",
         ),
-        # 4: neither -> the lowest subset CER of all
+        # 4: neither -> the lowest dev CER of all
         (
             [("c80", 1.0, 0.03, 0.15), ("c80", 0.5, 0.02, 0.16)],
             ("c80", 1.0),
@@ -239,8 +242,8 @@ def _point(name, scale, change, subset, kept=None):
     ],
 )
 def test_the_merge_is_chosen_by_both_bounds_then_by_the_least_forgetting(points, expected, why):
-    """Both bounds met: the lowest subset CER; only the target reached: the least forgetting
-    of those (the issue's fallback); only the guard kept: the lowest subset CER of those."""
+    """Both bounds met: the lowest dev CER; only the target reached: the least forgetting
+    of those (the issue's fallback); only the guard kept: the lowest dev CER of those."""
     from whisper_finetune.demo.measure import choose_merge
 
     chosen, reason = choose_merge([_point(*p) for p in points], DemoConfig(target_cer=0.10))
@@ -271,7 +274,7 @@ def test_the_search_goes_newest_first_and_stops_where_the_bounds_are_met(
     ``scale_part`` names; a checkpoint's scan stops at its first scale that keeps the guard
     or, once a merge has reached the target, at one that misses it; the search stops at
     the first merge meeting both bounds; each merge scored with CTranslate2 on the guard
-    set and the test subset, its merge kept for the choice."""
+    set and the dev set, its merge kept for the choice."""
     from types import SimpleNamespace
 
     from whisper_finetune.demo import measure
@@ -305,7 +308,7 @@ def test_the_search_goes_newest_first_and_stops_where_the_bounds_are_met(
             value=sum(clips) / 1000,
             utterances=[SimpleNamespace(errors=e, ref_units=100) for e in clips],
         )
-        assert [p.name for p in manifests] == ["eval-guard", "eval-subset"]
+        assert [p.name for p in manifests] == ["eval-guard", "eval-dev"]
         return [guard, SimpleNamespace(value=subset)]
 
     monkeypatch.setattr(merge, "merge_adapter", fake_merge)
@@ -323,7 +326,7 @@ def test_the_search_goes_newest_first_and_stops_where_the_bounds_are_met(
     base = measure.GuardResult(0.1, ((10, 100),) * 10)
     checkpoints = [tmp_path / "train" / f"checkpoint-{n}" for n in (40, 80, 60)]
     points = measure.search_merges(
-        checkpoints, "guard.jsonl", base, cfg, tmp_path / "scales", "subset.jsonl"
+        checkpoints, "guard.jsonl", base, cfg, tmp_path / "scales", "dev.jsonl"
     )
     assert [(p.checkpoint.name, p.scale) for p in points] == list(plan)
     assert [p.kept for p in points] == [False, False, True, False, False, False, True]

@@ -3,31 +3,31 @@
 ``whisper-finetune demo`` (the README's first command) runs, with the embedded
 whisper-base and the built-in synthetic Mandarin corpus unless told otherwise:
 
-1. **corpus**: ``prepare synth-mandarin`` (HSK sentences spoken by espeak-ng);
+1. **corpus**: ``prepare synth-mandarin`` (HSK sentences spoken by espeak-ng): train,
+   a dev split that chooses (``--num_dev``), a test split that is only reported;
 2. **pack**: training utterances packed into <=30 s windows (Whisper pads every input to
    30 s, so packing divides the encoder's cost per utterance by about 7);
-3. **baseline**: CER of the base model with both backends (transformers fp32 and
-   CTranslate2 int8) on the test split and on real speech;
-4. **finetune**: LoRA on the encoder and the decoder, in bf16 where the CPU has it (``--anchor`` adds a
-   term that keeps the model near the base; off by default, see
-   ``benchmarks/forgetting.py``), with a test subset scored every ``eval_steps`` for the
+3. **baseline**: CER of the base model with CTranslate2 int8 (beam 5) on the test split
+   and the guard set, and with transformers fp32 (greedy) on the guard set;
+4. **finetune**: LoRA on the encoder and the decoder, in bf16 where the CPU has it
+   (``--anchor`` adds a term that keeps the model near the base; off by default, see
+   ``benchmarks/forgetting.py``), with the dev set scored every ``eval_steps`` for the
    CER-against-time curve (and the guard set too with ``--guard_curve``);
-5. **merge**: each saved checkpoint merged at the largest scale (1.0, 0.95, 0.9, ...) that keeps
-   the guard's CER within ``guard_max_increase`` of the base model's on both backends
-   (the change's paired-bootstrap interval over clips is reported beside it; a
-   scaled merge interpolates between base and adapted weights; ``--scale_part`` says whose:
-   the decoder's adapters, the encoder's kept whole), and of those the one with
-   the lowest test-subset CER (an earlier checkpoint often forgets less for what it
-   learns); without a guard, the checkpoint with the lowest test-subset CER, unscaled.
-   The guard set is the package's 48 real clips (``real-dev``, ``test.wav`` and
-   ``real-zh-dev``; ``docs/forgetting-guard.md``), scored with numerals normalised;
-   nothing trains on them, and the report gives its change per source kind;
+5. **merge**: saved checkpoints merged at the weights of ``--merge_scales``
+   (``--scale_part``: the decoder's adapters, the encoder's kept whole), each scored with
+   CTranslate2 on the guard set and the dev set (the trade-off curve), and the merge
+   chosen by both bounds (guard change within ``guard_max_increase``, dev CER within
+   ``target_cer``), else the one that forgets least at the target
+   (:func:`~whisper_finetune.demo.measure.choose_merge`). The guard set is the
+   package's 48 real clips (``real-dev``, ``test.wav`` and ``real-zh-dev``;
+   ``docs/forgetting-guard.md``), scored with numerals normalised; nothing trains on
+   them, and the report gives its change per source kind;
 6. **evaluate**, **convert** to CTranslate2 int8, **evaluate** again;
 7. **report**: ``report.md`` with tables, PNG plots, per-utterance results, and a
    one-screen summary.
 
-With ``--train_data``/``--test_data`` (and ``--base_model``) the same road runs on a
-user's manifests and model.
+With ``--train_data``/``--test_data`` (``--dev_data``, ``--base_model``) the same road
+runs on a user's manifests and model.
 """
 
 from __future__ import annotations
@@ -102,10 +102,12 @@ def _versions() -> str:
     return ", ".join(out)
 
 
-def _settings(cfg: DemoConfig, out: Path, train_cfg, test_data: str) -> dict[str, object]:
+def _settings(
+    cfg: DemoConfig, out: Path, train_cfg, dev_data: str, test_data: str
+) -> dict[str, object]:
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "overwrite")}
-    settings.update(train_data=train_cfg.train_data, test_data=test_data)
-    for key in ("train_data", "test_data", "guard_data"):
+    settings.update(train_data=train_cfg.train_data, dev_data=dev_data, test_data=test_data)
+    for key in ("train_data", "dev_data", "test_data", "guard_data"):
         if settings.get(key):
             settings[key] = _relative(settings[key], out)
     settings.update(
@@ -118,7 +120,7 @@ def _settings(cfg: DemoConfig, out: Path, train_cfg, test_data: str) -> dict[str
 
 
 def guarded_merge(
-    cfg: DemoConfig, report: Report, out: Path, result, test_data: str, guard_name: str
+    cfg: DemoConfig, report: Report, out: Path, result, dev_data: str, guard_name: str
 ):
     """Choose the checkpoint and merge scale (:func:`~whisper_finetune.demo.measure.search_merges`
     and :func:`~whisper_finetune.demo.measure.choose_merge`), record the trade-off curve and
@@ -131,9 +133,9 @@ def guarded_merge(
     _, ct2 = backends(cfg)
     baseline = report.guard_clips[("base", ct2.label)]
     checkpoints = complete_checkpoints(result.output_dir) or [Path(result.final_dir)]
-    subset = out / "scales" / "test-subset.jsonl"
-    write_manifest(list(read_manifest(test_data))[: cfg.eval_samples or None], subset)
-    points = search_merges(checkpoints, cfg.guard_data, baseline, cfg, out / "scales", str(subset))
+    dev = out / "scales" / "dev.jsonl"
+    write_manifest(list(read_manifest(dev_data))[: cfg.eval_samples or None], dev)
+    points = search_merges(checkpoints, cfg.guard_data, baseline, cfg, out / "scales", str(dev))
     chosen, why = choose_merge(points, cfg)
     part = (
         "the decoder's adapters, the encoder's whole"
@@ -149,7 +151,7 @@ def guarded_merge(
             "guard_low": p.interval.low,
             "guard_high": p.interval.high,
             "guard_kept": p.kept,
-            "subset_cer": p.subset_cer,
+            "dev_cer": p.dev_cer,
             "chosen": p is chosen,
         }
         for p in points
@@ -157,17 +159,17 @@ def guarded_merge(
     report.notes.append(
         f"merges tried ({part}; {ct2.label}, beam {cfg.beam_size}; guard change against the base's "
         f"{baseline.value:.3f}, allowed +{cfg.guard_max_increase} on the {cfg.guard_rule}; "
-        f"test subset target {cfg.target_cer}): "
+        f"dev target {cfg.target_cer}): "
         + "; ".join(
             f"{_relative(p.checkpoint, out)} at {p.scale:.2f} -> guard {p.guard_cer:.3f} "
-            f"({p.interval.describe()}, {'kept' if p.kept else 'broken'}), subset {p.subset_cer:.3f}"
+            f"({p.interval.describe()}, {'kept' if p.kept else 'broken'}), dev {p.dev_cer:.3f}"
             for p in points
         )
     )
-    by_subset = _relative(result.best_checkpoint, out) if result.best_checkpoint else "-"
+    by_dev = _relative(result.best_checkpoint, out) if result.best_checkpoint else "-"
     report.notes.append(
         f"merge used: {_relative(chosen.checkpoint, out)} at scale {chosen.scale:.2f} ({why}; "
-        f"the test subset alone during training preferred {by_subset})"
+        f"the dev set alone during training preferred {by_dev})"
     )
     report.settings["checkpoint"] = _relative(chosen.checkpoint, out)
     shutil.rmtree(out / "merged", ignore_errors=True)
@@ -204,7 +206,7 @@ def _run_demo(cfg: DemoConfig) -> Report:
         if not cfg.overwrite:
             raise FileExistsError(f"{out} is not empty; pass --overwrite or another --output_dir")
         guard = None if cfg.guard_data == PACKAGE_GUARD else cfg.guard_data
-        inputs = (cfg.base_model, cfg.train_data, cfg.test_data, guard)
+        inputs = (cfg.base_model, cfg.train_data, cfg.dev_data, cfg.test_data, guard)
         check_replaceable(out, kind="demo", sources=inputs, what="--output_dir")
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -212,22 +214,30 @@ def _run_demo(cfg: DemoConfig) -> Report:
     cfg = resolve_guard_data(cfg, out)
     stages = Stages()
     report = Report(title="whisper-finetune demo")
-    train_data, test_data = build_data(cfg, out, stages)
+    train_data, dev_data, test_data = build_data(cfg, out, stages)
     datasets = {TEST_SET: ("synthetic test split", test_data)}
     if cfg.guard_data:
         datasets[GUARD_SET] = ("real speech (guard)", cfg.guard_data)
         report.notes.append(
             f"guard set: {_relative(cfg.guard_data, out)} (real speech, {len(read_manifest(cfg.guard_data))} "
-            f"clips; watched during training, it limits each checkpoint's merge scale, so its 'after' "
-            f"figure is not an independent test; nothing trains on it); test split: {_relative(test_data, out)} (its first {cfg.eval_samples} clips "
-            f"choose among the guarded merges; all of it is measured)"
+            "clips; it limits the merge, so its 'after' "
+            "figure is not an independent test; nothing trains on it)"
         )
     else:
         report.notes.append("no guard set: forgetting was not measured and no guard was used")
         logger.warning(report.notes[-1])
+    report.notes.append(
+        f"dev set: {_relative(dev_data, out)} (its first {cfg.eval_samples} clips are scored "
+        f"during training and choose the merge); test split: {_relative(test_data, out)} "
+        + (
+            "(only reported: nothing chose by it)"
+            if dev_data != test_data
+            else "(it is also the dev set: pass --dev_data for a held-out figure)"
+        )
+    )
     hf, ct2 = backends(cfg)
-    train_cfg = training_config(cfg, out / "train", train_data, test_data)
-    report.settings = _settings(cfg, out, train_cfg, test_data)
+    train_cfg = training_config(cfg, out / "train", train_data, dev_data)
+    report.settings = _settings(cfg, out, train_cfg, dev_data, test_data)
 
     report.notes.append(
         f"decoding: {ct2.label} at beam {ct2.beam_size} (the guard and the target are judged "
@@ -258,11 +268,11 @@ def _run_demo(cfg: DemoConfig) -> Report:
         scale, adapter, merged = 1.0, result.final_dir, None
         if cfg.guard_data and cfg.method != "full":
             scale, adapter, merged = guarded_merge(
-                cfg, report, out, result, test_data, datasets[GUARD_SET][0]
+                cfg, report, out, result, dev_data, datasets[GUARD_SET][0]
             )
         elif result.best_checkpoint:
             report.notes.append(
-                f"checkpoint used: {_relative(result.best_checkpoint, out)} (best by the test subset's CER)"
+                f"checkpoint used: {_relative(result.best_checkpoint, out)} (best by the dev set's CER)"
             )
         if cfg.method == "full":
             merged = result.final_dir

@@ -192,12 +192,12 @@ class MergePoint:
     guard_cer: float  # on the guard set
     interval: object  # the guard change's PairedBootstrap against the base model
     kept: bool  # the guard's verdict (guard_verdict)
-    subset_cer: float  # on the test subset
+    dev_cer: float  # on the dev set
     merged: Path | None = None  # the merge's folder while it may still be chosen
 
     def meets(self, target: float | None) -> bool:
-        """Whether the test subset's CER reaches ``target`` (no target: never)."""
-        return target is not None and self.subset_cer <= target + 1e-9
+        """Whether the dev set's CER reaches ``target`` (no target: never)."""
+        return target is not None and self.dev_cer <= target + 1e-9
 
 
 def search_merges(
@@ -206,17 +206,17 @@ def search_merges(
     baseline: GuardResult,
     cfg: DemoConfig,
     work: Path,
-    subset_manifest: str,
+    dev_manifest: str,
 ) -> list[MergePoint]:
     """Merge each checkpoint at the scales of ``cfg.merge_scales`` and score every merge with
-    CTranslate2 (``cfg.quantization``, the deployed form) on the guard set and the test subset.
+    CTranslate2 (``cfg.quantization``, the deployed form) on the guard set and the dev set.
 
     The newest checkpoint goes first and each checkpoint's scales largest first. A
     checkpoint's scan stops at its first scale that keeps the guard (smaller scales forget
-    less but learn less: that merge has the lowest subset CER of the checkpoint's merges
+    less but learn less: that merge has the lowest dev CER of the checkpoint's merges
     that keep it), or at a scale that misses ``cfg.target_cer`` once some merge has reached
     it (smaller ones would miss it too); the whole search stops at the first merge that
-    meets both bounds (guard kept, subset CER within the target). Every merge stays on disk
+    meets both bounds (guard kept, dev CER within the target). Every merge stays on disk
     until :func:`choose_merge` has chosen.
 
     Args:
@@ -245,23 +245,23 @@ def search_merges(
             converted = convert_to_ct2(
                 merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
             )
-            guard, subset = evaluate_model(
+            guard, dev = evaluate_model(
                 str(converted),
                 ct2,
-                {folder / "eval-guard": guard_manifest, folder / "eval-subset": subset_manifest},
+                {folder / "eval-guard": guard_manifest, folder / "eval-dev": dev_manifest},
                 cfg,
             )
             shutil.rmtree(converted, ignore_errors=True)
             kept, interval = guard_verdict(baseline, GuardResult.of(guard), cfg)
-            point = MergePoint(checkpoint, scale, guard.value, interval, kept, subset.value, merged)
+            point = MergePoint(checkpoint, scale, guard.value, interval, kept, dev.value, merged)
             points.append(point)
             logger.info(
-                "%s at merge scale %.2f: guard change %s (%s), test subset CER %.3f",
+                "%s at merge scale %.2f: guard change %s (%s), dev CER %.3f",
                 checkpoint.name,
                 scale,
                 interval.describe(),
                 "kept" if kept else "broken",
-                subset.value,
+                dev.value,
             )
             if kept and point.meets(cfg.target_cer):
                 return points
@@ -283,12 +283,12 @@ def _step(checkpoint: Path) -> int:
 def choose_merge(points: list[MergePoint], cfg: DemoConfig) -> tuple[MergePoint, str]:
     """The merge to keep, and why, by the first rule that has a candidate:
 
-    1. both bounds met (guard kept, test subset CER within ``cfg.target_cer``): the lowest
-       subset CER;
+    1. both bounds met (guard kept, dev CER within ``cfg.target_cer``): the lowest
+       dev CER;
     2. the target reached but no merge keeps the guard with it: the one that forgets least
        (the smallest guard change) among those that reach the target;
-    3. the guard kept but the target out of reach: the lowest subset CER among those;
-    4. neither: the lowest subset CER of all (the merge that learned most; the report
+    3. the guard kept but the target out of reach: the lowest dev CER among those;
+    4. neither: the lowest dev CER of all (the merge that learned most; the report
        says that no bound was met).
 
     A tie goes to the merge tried first (the newer checkpoint, the larger scale).
@@ -296,20 +296,20 @@ def choose_merge(points: list[MergePoint], cfg: DemoConfig) -> tuple[MergePoint,
     target = cfg.target_cer
     both = [p for p in points if p.kept and p.meets(target)]
     if both:
-        return min(both, key=lambda p: p.subset_cer), "meets both bounds"
+        return min(both, key=lambda p: p.dev_cer), "meets both bounds"
     reach = [p for p in points if p.meets(target)]
     if reach:
         chosen = min(reach, key=lambda p: p.interval.difference)
         return chosen, (
-            f"no merge kept the guard at test-subset CER <= {target}: of those that reach it, "
+            f"no merge kept the guard at dev CER <= {target}: of those that reach it, "
             "the one that forgets least"
         )
     kept = [p for p in points if p.kept]
     if kept:
-        why = f"no merge reached test-subset CER {target}" if target is not None else "no target"
-        return min(kept, key=lambda p: p.subset_cer), (
-            f"{why}: of those that keep the guard, the lowest test-subset CER"
+        why = f"no merge reached dev CER {target}" if target is not None else "no target"
+        return min(kept, key=lambda p: p.dev_cer), (
+            f"{why}: of those that keep the guard, the lowest dev CER"
         )
-    return min(points, key=lambda p: p.subset_cer), (
-        "no merge kept the guard or reached the target: the lowest test-subset CER"
+    return min(points, key=lambda p: p.dev_cer), (
+        "no merge kept the guard or reached the target: the lowest dev CER"
     )

@@ -3,10 +3,10 @@
 Plots are drawn with matplotlib's Agg backend (no display needed):
 
 - ``loss.png``: training loss (and eval loss / CER when logged) against optimizer steps;
-- ``time-to-cer.png``: the test subset's and the guard set's CER against training seconds;
+- ``time-to-cer.png``: the dev set's and the guard set's CER against training seconds;
 - ``cer.png``: CER before and after fine-tuning, per backend and test set;
 - ``rtf.png``: real-time factor per model and backend;
-- ``tradeoff.png``: every trial merge's guard change against its test-subset CER (the
+- ``tradeoff.png``: every trial merge's guard change against its dev CER (the
   trade-off between learning the new domain and forgetting real speech).
 """
 
@@ -55,7 +55,7 @@ class Report:
     # (stage, backend) -> the guard set's per-clip counts (demo.measure.GuardResult)
     guard_clips: dict[tuple[str, str], object] = field(default_factory=dict)
     # the trial merges ({"checkpoint", "scale", "guard_cer", "guard_change", "guard_low",
-    # "guard_high", "guard_kept", "subset_cer", "chosen"}), in the order tried
+    # "guard_high", "guard_kept", "dev_cer", "chosen"}), in the order tried
     tradeoff: list[dict] = field(default_factory=list)
 
     def find(self, stage: str, backend: str, dataset: str) -> Measurement | None:
@@ -154,7 +154,7 @@ def time_to_target(curve: list[dict], key: str = "eval_cer", target: float = 0.1
 
 
 def plot_curve(curve: list[dict], path: Path, target: float = 0.10) -> Path | None:
-    """CER of the test subset (and the guard set) against training seconds."""
+    """CER of the dev set (and the guard set) against training seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,7 +168,7 @@ def plot_curve(curve: list[dict], path: Path, target: float = 0.10) -> Path | No
         [p["train_seconds"] for p in evals],
         [p["eval_cer"] for p in evals],
         "o-",
-        label="test subset CER",
+        label="dev CER",
     )
     guard = [p for p in evals if "eval_guard_cer" in p]
     if guard:
@@ -327,7 +327,7 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     reached = time_to_target(report.curve)
     if report.curve:
         when = f"{reached:.0f} training seconds" if reached is not None else "not reached"
-        parts += ["## Time to CER 0.10 (test subset, during training)", "", when, ""]
+        parts += ["## Time to CER 0.10 (dev set, during training)", "", when, ""]
     parts += [
         "## Speed",
         "",

@@ -2,7 +2,7 @@
 
 Each trial merge is a point (``demo.demo.guarded_merge`` records them as dicts:
 ``checkpoint``, ``scale``, ``guard_cer``, ``guard_change``, ``guard_low``, ``guard_high``,
-``guard_kept``, ``subset_cer``, ``chosen``); this module draws them as the report's table
+``guard_kept``, ``dev_cer``, ``chosen``); this module draws them as the report's table
 and ``tradeoff.png``.
 """
 
@@ -17,7 +17,7 @@ def tradeoff_rows(points: list[dict]) -> tuple[list[str], list[list[str]]]:
         [
             p["checkpoint"],
             f"{p['scale']:.2f}",
-            f"{p['subset_cer']:.3f}",
+            f"{p['dev_cer']:.3f}",
             f"{p['guard_cer']:.3f}",
             f"{p['guard_change']:+.4f} ({p['guard_low']:+.4f} to {p['guard_high']:+.4f})",
             "kept" if p["guard_kept"] else "broken",
@@ -29,7 +29,7 @@ def tradeoff_rows(points: list[dict]) -> tuple[list[str], list[list[str]]]:
         [
             "checkpoint",
             "merge scale",
-            "test subset CER",
+            "dev CER",
             "guard CER",
             "guard change (95%)",
             "guard",
@@ -42,7 +42,7 @@ def tradeoff_rows(points: list[dict]) -> tuple[list[str], list[list[str]]]:
 def plot_tradeoff(
     points: list[dict], path: Path, target: float | None, allowed: float | None
 ) -> Path | None:
-    """Guard change against test-subset CER, one line per checkpoint through its scales."""
+    """Guard change against dev CER, one line per checkpoint through its scales."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +54,7 @@ def plot_tradeoff(
     for checkpoint in dict.fromkeys(p["checkpoint"] for p in points):
         mine = [p for p in points if p["checkpoint"] == checkpoint]
         ax.errorbar(
-            [p["subset_cer"] for p in mine],
+            [p["dev_cer"] for p in mine],
             [p["guard_change"] for p in mine],
             yerr=[
                 [p["guard_change"] - p["guard_low"] for p in mine],
@@ -65,15 +65,15 @@ def plot_tradeoff(
             label=Path(checkpoint).name,
         )
         for p in mine:
-            ax.annotate(f"{p['scale']:.2f}", (p["subset_cer"], p["guard_change"]), fontsize=8)
+            ax.annotate(f"{p['scale']:.2f}", (p["dev_cer"], p["guard_change"]), fontsize=8)
     for p in points:
         if p["chosen"]:
-            ax.plot(p["subset_cer"], p["guard_change"], "k*", markersize=14, label="chosen")
+            ax.plot(p["dev_cer"], p["guard_change"], "k*", markersize=14, label="chosen")
     if allowed is not None:
         ax.axhline(allowed, color="grey", linestyle=":", label=f"guard +{allowed}")
     if target is not None:
         ax.axvline(target, color="tab:green", linestyle=":", label=f"target CER {target}")
-    ax.set_xlabel("test subset CER (lower: learned more)")
+    ax.set_xlabel("dev CER (lower: learned more)")
     ax.set_ylabel("guard CER change vs base (lower: forgot less)")
     ax.set_title("Trial merges: learning against forgetting (labels: merge scale)")
     ax.legend(fontsize=8)

@@ -21,13 +21,23 @@ class SynthConfig:
 
     target_dir: str = field(
         default="data/synth-mandarin",
-        metadata={"help": "folder for train/ and test/ wavs and train.jsonl, test.jsonl"},
+        metadata={
+            "help": "folder for train/, dev/ and test/ wavs and train.jsonl, dev.jsonl, test.jsonl"
+        },
     )
     num_train: int = field(
         default=320, metadata={"help": "number of spoken training utterances (sentences)"}
     )
     num_test: int = field(
         default=80, metadata={"help": "number of spoken test utterances (sentences)"}
+    )
+    num_dev: int = field(
+        default=0,
+        metadata={
+            "help": "spoken development utterances for choosing checkpoints and merges, drawn "
+            "from the training pool after the training sentences (so num_train's choice is "
+            "unchanged; no dev.jsonl when 0)"
+        },
     )
     noise_share: float = field(
         default=0.05,
@@ -80,8 +90,8 @@ class SynthConfig:
         Raises:
             ValueError: naming the offending option.
         """
-        if self.num_train < 0 or self.num_test < 0:
-            raise ValueError("num_train and num_test must not be negative")
+        if min(self.num_train, self.num_test, self.num_dev) < 0:
+            raise ValueError("num_train, num_dev and num_test must not be negative")
         if not 0.0 <= self.noise_share <= 1.0:
             raise ValueError(f"noise_share must be in [0, 1], got {self.noise_share}")
         if not 0.0 < self.test_fraction < 1.0:
@@ -124,3 +134,5 @@ class SynthResult:
     num_reused: int  # wavs found valid on disk and kept
     train_seconds: float  # total audio, no-speech included
     test_seconds: float
+    dev_manifest: Path | None = None  # with num_dev > 0
+    num_dev: int = 0  # spoken development utterances

@@ -11,9 +11,10 @@ empty sentence) is added to the training split so the model learns to output not
 
 Properties the rest of the package relies on:
 
-* **Disjoint split by sentence.** A sentence's split depends only on a hash of its
+* **Disjoint splits by sentence.** A sentence's split depends only on a hash of its
   text, so test sentences never appear in train, and adding sentences to the source
-  never moves an existing sentence to the other split.
+  never moves an existing sentence to the other split. Dev sentences (``num_dev``) are
+  drawn from the training pool after the training ones: in neither train nor test.
 * **Deterministic.** Every random choice of an utterance comes from a generator seeded
   by ``(seed, utterance key)``, never by processing order, so a rerun (in parallel or
   not) writes the same bytes.
@@ -180,9 +181,10 @@ def _spread(speech: list, extra: list) -> list:
 
 
 def build_corpus(cfg: SynthConfig) -> SynthResult:
-    """Synthesise the corpus and write ``train.jsonl`` and ``test.jsonl`` under ``target_dir``.
+    """Synthesise the corpus and write ``train.jsonl`` and ``test.jsonl`` (and ``dev.jsonl``
+    with ``num_dev``) under ``target_dir``.
 
-    Wavs go to ``target_dir/train/`` and ``target_dir/test/``; the resolved options and
+    Wavs go to ``target_dir/train/``, ``target_dir/test/`` (and ``target_dir/dev/``); the resolved options and
     the data's licence go to ``target_dir/synth-mandarin.json``. Reruns reuse every wav
     already written with the same settings.
 
@@ -209,6 +211,8 @@ def build_corpus(cfg: SynthConfig) -> SynthResult:
         ),
         "test": [_speech_job(s, cfg) for s in chosen["test"]],
     }
+    if chosen["dev"]:
+        jobs["dev"] = [_speech_job(s, cfg) for s in chosen["dev"]]
     paths = {
         (split, i): target / split / f"{job.name}-{job.fingerprint(espeak_version)}.wav"
         for split, split_jobs in jobs.items()
@@ -217,10 +221,11 @@ def build_corpus(cfg: SynthConfig) -> SynthResult:
     for split in jobs:
         (target / split).mkdir(parents=True, exist_ok=True)
     logger.info(
-        "synth-mandarin: %d train (+%d no-speech) and %d test utterances into %s, "
+        "synth-mandarin: %d train (+%d no-speech), %d dev and %d test utterances into %s, "
         "espeak-ng %s, %d workers",
         cfg.num_train,
         n_nospeech,
+        cfg.num_dev,
         cfg.num_test,
         target,
         espeak_version,
@@ -269,6 +274,8 @@ def build_corpus(cfg: SynthConfig) -> SynthResult:
         num_reused=len(paths) - written,
         train_seconds=round(sum(d for (s, _), d in durations.items() if s == "train"), 3),
         test_seconds=round(sum(d for (s, _), d in durations.items() if s == "test"), 3),
+        dev_manifest=manifests.get("dev"),
+        num_dev=len(chosen["dev"]),
     )
     _write_info(target / "synth-mandarin.json", cfg, result, espeak_version)
     logger.info(

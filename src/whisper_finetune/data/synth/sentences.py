@@ -129,12 +129,13 @@ def split_of(text: str, test_fraction: float) -> str:
 def select_sentences(
     sentences: Sequence[HskSentence], cfg: SynthConfig
 ) -> dict[str, list[HskSentence]]:
-    """Choose ``num_train`` and ``num_test`` sentences, HSK levels in equal shares.
+    """Choose ``num_train``, ``num_dev`` and ``num_test`` sentences, HSK levels in equal shares.
 
-    Each split draws only from its own hash-defined pool. Within a level, sentences are
-    ordered by a seeded hash (a seeded shuffle that adding sentences does not upset),
-    and levels are taken round-robin; a level that runs out leaves its turn to the
-    others.
+    Each split draws only from its own hash-defined pool; the dev sentences are the
+    training pool's next ``num_dev`` after the training ones (the training choice does not
+    depend on ``num_dev``). Within a level, sentences are ordered by a seeded hash (a
+    seeded shuffle that adding sentences does not upset), and levels are taken
+    round-robin; a level that runs out leaves its turn to the others.
 
     Raises:
         ValueError: if a split's pool is too small for the requested count.
@@ -143,13 +144,13 @@ def select_sentences(
     for s in sentences:
         if s.level in cfg.levels and cfg.min_chars <= count_chars(s.text) <= cfg.max_chars:
             pools[split_of(s.text, cfg.test_fraction)].setdefault(s.level, []).append(s)
-    wanted = {"train": cfg.num_train, "test": cfg.num_test}
+    wanted = {"train": cfg.num_train + cfg.num_dev, "test": cfg.num_test}
     chosen: dict[str, list[HskSentence]] = {}
     for split, by_level in pools.items():
         available = sum(len(v) for v in by_level.values())
         if wanted[split] > available:
             raise ValueError(
-                f"num_{split}={wanted[split]} but only {available} HSK sentences fit the "
+                f"{'num_train + num_dev' if split == 'train' else 'num_test'}={wanted[split]} but only {available} HSK sentences fit the "
                 f"{split} split (levels {list(cfg.levels)}, {cfg.min_chars}-{cfg.max_chars} "
                 f"characters, test_fraction={cfg.test_fraction}); ask for fewer"
             )
@@ -163,6 +164,10 @@ def select_sentences(
                 if queue and len(picked) < wanted[split]:
                     picked.append(queue.pop())
         chosen[split] = picked
+    chosen["train"], chosen["dev"] = (
+        chosen["train"][: cfg.num_train],
+        chosen["train"][cfg.num_train :],
+    )
     return chosen
 
 
