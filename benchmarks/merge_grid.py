@@ -26,16 +26,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from whisper_finetune.demo.measure import GuardResult, backends, evaluate_model
+from whisper_finetune.demo.measure import (
+    GuardResult,
+    backends,
+    evaluate_model,
+    guard_verdict,
+    trial_merge,
+)
 from whisper_finetune.demo.recipe import DemoConfig
-from whisper_finetune.evaluation.metrics import paired_bootstrap
 from whisper_finetune.models.convert import convert_to_ct2
 from whisper_finetune.models.resolve import resolve_model
-from whisper_finetune.training.merge import merge_adapter
 
 
 def parse_point(text: str) -> tuple[int, float, float]:
@@ -103,20 +108,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 saved = sorted(p.name for p in (run / "train").glob("checkpoint-*"))
                 raise SystemExit(f"{adapter} is missing (the run saved: {saved})")
             start = time.perf_counter()
-            merged = merge_adapter(
+            name = f"{step}-{encoder:g}-{decoder:g}"
+            merged, (g, t) = trial_merge(
                 str(adapter),
-                work / "merged",
+                work / name,
+                {"guard": str(guard), "test": str(test)},
+                cfg,
                 scale=encoder,
                 decoder_scale=decoder,
-                overwrite=True,
-                alignment_heads=False,
             )
-            converted = convert_to_ct2(
-                merged, work / "ct2", quantization=cfg.quantization, force=True, verify=False
-            )
-            name = f"{step}-{encoder:g}-{decoder:g}"
-            g, t, _ = score(str(converted), cfg, str(guard), str(test), work / f"eval-{name}")
-            change = paired_bootstrap(base.clips, GuardResult.of(g).clips, seed=cfg.seed)
+            shutil.rmtree(merged, ignore_errors=True)  # a few hundred MB a point
+            _, change = guard_verdict(base, GuardResult.of(g), cfg)
             emit(
                 {
                     "point": name,

@@ -324,7 +324,8 @@ def test_the_search_goes_newest_first_and_stops_where_the_bounds_are_met(
         target_cer=0.10,
     )
     base = measure.GuardResult(0.1, ((10, 100),) * 10)
-    checkpoints = [tmp_path / "train" / f"checkpoint-{n}" for n in (40, 80, 60)]
+    # in step order, as complete_checkpoints gives them
+    checkpoints = [tmp_path / "train" / f"checkpoint-{n}" for n in (40, 60, 80)]
     points = measure.search_merges(
         checkpoints, "guard.jsonl", base, cfg, tmp_path / "scales", "dev.jsonl"
     )

@@ -21,10 +21,9 @@ from whisper_finetune.training.prompts import (
     PromptedDataset,
     PromptSource,
     attach_prompts,
-    own_prompts,
-    previous_texts,
     prompt_ids,
     read_phrases,
+    scan_prompts,
 )
 
 SOT, ZH, TRANSCRIBE, NTS, EOT = 50258, 50260, 50359, 50363, 50257
@@ -103,7 +102,7 @@ def test_previous_slice_of_the_same_recording_is_the_prompt():
         Record("a.wav", "很远的一句", start_time=30.0, end_time=33.0),
         Record("c.wav", "整段"),
     ]
-    assert previous_texts(records) == {0: "第一句"}
+    assert scan_prompts(records)[1] == {0: "第一句"}
     source = PromptSource(records, ["术语甲", "术语乙"])
     rng = np.random.default_rng(0)
     drawn = {source(0, rng) for _ in range(40)}
@@ -126,8 +125,9 @@ def test_a_records_own_prompt_comes_first(tokenizer):
         Record("a.wav", "第三句", start_time=6.2, end_time=8.0),
         Record("c.wav", "整段", prompt=" 术语丙 "),
     ]
-    assert own_prompts(records) == {1: "会议记录：张三发言", 3: "术语丙"}
-    assert previous_texts(records) == {1: "第一句", 2: "第二句"}
+    own, previous = scan_prompts(records)
+    assert own == {1: "会议记录：张三发言", 3: "术语丙"}
+    assert previous == {1: "第一句", 2: "第二句"}
     source = PromptSource(records, ["术语甲"])
     rng = np.random.default_rng(0)
     # the own prompt wins over both the previous slice and the phrase file, every time

@@ -200,6 +200,32 @@ class MergePoint:
         return target is not None and self.dev_cer <= target + 1e-9
 
 
+def trial_merge(adapter: str, folder: Path, manifests: dict[str, str], cfg: DemoConfig, **weights):
+    """Merge ``adapter`` with ``weights`` (``merge_adapter``'s ``scale``/``decoder_scale``)
+    into ``folder/merged``, convert it to CTranslate2 (``cfg.quantization``, the deployed
+    form) and score it with the guard's backend on each manifest (``name -> path``, results
+    in ``folder/eval-<name>``). The conversion is removed, the merge kept.
+
+    Returns:
+        ``(merged folder, [report per manifest])``.
+    """
+    from whisper_finetune.models.convert import convert_to_ct2
+    from whisper_finetune.training.merge import merge_adapter
+
+    # a trial merge: word-timestamp heads are not what the guard judges (and choosing them
+    # costs minutes a merge on a CPU)
+    merged = merge_adapter(
+        adapter, folder / "merged", overwrite=True, alignment_heads=False, **weights
+    )
+    converted = convert_to_ct2(
+        merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
+    )
+    folders = {folder / f"eval-{name}": path for name, path in manifests.items()}
+    reports = evaluate_model(str(converted), backends(cfg)[1], folders, cfg)
+    shutil.rmtree(converted, ignore_errors=True)
+    return merged, reports
+
+
 def search_merges(
     checkpoints: list[Path],
     guard_manifest: str,
@@ -208,10 +234,12 @@ def search_merges(
     work: Path,
     dev_manifest: str,
 ) -> list[MergePoint]:
-    """Merge each checkpoint at the scales of ``cfg.merge_scales`` and score every merge with
-    CTranslate2 (``cfg.quantization``, the deployed form) on the guard set and the dev set.
+    """Merge each checkpoint at the scales of ``cfg.merge_scales`` and score every merge
+    (:func:`trial_merge`) on the guard set and the dev set.
 
-    The newest checkpoint goes first and each checkpoint's scales largest first. A
+    ``checkpoints`` come in step order (as
+    :func:`~whisper_finetune.training.checkpoints.complete_checkpoints` gives them); the
+    newest goes first and each checkpoint's scales largest first. A
     checkpoint's scan stops at its first scale that keeps the guard (smaller scales forget
     less but learn less: that merge has the lowest dev CER of the checkpoint's merges
     that keep it), or at a scale that misses ``cfg.target_cer`` once some merge has reached
@@ -225,33 +253,16 @@ def search_merges(
     Returns:
         the merges tried, in the order tried (the trade-off curve's points).
     """
-    from whisper_finetune.models.convert import convert_to_ct2
-    from whisper_finetune.training.merge import merge_adapter
-
-    _, ct2 = backends(cfg)
     points = []
-    for checkpoint in sorted(checkpoints, key=_step, reverse=True):
+    for checkpoint in reversed(checkpoints):
         for scale in cfg.merge_scales:
-            folder = work / checkpoint.name / f"scale-{scale:.2f}"
-            # a trial merge: word-timestamp heads are not what the guard judges (and choosing
-            # them costs minutes a merge on a CPU)
-            merged = merge_adapter(
+            merged, (guard, dev) = trial_merge(
                 str(checkpoint),
-                folder / "merged",
-                overwrite=True,
-                alignment_heads=False,
+                work / checkpoint.name / f"scale-{scale:.2f}",
+                {"guard": guard_manifest, "dev": dev_manifest},
+                cfg,
                 **cfg.merge_weights(scale),
             )
-            converted = convert_to_ct2(
-                merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
-            )
-            guard, dev = evaluate_model(
-                str(converted),
-                ct2,
-                {folder / "eval-guard": guard_manifest, folder / "eval-dev": dev_manifest},
-                cfg,
-            )
-            shutil.rmtree(converted, ignore_errors=True)
             kept, interval = guard_verdict(baseline, GuardResult.of(guard), cfg)
             point = MergePoint(checkpoint, scale, guard.value, interval, kept, dev.value, merged)
             points.append(point)
@@ -272,12 +283,6 @@ def search_merges(
             if not point.meets(cfg.target_cer) and any(p.meets(cfg.target_cer) for p in points):
                 break
     return points
-
-
-def _step(checkpoint: Path) -> int:
-    """The step of a ``checkpoint-N`` folder (another name: after every numbered one)."""
-    tail = checkpoint.name.rpartition("-")[2]
-    return int(tail) if tail.isdigit() else 1 << 62
 
 
 def choose_merge(points: list[MergePoint], cfg: DemoConfig) -> tuple[MergePoint, str]:

@@ -141,14 +141,13 @@ def _float(variables: dict[str, np.ndarray], name: str) -> np.ndarray:
     return value.astype(np.float32)
 
 
-def _count_layers(variables: dict[str, np.ndarray], prefix: str) -> int:
+def _count_layers(variables: _Variables, prefix: str) -> int:
     pattern = re.compile(rf"^{prefix}/layer_(\d+)/")
-    names = [k for k in [*variables, *getattr(variables, "aliases", {})] if k in variables]
+    names = [*variables, *(a for a in variables.aliases if a in variables)]
     found = [int(m.group(1)) for k in names if (m := pattern.match(k))]
     if not found:
-        where = getattr(variables, "path", "model.bin")
         raise CT2FormatError(
-            f"{where}: no {prefix}/layer_* variables, so not a whole Whisper model; "
+            f"{variables.path}: no {prefix}/layer_* variables, so not a whole Whisper model; "
             "re-convert the model from its transformers folder with `whisper-finetune convert`"
         )
     return 1 + max(found)

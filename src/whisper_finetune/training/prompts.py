@@ -68,7 +68,7 @@ def read_phrases(path: str | os.PathLike) -> list[str]:
     return phrases
 
 
-def _scan(records: Sequence) -> tuple[dict[int, str], dict[int, str]]:
+def scan_prompts(records: Sequence) -> tuple[dict[int, str], dict[int, str]]:
     """One pass over the records (a lazy manifest parses each line once): record index ->
     its own ``prompt`` field, and record index -> the previous slice's text."""
     from whisper_finetune.data.dataset import plain_text
@@ -92,16 +92,6 @@ def _scan(records: Sequence) -> tuple[dict[int, str], dict[int, str]]:
     return own, out
 
 
-def own_prompts(records: Sequence) -> dict[int, str]:
-    """Record index -> the record's own ``prompt`` field (records that have one)."""
-    return _scan(records)[0]
-
-
-def previous_texts(records: Sequence) -> dict[int, str]:
-    """Record index -> the text of the slice just before it in the same audio file."""
-    return _scan(records)[1]
-
-
 class PromptSource:
     """The prompt text for a training record, or None when it has none: the record's own
     ``prompt`` field first (always, when it has one; no draw), else the previous slice's
@@ -114,7 +104,7 @@ class PromptSource:
     """
 
     def __init__(self, records: Sequence, phrases: Sequence[str] = (), max_phrases: int = 5):
-        self.own, self.previous = _scan(records)
+        self.own, self.previous = scan_prompts(records)
         self.phrases = list(phrases)
         self.max_phrases = max_phrases
 
