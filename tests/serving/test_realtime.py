@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 from whisper_finetune.data.audio import load_audio
 from whisper_finetune.data.codec import resample
 from whisper_finetune.inference.transcript import DecodeOptions, Segment, Transcript
-from whisper_finetune.serving.live import agreed_prefix, completed_text
+from whisper_finetune.serving.live import agreed_prefix, completed_text, new_delta
 from whisper_finetune.serving.server import create_app
 
 SENTENCE = "近几年不但我用书给女儿压岁也劝说亲朋不要给女儿压岁钱而改送压岁书"
@@ -78,6 +78,23 @@ def test_agreement_helpers():
     # the final hypothesis differs inside the committed part: the committed text stays
     assert completed_text("近几年不但", "近几年不单我用书") == "近几年不但我用书"
     assert completed_text("", "你好") == "你好"
+
+
+def test_agreement_reads_across_scripts():
+    """whisper-base writes a growing turn in traditional characters one decode and in
+    simplified the next (real-zh-dev's first FLEURS clip at 1.0 s and 1.5 s): the two
+    agree, the newer hypothesis's characters are sent, and what was sent stays."""
+    assert agreed_prefix("科学家", "科學家表示") == "科學家"
+    assert new_delta("", "科學家表示", "科学家表示这种", hold=2) == "科学家"
+    # committed in one script, the next agreement in the other: it still extends it
+    assert new_delta("科学家", "科學家表示這種", "科學家表示這種動物", hold=2) == "表示"
+    # the agreement does not reach past the committed text, or holds only open characters
+    assert new_delta("科学家表示", "科學家", "科學家表", hold=0) == ""
+    assert new_delta("", "科学家", "科学家表示", hold=3) == ""
+    assert new_delta("", "近几年", "进几年", hold=0) == ""
+    # a final hypothesis in the other script completes the committed text unchanged
+    assert completed_text("科学家", "科學家表示這種動物") == "科学家表示這種動物"
+    assert completed_text("科学家表示", "科學家表示這種") == "科学家表示這種"
 
 
 def test_server_vad_turn_deltas_then_completed(speech):

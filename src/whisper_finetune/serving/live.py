@@ -65,30 +65,55 @@ def check_append(buffered: int, pcm_samples: int, rate: int, max_seconds: float 
         )
 
 
+def _folded(text: str) -> str:
+    """``text`` in simplified characters where OpenCC keeps its length (positions then
+    line up with ``text``'s), else ``text``: whisper-base flips between the two scripts
+    from one decode of a growing turn to the next (科學家 / 科学家)."""
+    from whisper_finetune.text import to_simplified_chinese
+
+    folded = to_simplified_chinese(text)
+    return folded if len(folded) == len(text) else text
+
+
 def agreed_prefix(a: str, b: str) -> str:
-    """The longest common prefix of two hypotheses."""
+    """The longest common prefix of two hypotheses, read across scripts (``b``'s text)."""
     n = 0
-    for x, y in zip(a, b, strict=False):
+    for x, y in zip(_folded(a), _folded(b), strict=False):
         if x != y:
             break
         n += 1
-    return a[:n]
+    return b[:n]
+
+
+def new_delta(committed: str, previous: str, current: str, hold: int) -> str:
+    """What a partial hypothesis adds to the text already sent (local agreement).
+
+    The prefix ``previous`` and ``current`` agree on (across scripts), less its last
+    ``hold`` characters (still open), past ``committed``; empty where that agreement
+    does not extend the committed text.
+    """
+    agreed = agreed_prefix(previous, current)
+    agreed = agreed[: max(len(agreed) - hold, 0)]
+    if len(agreed) <= len(committed) or _folded(agreed[: len(committed)]) != _folded(committed):
+        return ""
+    return agreed[len(committed) :]
 
 
 def completed_text(committed: str, final: str) -> str:
     """``committed`` (already sent, never changed) followed by what ``final`` says after it.
 
-    Where the final hypothesis differs inside the committed part, the place where the
-    committed text ends is found by aligning the two (difflib), and ``final``'s rest
-    from there is appended.
+    Where the final hypothesis differs inside the committed part (other characters, or
+    the other script), the place where the committed text ends is found by aligning the
+    two (difflib, across scripts), and ``final``'s rest from there is appended.
     """
-    if final.startswith(committed):
-        return final
     if not committed:
         return final
-    blocks = [b for b in difflib.SequenceMatcher(None, committed, final).get_matching_blocks()]
+    folded_committed, folded_final = _folded(committed), _folded(final)
+    if folded_final.startswith(folded_committed):
+        return committed + final[len(committed) :]
+    matcher = difflib.SequenceMatcher(None, folded_committed, folded_final)
     end = 0
-    for block in blocks:
+    for block in matcher.get_matching_blocks():
         if block.size:
             end = block.b + block.size + (len(committed) - block.a - block.size)
     return committed + final[min(max(end, 0), len(final)) :]

@@ -41,11 +41,11 @@ from whisper_finetune.serving.live import (
     ClientError,
     Resampler,
     Turn,
-    agreed_prefix,
     check_append,
     completed_text,
     error_event,
     key_scope,
+    new_delta,
     new_id,
 )
 from whisper_finetune.serving.runner import ServerState, check_language
@@ -328,9 +328,9 @@ class Session:
                 logger.warning("realtime: a partial decode failed: %s", exc)
                 continue
             # the last characters heard are still open: held back until audio follows them
-            agreed = agreed_prefix(turn.last or "", text)[:-HOLD_CHARS]
-            if len(agreed) > len(turn.committed) and agreed.startswith(turn.committed):
-                await self.delta(turn, agreed[len(turn.committed) :])
+            added = new_delta(turn.committed, turn.last or "", text, HOLD_CHARS)
+            if added:
+                await self.delta(turn, added)
             turn.last = text
             self.wake.set()  # more audio may have come while decoding
 
