@@ -28,6 +28,11 @@ Methods:
   the base model on the replay rows only (the synthetic rows learn from their labels).
 * ``replay-kd-all``: ``replay`` plus ``--anchor=kd`` on every row (the combination of both
   anchors of the old domain).
+* ``prompts``: the demo's recipe with prompt-conditioned training (issue 26):
+  ``--prompt_ratio=0.5`` and the training split's sentences as ``--prompt_file`` (1-5 of
+  them before a sample, as the previous text of a long recording would be). Its
+  ``merged-1.0`` and ``today``'s are the two fine-tunes ``benchmarks/prompt_conditioning.py``
+  compares.
 
 The replay methods need real audio that nothing scores: with any of them in ``--methods``
 the 40 ``real-zh-dev`` clips are split by line, the even lines (20 clips: 15 FLEURS, 2
@@ -122,8 +127,12 @@ METHODS = {  # name -> (anchor, DemoConfig changes, FinetuneConfig changes)
     "replay": ("none", {}, {"replay": True}),
     "replay-kd": ("kd", {}, {"replay": True, "anchor_rows": "replay"}),
     "replay-kd-all": ("kd", {}, {"replay": True}),
+    "prompts": ("none", {}, {"prompts": True}),
 }
 REPLAY = "replay"  # a METHODS override: train with the pseudo-labelled replay pool
+PROMPTS = (
+    "prompts"  # a METHODS override: prompt-conditioned training, training sentences as phrases
+)
 SETS = {"synthetic-test": "synthetic test split", "real-speech": "real speech (guard)"}
 
 
@@ -168,6 +177,12 @@ def main(argv=None) -> int:
         type=float,
         default=0.25,
         help="replay clips per training clip in every batch (replay methods)",
+    )
+    parser.add_argument(
+        "--prompt_ratio",
+        type=float,
+        default=0.5,
+        help="share of training samples given a prompt (the prompts method)",
     )
     parser.add_argument(
         "--max_disagreement",
@@ -225,6 +240,9 @@ def main(argv=None) -> int:
         mcfg, overrides = _method_config(cfg, method, args)
         if overrides.pop(REPLAY, False):
             overrides.update(replay_data=str(replay_data), replay_ratio=args.replay_ratio)
+        if overrides.pop(PROMPTS, False):
+            phrases = _sentences_file(train_data, out / "prompt-phrases.txt")
+            overrides.update(prompt_ratio=args.prompt_ratio, prompt_file=str(phrases))
         weight = mcfg.anchor_weight if mcfg.anchor != "none" else None
         folder = out / method
         shutil.rmtree(folder, ignore_errors=True)
@@ -295,6 +313,17 @@ def _real_sets(folder: Path, split: bool) -> tuple[Path, Path | None]:
     guard = write_real_manifest(folder / "guard-28.jsonl", [original, odd])
     pool = write_real_manifest(folder / "pool-20.jsonl", [even])
     return guard, pool
+
+
+def _sentences_file(manifest: Path, path: Path) -> Path:
+    """Every sentence of ``manifest`` (a packed window's each), one per line, at ``path``."""
+    from whisper_finetune.data.manifest import read_manifest
+
+    lines = []
+    for record in read_manifest(manifest):
+        lines += [s.text for s in record.sentences] if record.sentences else [record.sentence]
+    path.write_text("".join(f"{line.strip()}\n" for line in lines if line.strip()), "utf-8")
+    return path
 
 
 def _pseudo_label(pool: Path, folder: Path, args, cfg: DemoConfig) -> Path:
