@@ -251,9 +251,7 @@ def main(argv=None) -> int:
             training_config(mcfg, folder / "train", train_data, dev_data, **overrides),
             callbacks=[clock],
         )
-        scale, adapter, merged = guarded_merge(
-            mcfg, report, folder, result, dev_data, SETS["real-speech"]
-        )
+        scale, adapter, merged = guarded_merge(mcfg, report, folder, result, dev_data)
         converted = convert_to_ct2(
             merged, folder / "ct2", quantization=cfg.quantization, force=True, verify=False
         )

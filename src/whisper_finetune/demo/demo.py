@@ -119,9 +119,7 @@ def _settings(
     return settings
 
 
-def guarded_merge(
-    cfg: DemoConfig, report: Report, out: Path, result, dev_data: str, guard_name: str
-):
+def guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, dev_data: str):
     """Choose the checkpoint and merge scale (:func:`~whisper_finetune.demo.measure.search_merges`
     and :func:`~whisper_finetune.demo.measure.choose_merge`), record the trade-off curve and
     why the merge was chosen, and move it to ``out/merged``.
@@ -267,9 +265,7 @@ def _run_demo(cfg: DemoConfig) -> Report:
     with stages("merge"):
         scale, adapter, merged = 1.0, result.final_dir, None
         if cfg.guard_data and cfg.method != "full":
-            scale, adapter, merged = guarded_merge(
-                cfg, report, out, result, dev_data, datasets[GUARD_SET][0]
-            )
+            scale, adapter, merged = guarded_merge(cfg, report, out, result, dev_data)
         elif result.best_checkpoint:
             report.notes.append(
                 f"checkpoint used: {_relative(result.best_checkpoint, out)} (best by the dev set's CER)"
