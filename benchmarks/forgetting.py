@@ -130,9 +130,8 @@ METHODS = {  # name -> (anchor, DemoConfig changes, FinetuneConfig changes)
     "prompts": ("none", {}, {"prompts": True}),
 }
 REPLAY = "replay"  # a METHODS override: train with the pseudo-labelled replay pool
-PROMPTS = (
-    "prompts"  # a METHODS override: prompt-conditioned training, training sentences as phrases
-)
+# a METHODS override: prompt-conditioned training, the training sentences as phrases
+PROMPTS = "prompts"
 SETS = {"synthetic-test": "synthetic test split", "real-speech": "real speech (guard)"}
 
 
