@@ -369,6 +369,15 @@ def test_every_demo_evaluation_decodes_with_its_beam_width(tmp_path, monkeypatch
     ] * 2
 
 
+def test_the_guarded_merge_tries_the_last_checkpoint_unless_asked_for_all():
+    saved = [Path("train/checkpoint-40"), Path("train/checkpoint-80")]
+    assert DemoConfig().merge_candidates(saved) == saved[-1:]
+    assert DemoConfig(merge_checkpoints="all").merge_candidates(saved) == saved
+    assert DemoConfig().merge_candidates([]) == []
+    with pytest.raises(ValueError, match="--merge_checkpoints must be last or all, got 'first'"):
+        DemoConfig(merge_checkpoints="first")
+
+
 def test_scale_part_is_checked_against_the_adapters():
     with pytest.raises(ValueError, match="no decoder part"):
         DemoConfig(lora_layers="encoder", scale_part="decoder")

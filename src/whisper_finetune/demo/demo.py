@@ -13,7 +13,8 @@ whisper-base and the built-in synthetic Mandarin corpus unless told otherwise:
    (``--anchor`` adds a term that keeps the model near the base; off by default, see
    ``benchmarks/forgetting.py``), with the dev set scored every ``eval_steps`` for the
    CER-against-time curve (and the guard set too with ``--guard_curve``);
-5. **merge**: saved checkpoints merged at the weights of ``--merge_scales``
+5. **merge**: the last checkpoint (``--merge_checkpoints=all``: every saved one) merged
+   at the weights of ``--merge_scales``
    (``--scale_part``: the decoder's adapters, the encoder's kept whole), each scored with
    CTranslate2 on the guard set and the dev set (the trade-off curve), and the merge
    chosen by both bounds (guard change within ``guard_max_increase``, dev CER within
@@ -130,7 +131,9 @@ def guarded_merge(cfg: DemoConfig, report: Report, out: Path, result, dev_data: 
 
     _, ct2 = backends(cfg)
     baseline = report.guard_clips[("base", ct2.label)]
-    checkpoints = complete_checkpoints(result.output_dir) or [Path(result.final_dir)]
+    checkpoints = cfg.merge_candidates(
+        complete_checkpoints(result.output_dir) or [Path(result.final_dir)]
+    )
     dev = out / "scales" / "dev.jsonl"
     write_manifest(list(read_manifest(dev_data))[: cfg.eval_samples or None], dev)
     points = search_merges(checkpoints, cfg.guard_data, baseline, cfg, out / "scales", str(dev))

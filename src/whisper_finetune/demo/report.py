@@ -317,9 +317,10 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
         parts += [
             "## Trial merges: learning against forgetting",
             "",
-            "Each saved checkpoint merged at the scales tried (newest first, largest scale "
-            "first), scored with the backend and beam of the guard; the bars of the plot are "
-            "the guard change's 95% paired-bootstrap interval.",
+            "The checkpoints tried (the last, or with --merge_checkpoints=all each saved one, "
+            "newest first) merged at the scales tried (largest first), scored with the "
+            "backend and beam of the guard; the bars of the plot are the guard change's 95% "
+            "paired-bootstrap interval.",
             "",
             _table(*tradeoff_rows(report.tradeoff)),
             "",

@@ -40,9 +40,15 @@ def tradeoff_rows(points: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def plot_tradeoff(
-    points: list[dict], path: Path, target: float | None, allowed: float | None
+    points: list[dict],
+    path: Path,
+    target: float | None,
+    allowed: float | None,
+    xlabel: str = "dev CER (lower: learned more)",
+    title: str = "Trial merges: learning against forgetting (labels: merge scale)",
 ) -> Path | None:
-    """Guard change against dev CER, one line per checkpoint through its scales."""
+    """Guard change against dev CER, one line per checkpoint (or any other group named
+    in ``checkpoint``) through its scales."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,9 +79,9 @@ def plot_tradeoff(
         ax.axhline(allowed, color="grey", linestyle=":", label=f"guard +{allowed}")
     if target is not None:
         ax.axvline(target, color="tab:green", linestyle=":", label=f"target CER {target}")
-    ax.set_xlabel("dev CER (lower: learned more)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("guard CER change vs base (lower: forgot less)")
-    ax.set_title("Trial merges: learning against forgetting (labels: merge scale)")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
