@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         clock.close()
     one = rows[0]["audio_s_per_s"]
     print(f"{seconds:.2f} s clip, ct2 {args.compute_type}, greedy, {args.language}")
-    print(f"{'clips':>5} {'wall s':>7} {'s/clip':>7} {'audio s/s':>9} {'vs first':>8} {'encoder':>7}")
+    print(
+        f"{'clips':>5} {'wall s':>7} {'s/clip':>7} {'audio s/s':>9} {'vs first':>8} {'encoder':>7}"
+    )
     for r in rows:
         print(
             f"{r['clips']:>5} {r['wall_s']:>7.2f} {r['wall_s'] / r['clips']:>7.3f} "
