@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         DemoConfig.guard_max_increase,
         xlabel="synthetic test split CER (lower: learned more)",
         title="One line per method through its decoder weights (labels: weight)",
+        log_x=max(p["dev_cer"] for p in points) > 3 * min(p["dev_cer"] for p in points),
     )
     meta = json.loads(args.meta)
     stem.with_suffix(".json").write_text(

@@ -46,6 +46,7 @@ def plot_tradeoff(
     allowed: float | None,
     xlabel: str = "dev CER (lower: learned more)",
     title: str = "Trial merges: learning against forgetting (labels: merge scale)",
+    log_x: bool = False,
 ) -> Path | None:
     """Guard change against dev CER, one line per checkpoint (or any other group named
     in ``checkpoint``) through its scales."""
@@ -79,6 +80,12 @@ def plot_tradeoff(
         ax.axhline(allowed, color="grey", linestyle=":", label=f"guard +{allowed}")
     if target is not None:
         ax.axvline(target, color="tab:green", linestyle=":", label=f"target CER {target}")
+    if log_x:  # points far apart along the CER axis (a method that barely learns)
+        from matplotlib.ticker import FormatStrFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.2f"))
+        ax.xaxis.set_minor_formatter(FormatStrFormatter("%.2f"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("guard CER change vs base (lower: forgot less)")
     ax.set_title(title)

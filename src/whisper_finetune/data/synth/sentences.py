@@ -145,13 +145,14 @@ def select_sentences(
         if s.level in cfg.levels and cfg.min_chars <= count_chars(s.text) <= cfg.max_chars:
             pools[split_of(s.text, cfg.test_fraction)].setdefault(s.level, []).append(s)
     wanted = {"train": cfg.num_train + cfg.num_dev, "test": cfg.num_test}
+    asked = {"train": "num_train + num_dev", "test": "num_test"}
     chosen: dict[str, list[HskSentence]] = {}
     for split, by_level in pools.items():
         available = sum(len(v) for v in by_level.values())
         if wanted[split] > available:
             raise ValueError(
-                f"{'num_train + num_dev' if split == 'train' else 'num_test'}={wanted[split]} but only {available} HSK sentences fit the "
-                f"{split} split (levels {list(cfg.levels)}, {cfg.min_chars}-{cfg.max_chars} "
+                f"{asked[split]}={wanted[split]} but only {available} HSK sentences fit "
+                f"the {split} split (levels {list(cfg.levels)}, {cfg.min_chars}-{cfg.max_chars} "
                 f"characters, test_fraction={cfg.test_fraction}); ask for fewer"
             )
         queues = [
