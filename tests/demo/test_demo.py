@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -19,10 +18,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, tmp_path, capsys):
+def test_demo_runs_every_stage_and_writes_the_report(
+    tiny_model_dir, test_wav, tmp_path, capsys, benchmark_script
+):
     cfg = DemoConfig(
         base_model=str(tiny_model_dir),
         guard_data=str(test_wav.parent / "test.json"),
@@ -108,11 +106,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tiny_model_dir, test_wav, t
     assert str(tmp_path) not in md
     assert "total time" in capsys.readouterr().out
     # benchmarks/merge_grid.py scores merges of this finished run, so it cannot rot
-    spec = importlib.util.spec_from_file_location(
-        "merge_grid", REPO / "benchmarks" / "merge_grid.py"
-    )
-    grid = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grid)
+    grid = benchmark_script("merge_grid")
     rows = grid.main(
         ["--run", str(out), "--points", "2:1:0.5", "--output", str(tmp_path / "grid.jsonl")]
         + ["--guard_data", cfg.guard_data, "--beam_size", "1"]

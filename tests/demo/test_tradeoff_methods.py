@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "tradeoff_methods", REPO / "benchmarks" / "tradeoff_methods.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def script(benchmark_script):
+    return benchmark_script("tradeoff_methods")
 
 
 def _grid(path: Path, points: list[tuple[float, float, float]]) -> Path:
@@ -33,11 +26,11 @@ def _grid(path: Path, points: list[tuple[float, float, float]]) -> Path:
     return path
 
 
-def test_each_method_is_one_line_through_its_weights(tmp_path, capsys):
+def test_each_method_is_one_line_through_its_weights(script, tmp_path, capsys):
     today = _grid(tmp_path / "today.jsonl", [(1.0, 0.098, 0.025), (0.5, 0.092, 0.011)])
     replay = _grid(tmp_path / "replay.jsonl", [(1.0, 0.098, -0.001)])
     stem = tmp_path / "out" / "methods"
-    points = _script().main(
+    points = script.main(
         [f"today={today}", f"replay={replay}", "--output", str(stem), "--meta", '{"date": "x"}']
     )
     assert [(p["checkpoint"], p["scale"], p["guard_kept"]) for p in points] == [
@@ -53,10 +46,10 @@ def test_each_method_is_one_line_through_its_weights(tmp_path, capsys):
     assert "replay" in table and "-0.0010 (-0.0210 to +0.0190)" in table
 
 
-def test_a_grid_without_its_base_or_a_bad_argument_is_refused(tmp_path):
+def test_a_grid_without_its_base_or_a_bad_argument_is_refused(script, tmp_path):
     grid = tmp_path / "g.jsonl"
     grid.write_text(json.dumps({"point": "80-1-1"}) + "\n")
     with pytest.raises(SystemExit, match="g.jsonl: no base row"):
-        _script().main([f"today={grid}", "--output", str(tmp_path / "o")])
+        script.main([f"today={grid}", "--output", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="expected METHOD=GRID.jsonl, got 'today'"):
-        _script().main(["today", "--output", str(tmp_path / "o")])
+        script.main(["today", "--output", str(tmp_path / "o")])
