@@ -18,27 +18,36 @@ import argparse
 import json
 from pathlib import Path
 
+from whisper_finetune.demo.measure import guard_kept
 from whisper_finetune.demo.recipe import DemoConfig
 from whisper_finetune.demo.tradeoff import plot_tradeoff
 
 
 def read_grid(method: str, path: Path) -> tuple[dict, list[dict]]:
-    """``(base row, points)`` of one method's grid, points as the demo's trial merges."""
+    """``(base row, points)`` of one method's grid, points as the demo's trial merges
+    (judged by the demo's default guard rule)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     bases = [r for r in rows if r["point"] == "base"]
     if not bases:
         raise SystemExit(f"{path}: no base row (merge_grid.py writes one first)")
+    weighed = [r["point"] for r in rows if r["point"] != "base" and r["encoder"] != 1]
+    if weighed:
+        raise SystemExit(
+            f"{path}: points {weighed} weigh the encoder's adapters; each line here runs "
+            "through the decoder's weights (grid points STEP:1:DECODER_WEIGHT)"
+        )
+    cfg = DemoConfig()
     points = [
         {
             "checkpoint": method,
-            "scale": r["decoder"] if r["encoder"] == 1 else r["encoder"],
+            "scale": r["decoder"],
             "point": r["point"],
             "dev_cer": r["synthetic"],
             "guard_cer": r["guard"],
             "guard_change": r["guard_change"],
             "guard_low": r["guard_low"],
             "guard_high": r["guard_high"],
-            "guard_kept": r["guard_change"] <= DemoConfig.guard_max_increase,
+            "guard_kept": guard_kept(r["guard_change"], r["guard_high"], cfg),
             "chosen": False,
         }
         for r in rows

@@ -13,12 +13,13 @@ def script(benchmark_script):
     return benchmark_script("tradeoff_methods")
 
 
-def _grid(path: Path, points: list[tuple[float, float, float]]) -> Path:
+def _grid(path: Path, points: list[tuple[float, float, float]], encoder: float = 1.0) -> Path:
     """merge_grid.py's lines: the base, then (decoder weight, synthetic, guard change)."""
     rows = [{"point": "base", "guard": 0.12, "synthetic": 0.65, "seconds": 1.0}]
     for decoder, synthetic, change in points:
         rows.append(
-            {"point": f"80-1-{decoder:g}", "checkpoint": 80, "encoder": 1.0, "decoder": decoder,
+            {"point": f"80-{encoder:g}-{decoder:g}", "checkpoint": 80, "encoder": encoder,
+             "decoder": decoder,
              "guard": 0.12 + change, "guard_change": change, "guard_low": change - 0.02,
              "guard_high": change + 0.02, "synthetic": synthetic, "seconds": 60.0}
         )  # fmt: skip
@@ -51,5 +52,8 @@ def test_a_grid_without_its_base_or_a_bad_argument_is_refused(script, tmp_path):
     grid.write_text(json.dumps({"point": "80-1-1"}) + "\n")
     with pytest.raises(SystemExit, match="g.jsonl: no base row"):
         script.main([f"today={grid}", "--output", str(tmp_path / "o")])
+    weighed = _grid(tmp_path / "w.jsonl", [(1.0, 0.098, 0.01), (0.5, 0.12, 0.006)], encoder=0.7)
+    with pytest.raises(SystemExit, match=r"w.jsonl: points \['80-0.7-1', '80-0.7-0.5'\] weigh"):
+        script.main([f"today={weighed}", "--output", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="expected METHOD=GRID.jsonl, got 'today'"):
         script.main(["today", "--output", str(tmp_path / "o")])

@@ -47,8 +47,14 @@ def guard_verdict(base: GuardResult, merged: GuardResult, cfg: DemoConfig):
     from whisper_finetune.evaluation.metrics import paired_bootstrap
 
     interval = paired_bootstrap(base.clips, merged.clips, seed=cfg.seed)
-    judged = interval.difference if cfg.guard_rule == "estimate" else interval.high
-    return judged <= cfg.guard_max_increase + 1e-9, interval
+    return guard_kept(interval.difference, interval.high, cfg), interval
+
+
+def guard_kept(difference: float, high: float, cfg: DemoConfig) -> bool:
+    """Whether a CER change (``difference``, its interval's upper end ``high``) keeps the
+    guard under ``cfg.guard_rule`` and ``cfg.guard_max_increase``."""
+    judged = difference if cfg.guard_rule == "estimate" else high
+    return judged <= cfg.guard_max_increase + 1e-9
 
 
 def backends(cfg: DemoConfig) -> tuple[Backend, Backend]:
