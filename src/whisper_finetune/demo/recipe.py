@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 # guard_data's default: all 48 real clips shipped in the package (the original eight and
 # real-zh-dev's 40), written into the run folder as one manifest with a kind per clip
 PACKAGE_GUARD = "package"
+GUARD_RULES = ("estimate", "upper")  # what must stay within guard_max_increase
+MERGE_CHECKPOINTS = ("last", "all")  # which saved checkpoints the guarded merge tries
 
 
 def resolve_guard_data(cfg: DemoConfig, out: Path) -> DemoConfig:
@@ -154,7 +156,7 @@ class DemoConfig:
         metadata={
             "help": "what must stay within guard_max_increase: estimate (the CER change) or upper "
             "(the upper end of its 95%% paired-bootstrap interval over clips)",
-            "choices": ("estimate", "upper"),
+            "choices": GUARD_RULES,
         },
     )
     # measured (2026-12-06, the 2026-12-05 run's checkpoint 80, CTranslate2 int8, beam 5;
@@ -176,7 +178,7 @@ class DemoConfig:
         metadata={
             "help": "checkpoints the guarded merge tries: last (the final one, at each merge "
             "scale) or all (every saved one, newest first)",
-            "choices": ("last", "all"),
+            "choices": MERGE_CHECKPOINTS,
         },
     )
     target_cer: float | None = field(
@@ -228,9 +230,9 @@ class DemoConfig:
     def __post_init__(self):
         if isinstance(self.guard_data, str) and self.guard_data.strip().lower() in ("", "none"):
             object.__setattr__(self, "guard_data", None)
-        if self.guard_rule not in ("estimate", "upper"):
+        if self.guard_rule not in GUARD_RULES:
             raise ValueError(f"--guard_rule must be estimate or upper, got {self.guard_rule!r}")
-        if self.merge_checkpoints not in ("last", "all"):
+        if self.merge_checkpoints not in MERGE_CHECKPOINTS:
             raise ValueError(
                 f"--merge_checkpoints must be last or all, got {self.merge_checkpoints!r}"
             )
