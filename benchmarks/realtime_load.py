@@ -5,8 +5,12 @@ Each stream is one ``websockets`` client sending distinct real Mandarin clips (t
 chunks at the speed of speech, with server VAD. For each number of streams it prints,
 over all the turns:
 
-- **first partial**: from the moment the first speech of a turn was sent (the Silero
-  VAD's start on the clip) to its first ``...transcription.delta``;
+- **first partial**: from the moment the first speech of a turn was sent (where the
+  server's VAD heard it: ``speech_started``'s ``audio_start_ms`` plus the 300 ms of
+  lead-in it includes) to its first text of any kind, the tentative
+  ``...transcription.partial`` event (the streams ask for ``partials``);
+- **first committed**: from the same moment to the turn's first
+  ``...transcription.delta`` (text agreed by two decodes, never changed afterwards);
 - **commit**: from the moment the end of the turn's speech was sent to its
   ``...transcription.completed`` (this includes the server VAD's 500 ms of silence);
 - **CER live / whole**: the live transcripts against the references, and the same audio
@@ -60,7 +64,7 @@ def load_clips():
     return clips
 
 
-async def one_stream(url: str, clips, headers: dict) -> list[dict]:
+async def one_stream(url: str, clips, headers: dict, partials: bool = True) -> list[dict]:
     """Stream the clips; per turn: first-partial and commit latency, transcript."""
     import websockets
 
@@ -82,7 +86,7 @@ async def one_stream(url: str, clips, headers: dict) -> list[dict]:
     expect: list[int] = []  # the number of items once the last one is committed
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {
-            "input_audio_transcription": {"language": "zh"}}}))  # fmt: skip
+            "input_audio_transcription": {"language": "zh", "partials": partials}}}))  # fmt: skip
 
         async def read():
             async for message in ws:
@@ -98,6 +102,9 @@ async def one_stream(url: str, clips, headers: dict) -> list[dict]:
                     items.setdefault(item, {})["speech_end"] = event["audio_end_ms"] / 1000
                 if kind.endswith("transcription.delta"):
                     items.setdefault(item, {}).setdefault("first_delta", now)
+                if kind.endswith("transcription.partial") and event["transcript"]:
+                    items.setdefault(item, {}).setdefault("first_partial", now)
+                    items[item].setdefault("first_partial_text", event["transcript"])
                 if kind.endswith("transcription.completed"):
                     items.setdefault(item, {}).update(done=now, text=event["transcript"])
                     if (
@@ -130,10 +137,12 @@ async def one_stream(url: str, clips, headers: dict) -> list[dict]:
         turn["text"] = ""
     spoken = [items[i] for i in order if "speech_start" in items[i] and "done" in items[i]]
     turns[0]["latency"] = [
-        (item.get("first_delta", item["done"]) - sent(item["speech_start"]),
+        (item.get("first_partial", item["done"]) - sent(item["speech_start"]),
+         item.get("first_delta", item["done"]) - sent(item["speech_start"]),
          item["done"] - sent(item["speech_end"]))
         for item in spoken if "speech_end" in item
     ]  # fmt: skip
+    turns[0]["first_texts"] = [item.get("first_partial_text", "") for item in spoken]
     turns[0]["audio"] = joined
     return turns
 
@@ -182,6 +191,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max_queue", type=int, default=8)
     parser.add_argument("--language", default="zh")
+    parser.add_argument("--partials", choices=["on", "off"], default="on",
+                        help="ask for tentative text events (off: OpenAI's events only)")  # fmt: skip
     parser.add_argument("--show", action="store_true", help="print each turn's text and reference")
     args = parser.parse_args()
     clips = load_clips()
@@ -191,9 +202,9 @@ def main() -> int:
         print(f"server: {url}; log {log}")
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     ws_url = url.replace("http://", "ws://") + "/v1/realtime"
-    print("| streams | items | first partial p50 / p95 s | commit p50 / p95 s | CER live | "
-          "CER whole | real time | server CPU s / stream s |")  # fmt: skip
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |")
+    print("| streams | items | first partial p50 / p95 s | first committed p50 / p95 s | "
+          "commit p50 / p95 s | CER live | CER whole | real time | server CPU s / stream s |")  # fmt: skip
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |")
     try:
         used = 0
         for streams in args.streams:
@@ -205,7 +216,9 @@ def main() -> int:
                 used += args.clips_per_stream
 
             async def run_all(groups=groups):
-                return await asyncio.gather(*(one_stream(ws_url, g, headers) for g in groups))
+                return await asyncio.gather(
+                    *(one_stream(ws_url, g, headers, args.partials == "on") for g in groups)
+                )
 
             cpu = cpu_seconds(process)
             results = asyncio.run(run_all())
@@ -215,12 +228,14 @@ def main() -> int:
             refs = ["".join(t["reference"] for t in r) for r in results]
             live = ["".join(t["text"] for t in r) for r in results]
             if args.show:
-                for ref, text, w in zip(refs, live, wholes, strict=True):
-                    print(f"    ref:   {ref}\n    live:  {text}\n    whole: {w}")
-            latency = [pair for r in results for pair in r[0]["latency"]]
-            firsts, commits = [a for a, _ in latency], [b for _, b in latency]
+                for ref, text, w, r in zip(refs, live, wholes, results, strict=True):
+                    print(f"    ref:   {ref}\n    live:  {text}\n    whole: {w}\n"
+                          f"    first partials: {' / '.join(r[0]['first_texts'])}")  # fmt: skip
+            latency = [row for r in results for row in r[0]["latency"]]
+            partials, firsts, commits = ([row[k] for row in latency] for k in range(3))
             kept_up = bool(commits) and max(commits) <= args.keep_up
-            print(f"| {streams} | {len(latency)} | {percentile(firsts, 50):.2f} / "
+            print(f"| {streams} | {len(latency)} | {percentile(partials, 50):.2f} / "
+                  f"{percentile(partials, 95):.2f} | {percentile(firsts, 50):.2f} / "
                   f"{percentile(firsts, 95):.2f} | {percentile(commits, 50):.2f} / "
                   f"{percentile(commits, 95):.2f} | {cer(refs, live):.3f} | "
                   f"{cer(refs, wholes):.3f} | {'yes' if kept_up else 'no'} | {cpu:.3f} |", flush=True)  # fmt: skip

@@ -137,7 +137,8 @@ def test_page_records_from_the_microphone(live_server, test_wav, test_reference,
 
 def test_page_live_transcription_from_the_microphone(live_server, test_wav, tmp_path, cer):
     """Chromium's fake microphone plays test.wav then silence; the Live button streams it
-    over /v1/realtime and the item's text appears before the stop button is pressed."""
+    over /v1/realtime; the item's tentative text shows while it plays, and its committed
+    text appears before the stop button is pressed."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -156,6 +157,10 @@ def test_page_live_transcription_from_the_microphone(live_server, test_wav, tmp_
         browser.get(live_server.url + "/")
         wait = WebDriverWait(browser, 240, poll_frequency=0.2)
         browser.find_element(By.ID, "live").click()
+        # while test.wav plays, the item shows the model's tentative text (grey)
+        shown = wait.until(lambda b: [t.text for t in b.find_elements(
+            By.CSS_SELECTOR, "#segments li.live-item .tentative") if t.text])  # fmt: skip
+        assert not browser.find_element(By.ID, "transcript").text, "tentative text came late"
         wait.until(lambda b: b.find_element(By.ID, "transcript").text
                    or b.find_element(By.ID, "status").get_attribute("class") == "error")  # fmt: skip
         assert browser.find_element(By.ID, "status").get_attribute("class") != "error", (
@@ -163,6 +168,7 @@ def test_page_live_transcription_from_the_microphone(live_server, test_wav, tmp_
         items = browser.find_elements(By.CSS_SELECTOR, "#segments li.live-item")
         first = items[0].text
         assert cer(first) <= 0.15 and "几年" in first, first
+        assert not items[0].find_element(By.CSS_SELECTOR, ".tentative").text, shown
         browser.find_element(By.ID, "livestop").click()
         wait.until(lambda b: b.find_element(By.ID, "live").is_enabled())
     finally:

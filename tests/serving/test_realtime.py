@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 
@@ -29,6 +30,7 @@ from whisper_finetune.serving.server import create_app
 SENTENCE = "近几年不但我用书给女儿压岁也劝说亲朋不要给女儿压岁钱而改送压岁书"
 DONE = "conversation.item.input_audio_transcription.completed"
 DELTA = "conversation.item.input_audio_transcription.delta"
+PARTIAL = "conversation.item.input_audio_transcription.partial"
 
 
 class Growing:
@@ -133,6 +135,124 @@ def test_server_vad_turn_deltas_then_completed(speech):
     assert len(fake.seconds) >= 3 and max(fake.seconds) < 10
 
 
+def test_partials_show_each_hypothesis_before_it_is_committed(speech):
+    """Ours, asked for with ``partials``: after each partial decode, the whole hypothesis
+    (beginning with the deltas sent so far) and its tentative rest; the first comes from
+    the turn's first decode, before local agreement has committed anything."""
+    fake = Growing()
+    client = TestClient(create_app(fake, DecodeOptions(language="zh")), base_url="http://127.0.0.1")
+    with client.websocket_connect("/v1/realtime") as ws:
+        assert ws.receive_json()["session"]["input_audio_transcription"]["partials"] is False
+        ws.send_json({"type": "session.update", "session": {"audio": {"input": {
+            "transcription": {"language": "zh", "partials": True}}}}})  # fmt: skip
+        updated = ws.receive_json()["session"]
+        assert updated["audio"]["input"]["transcription"]["partials"] is True
+        for chunk in _chunks(speech):
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        events = _events_until(ws, DONE)
+    kinds = [e["type"] for e in events]
+    partials = [e for e in events if e["type"] == PARTIAL]
+    assert len(partials) >= 3
+    assert kinds.index(PARTIAL) < kinds.index(DELTA)  # shown before it is committed
+    assert kinds.index(PARTIAL) < kinds.index("input_audio_buffer.speech_stopped")
+    committed = ""
+    for event in events:
+        if event["type"] == DELTA:
+            committed += event["delta"]
+        if event["type"] == PARTIAL:
+            assert event["item_id"] == events[-1]["item_id"] and event["content_index"] == 0
+            assert event["transcript"] == committed + event["tentative"]
+            assert event["transcript"] == SENTENCE[: len(event["transcript"])]
+    # each decode heard more: every partial shows more text than the one before
+    shown = [len(e["transcript"]) for e in partials]
+    assert shown == sorted(set(shown)), shown
+    # the first partial was the turn's first decode: text, while nothing was committed
+    assert partials[0]["tentative"] == partials[0]["transcript"] != ""
+
+
+def test_the_commit_point_is_decoded_once(speech):
+    """Once the VAD hears silence, the next decode is up to exactly where the turn will be
+    committed (silence + 400 ms) and gives the item's final text; no decode runs into the
+    silence past it (they did, every 0.5 s, and the commit then needed a decode of its
+    own). A later turn's final decode includes the previous turn's audio as context."""
+    fake = Growing()
+    client = TestClient(create_app(fake, DecodeOptions(language="zh")), base_url="http://127.0.0.1")
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "session.update", "session": {
+            "input_audio_transcription": {"partials": True}}})  # fmt: skip
+        ws.receive_json()
+        for chunk in _chunks(speech):
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        first = _events_until(ws, DONE)
+        turn_one = list(fake.seconds)
+        for chunk in _chunks(speech):
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        second = _events_until(ws, DONE)
+    seconds = first[-1]["usage"]["seconds"]
+    # the last decode of the first turn ended exactly at its commit point, and none past it
+    assert turn_one[-1] == pytest.approx(seconds, abs=1e-3), (turn_one, seconds)
+    assert max(turn_one) <= seconds + 1e-3 and turn_one.count(turn_one[-1]) == 1
+    later = fake.seconds[len(turn_one) :]
+    # the second turn's decodes (but a rough first) include the first turn's audio
+    assert later[-1] > second[-1]["usage"]["seconds"] + 5.0, (later, second[-1])
+
+
+def test_when_partial_decodes_are_due():
+    """The decode schedule (Session.due), on a session's audio and VAD state."""
+    from types import SimpleNamespace
+
+    from whisper_finetune.serving.live import Turn
+    from whisper_finetune.serving.realtime import Session
+
+    session = Session(SimpleNamespace(defaults=DecodeOptions(language="zh")), None, None)
+
+    def due(seconds: float, turn: Turn, partials: bool = False, silence: float | None = None):
+        session.audio = np.zeros(int(seconds * 16000), np.float32)
+        session.settings = dataclasses.replace(session.settings, partials=partials)
+        session.silence_from = None if silence is None else int(silence * 16000)
+        return session.due(turn)
+
+    alone, after = Turn("a", 0), Turn("b", 16000 * 12, context=16000 * 2)
+    # OpenAI's events only: the first decode at 1 s of the turn, with the previous turn
+    assert due(0.9, alone) is None and due(1.0, alone) == (16000, False)
+    assert due(13.0, after) == (16000 * 13, False)
+    # partials: at 0.8 s; rough (no previous turn's audio) where there is one to leave out
+    assert due(0.8, alone, partials=True) == (12800, False)
+    assert due(12.8, after, partials=True) == (16000 * 12 + 12800, True)
+    # then every 0.5 s of new audio, never rough
+    after.last, after.decoded_at = "x", 12800
+    assert due(13.2, after, partials=True) is None
+    assert due(13.3, after, partials=True) == (16000 * 13 + 4800, False)
+    # in silence: nothing until the commit point (silence + 0.4 s), then exactly that, once
+    assert due(14.3, after, partials=True, silence=14.0) is None
+    assert due(14.45, after, partials=True, silence=14.0) == (16000 * 14 + 6400, False)
+    after.decoded_at = 16000 * 2 + 6400
+    assert due(14.45, after, partials=True, silence=14.0) is None
+    # without server VAD (the client commits) silence plays no part
+    session.settings = dataclasses.replace(session.settings, vad=None)
+    session.silence_from = 16000 * 14
+    assert session.due(alone) == (session.end(), False)
+
+
+def test_partials_are_asked_for(speech):
+    """OpenAI's clients get OpenAI's events only; ``partials`` must be a boolean."""
+    fake = Growing()
+    client = TestClient(create_app(fake, DecodeOptions(language="zh")), base_url="http://127.0.0.1")
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "session.update", "event_id": "u1", "session": {
+            "input_audio_transcription": {"partials": "yes"}}})  # fmt: skip
+        error = ws.receive_json()["error"]
+        assert (error["code"], error["param"], error["event_id"]) == (
+            "invalid_value", "session.input_audio_transcription.partials", "u1")  # fmt: skip
+        for chunk in _chunks(speech):
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
+        events = _events_until(ws, DONE)
+    assert DELTA in [e["type"] for e in events]
+    assert PARTIAL not in [e["type"] for e in events]
+
+
 def test_manual_commit_16k_and_errors(test_wav):
     fake = Growing()
     client = TestClient(create_app(fake, DecodeOptions(language="zh")), base_url="http://127.0.0.1")
@@ -223,7 +343,7 @@ def test_real_client_streams_test_wav_in_real_time(live_server, test_wav, cer):
 
             reader = asyncio.create_task(read())
             await ws.send(json.dumps({"type": "session.update", "session": {
-                "input_audio_transcription": {"language": "zh"}}}))  # fmt: skip
+                "input_audio_transcription": {"language": "zh", "partials": True}}}))  # fmt: skip
             for i, chunk in enumerate(_chunks(data)):
                 await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
                 await asyncio.sleep(max(0.0, start + (i + 1) * 0.1 - time.monotonic()))
@@ -239,6 +359,16 @@ def test_real_client_streams_test_wav_in_real_time(live_server, test_wav, cer):
         e["delta"] for e in events if e["type"] == DELTA and e["item_id"] == done[0]["item_id"]
     ]
     assert "".join(deltas) == live
+    # the tentative text came while the person spoke, each partial beginning with the
+    # deltas sent before it (the real model's hypotheses, decoded every half second)
+    item = [e for e in events if e.get("item_id") == done[0]["item_id"]]
+    kinds = [e["type"] for e in item]
+    assert kinds.index(PARTIAL) < kinds.index("input_audio_buffer.speech_stopped"), kinds
+    committed = ""
+    for event in item:
+        committed += event["delta"] if event["type"] == DELTA else ""
+        if event["type"] == PARTIAL:
+            assert event["transcript"] == committed + event["tentative"], event
     whole = httpx.post(f"{live_server.url}/v1/audio/transcriptions", timeout=120,
                        files={"file": ("test.wav", test_wav.read_bytes(), "audio/wav")}).json()  # fmt: skip
     assert cer(live) <= cer(whole["text"]) + 0.02, (live, whole["text"])

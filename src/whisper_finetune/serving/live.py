@@ -148,6 +148,8 @@ class Turn:
     start: int
     committed: str = ""  # text sent as deltas
     last: str | None = None  # the previous partial hypothesis
+    tentative: str = ""  # what the last partial event showed after the committed text
+    rough: bool = False  # ``last`` was decoded without the previous turn's audio
     decoded_at: int = 0  # the turn's length in samples at its last partial decode
     silent: bool = False  # committed without speech: an empty transcript, nothing decoded
     context: int = -1  # where its decodes start: before ``start``, the previous turn's audio

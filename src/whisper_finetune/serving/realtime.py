@@ -34,7 +34,6 @@ import numpy as np
 
 from whisper_finetune.data.audio import SAMPLE_RATE
 from whisper_finetune.inference.transcript import Transcript
-from whisper_finetune.serving.decode import Normalize
 from whisper_finetune.serving.errors import ApiError
 from whisper_finetune.serving.guard import Guard
 from whisper_finetune.serving.live import (
@@ -48,11 +47,14 @@ from whisper_finetune.serving.live import (
     new_delta,
     new_id,
 )
+from whisper_finetune.serving.live_settings import DEFAULT_VAD, LiveSettings
 from whisper_finetune.serving.runner import ServerState, check_language
 
 logger = logging.getLogger("whisper_finetune.serving")
 
+PARTIAL = "conversation.item.input_audio_transcription.partial"  # ours: tentative text
 FIRST_SECONDS = 1.0  # a turn's first partial decode: this much audio (with its lead-in)
+FIRST_SHOWN_SECONDS = 0.8  # the same with ``partials`` (its text is shown at once)
 STEP_SECONDS = 0.5  # new audio between two partial decodes
 MAX_TURN_SECONDS = 28.0  # a turn is committed at this length (one Whisper window)
 END_PAD = 4 * SAMPLE_RATE // 10  # audio after the VAD's end of speech kept in the item
@@ -61,9 +63,6 @@ CONTEXT_SAMPLES = 10 * SAMPLE_RATE  # audio of the previous turn decoded with a 
 MIN_COMMIT_SECONDS = 0.1  # OpenAI refuses to commit less than 100 ms
 VAD_WINDOW = 512  # Silero's window at 16 kHz
 MS = SAMPLE_RATE // 1000  # samples in a millisecond
-RATES = (24000, 16000)
-DEFAULT_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-               "silence_duration_ms": 500}  # fmt: skip
 
 
 class Session:
@@ -73,12 +72,9 @@ class Session:
         self.state, self.send, self.executor = state, send, executor
         self.max_seconds: float | None = max_seconds  # the uncommitted buffer's bound
         self.id = new_id("sess")
-        self.rate = RATES[0]
-        self.language = state.defaults.language
-        self.prompt: str | None = state.defaults.initial_prompt
-        self.normalize = Normalize()
-        self.vad: dict | None = dict(DEFAULT_VAD)
-        self.resampler = Resampler(self.rate)
+        defaults = state.defaults
+        self.settings = LiveSettings(defaults.language, defaults.initial_prompt)
+        self.resampler = Resampler(self.settings.rate)
         self.audio = np.zeros(0, np.float32)  # the session's audio since the last trim
         self.offset = 0  # samples dropped from the front of ``audio``
         self.vad_done = 0  # samples the VAD has seen
@@ -97,20 +93,7 @@ class Session:
         await self.send({"type": kind, "event_id": new_id("event"), **fields})
 
     def describe(self) -> dict:
-        transcription = {"model": self.state.model_name or "whisper-1",
-                         "language": self.language, "prompt": self.prompt or "",
-                         "to_simple": self.normalize.to_simple,
-                         "remove_pun": self.normalize.remove_pun}  # fmt: skip
-        return {
-            "id": self.id,
-            "object": "realtime.transcription_session",
-            "type": "transcription",
-            "input_audio_format": "pcm16",
-            "input_audio_transcription": transcription,
-            "turn_detection": self.vad,
-            "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.rate},
-                                "transcription": transcription, "turn_detection": self.vad}},
-        }  # fmt: skip
+        return self.settings.describe(self.id, self.state.model_name or "whisper-1")
 
     async def handle(self, event: dict) -> None:
         kind = event.get("type")
@@ -134,41 +117,16 @@ class Session:
             )
 
     def update(self, session: Any) -> None:
-        if not isinstance(session, dict):
-            raise ClientError("session.update needs a 'session' object", "invalid_value", "session")
-        audio_in = (session.get("audio") or {}).get("input") or {}
-        transcription = session.get("input_audio_transcription") or audio_in.get("transcription")
-        if isinstance(transcription, dict):
-            if "language" in transcription:
-                try:
-                    self.language = check_language(self.state, transcription["language"] or None)
-                except ApiError as exc:
-                    raise ClientError(exc.message, "invalid_language", "session.language") from exc
-            if "prompt" in transcription:
-                self.prompt = transcription["prompt"] or None
-            # ours, as on the HTTP routes: traditional to simplified, no punctuation
-            self.normalize = Normalize(
-                bool(transcription.get("to_simple", self.normalize.to_simple)),
-                bool(transcription.get("remove_pun", self.normalize.remove_pun)),
-            )
-        fmt = session.get("input_audio_format", audio_in.get("format"))
-        if fmt is not None:
-            rate = fmt.get("rate", RATES[0]) if isinstance(fmt, dict) else RATES[0]
-            kind = fmt.get("type") if isinstance(fmt, dict) else fmt
-            if kind not in ("pcm16", "audio/pcm") or rate not in RATES:
-                raise ClientError(f"unsupported input audio format {fmt!r}: use pcm16 (audio/pcm) "
-                                  f"at 24000 or 16000 Hz", "invalid_value", "session.input_audio_format")  # fmt: skip
-            if rate != self.rate:
-                self.rate, self.resampler = rate, Resampler(rate)
-        for source in (session, audio_in):
-            if "turn_detection" in source:
-                vad = source["turn_detection"]
-                if vad is not None and (
-                    not isinstance(vad, dict) or vad.get("type", "server_vad") != "server_vad"
-                ):
-                    raise ClientError("turn_detection must be null or {'type': 'server_vad', ...}",
-                                      "invalid_value", "session.turn_detection")  # fmt: skip
-                self.vad = None if vad is None else {**DEFAULT_VAD, **vad}
+        def language(code: str | None) -> str | None:
+            try:
+                return check_language(self.state, code)
+            except ApiError as exc:
+                raise ClientError(exc.message, "invalid_language", "session.language") from exc
+
+        rate = self.settings.rate
+        self.settings = self.settings.updated(session, language)
+        if self.settings.rate != rate:
+            self.resampler = Resampler(self.settings.rate)
 
     async def append(self, data: Any) -> None:
         try:
@@ -178,7 +136,9 @@ class Session:
         if raw is None or len(raw) % 2:
             raise ClientError("'audio' must be base64 of 16-bit little-endian PCM (an even number "
                               "of bytes)", "invalid_value", "audio")  # fmt: skip
-        check_append(self.end() - self.buffer_start, len(raw) // 2, self.rate, self.max_seconds)
+        check_append(
+            self.end() - self.buffer_start, len(raw) // 2, self.settings.rate, self.max_seconds
+        )
         samples = self.resampler(np.frombuffer(raw, dtype="<i2"))
         self.audio = np.concatenate([self.audio, samples])
         await self.run_vad()
@@ -198,7 +158,7 @@ class Session:
         lead = min(VAD_WINDOW, self.vad_done - self.offset)
         chunk = self.audio[self.vad_done - self.offset - lead : end - self.offset]
         probs = np.asarray(get_vad_model()(chunk)).reshape(-1)[lead // VAD_WINDOW :]
-        threshold = (self.vad or DEFAULT_VAD)["threshold"]
+        threshold = (self.settings.vad or DEFAULT_VAD)["threshold"]
         for i, p in enumerate(probs):
             at = self.vad_done + i * VAD_WINDOW
             if p >= threshold:
@@ -208,8 +168,10 @@ class Session:
                     await self.start_turn(at)
             elif self.speech_at is not None and p < max(threshold - 0.15, 0.01):
                 self.silence_from = at if self.silence_from is None else self.silence_from
-                silence = (self.vad or DEFAULT_VAD)["silence_duration_ms"] * SAMPLE_RATE // 1000
-                if self.vad is not None and at + VAD_WINDOW - self.silence_from >= silence:
+                silence = (
+                    (self.settings.vad or DEFAULT_VAD)["silence_duration_ms"] * SAMPLE_RATE // 1000
+                )
+                if self.settings.vad is not None and at + VAD_WINDOW - self.silence_from >= silence:
                     await self.stop_turn(self.silence_from)
         self.vad_done = end
         if self.turn and self.end() - self.turn.start >= MAX_TURN_SECONDS * SAMPLE_RATE:
@@ -217,12 +179,12 @@ class Session:
 
     async def start_turn(self, at: int) -> None:
         if self.turn is None:
-            pad = ((self.vad or DEFAULT_VAD)["prefix_padding_ms"]) * SAMPLE_RATE // 1000
+            pad = ((self.settings.vad or DEFAULT_VAD)["prefix_padding_ms"]) * SAMPLE_RATE // 1000
             start = max(at - pad, self.buffer_start)
             context = start if self.spoken is None else max(self.spoken, start - CONTEXT_SAMPLES)
             self.turn = Turn(new_id("item"), start, context=context)
             self.spoken = start
-        if self.vad is not None:
+        if self.settings.vad is not None:
             await self.emit("input_audio_buffer.speech_started",
                             audio_start_ms=self.turn.start // MS, item_id=self.turn.item_id)  # fmt: skip
 
@@ -278,21 +240,22 @@ class Session:
             self.audio = self.audio[keep - self.offset :]
             self.offset = keep
 
-    async def decode(self, turn: Turn, end: int) -> str:
+    async def decode(self, turn: Turn, end: int, context: bool = True) -> str:
         """The turn's text up to ``end``, decoded with the server's defaults (as the HTTP
         routes), after up to :data:`CONTEXT_SAMPLES` of the previous turn (as in the whole
-        recording; segments mostly before the turn are dropped)."""
-        options = dataclasses.replace(self.state.defaults, language=self.language,
-                                      initial_prompt=self.prompt, word_timestamps=False,
+        recording; segments mostly before the turn are dropped) unless ``context`` is
+        False."""
+        options = dataclasses.replace(self.state.defaults, language=self.settings.language,
+                                      initial_prompt=self.settings.prompt, word_timestamps=False,
                                       vad_filter=False)  # fmt: skip
         start = turn.start
-        if not options.without_timestamps:
+        if context and not options.without_timestamps:
             start = min(start, max(turn.context, end - int(MAX_TURN_SECONDS * SAMPLE_RATE)))
         samples, state, cancel, normalize = (
             self.clip(start, end),
             self.state,
             self.cancel,
-            self.normalize,
+            self.settings.normalize,
         )
 
         def work():
@@ -318,12 +281,13 @@ class Session:
                 self.finals.pop(0)
             self.trim()
             turn = self.turn
-            first = FIRST_SECONDS if turn is not None and turn.last is None else STEP_SECONDS
-            if turn is None or self.end() - turn.start - turn.decoded_at < first * SAMPLE_RATE:
+            due = None if turn is None else self.due(turn)
+            if due is None:
                 continue
-            turn.decoded_at = self.end() - turn.start
+            end, rough = due
+            turn.decoded_at = end - turn.start
             try:
-                text = await self.decode(turn, self.end())
+                text = await self.decode(turn, end, context=not rough)
             except Exception as exc:  # a partial is tried again at the next step
                 logger.warning("realtime: a partial decode failed: %s", exc)
                 continue
@@ -331,14 +295,40 @@ class Session:
             added = new_delta(turn.committed, turn.last or "", text, HOLD_CHARS)
             if added:
                 await self.delta(turn, added)
-            turn.last = text
+            turn.last, turn.rough = text, rough
+            if self.settings.partials:
+                await self.partial(turn, text)
             self.wake.set()  # more audio may have come while decoding
+
+    def due(self, turn: Turn) -> tuple[int, bool] | None:
+        """The live turn's next partial decode: where it ends, and whether it leaves out
+        the previous turn's audio (``rough``); None while none is due.
+
+        While the person speaks: all the audio, :data:`FIRST_SECONDS` into the turn
+        (:data:`FIRST_SHOWN_SECONDS` with ``partials``: rough, a fifth faster, shown, never
+        final alone), then every :data:`STEP_SECONDS` of new audio. In silence: one decode
+        up to where the turn will be committed if it stays quiet (the silence's start plus
+        :data:`END_PAD`), which is also the item's final text (no decode at the commit).
+        """
+        if self.silence_from is not None and self.settings.vad is not None:
+            end = self.silence_from + END_PAD
+            if self.end() >= end and turn.decoded_at < end - turn.start:
+                return end, False
+            return None
+        first = FIRST_SHOWN_SECONDS if self.settings.partials else FIRST_SECONDS
+        if (
+            self.end() - turn.start - turn.decoded_at
+            < (first if turn.last is None else STEP_SECONDS) * SAMPLE_RATE
+        ):
+            return None
+        rough = self.settings.partials and turn.last is None and turn.context < turn.start
+        return self.end(), rough
 
     async def finish(self, turn: Turn, at: int) -> None:
         """A committed turn's last deltas and its ``completed`` event (or ``failed``)."""
         if turn.silent:
             text = ""
-        elif turn.last is not None and turn.decoded_at >= at - turn.start:
+        elif turn.last is not None and not turn.rough and turn.decoded_at >= at - turn.start:
             text = turn.last  # the last partial decode heard the whole turn
         else:
             try:
@@ -357,6 +347,15 @@ class Session:
         await self.emit("conversation.item.input_audio_transcription.completed",
                         item_id=turn.item_id, content_index=0, transcript=full,
                         usage={"type": "duration", "seconds": seconds})  # fmt: skip
+
+    async def partial(self, turn: Turn, text: str) -> None:
+        """Ours (``partials``): the whole hypothesis so far, and its part after the
+        committed deltas, which the next partial event replaces."""
+        full = completed_text(turn.committed, text)
+        if full[len(turn.committed) :] != turn.tentative:
+            turn.tentative = full[len(turn.committed) :]
+            await self.emit(PARTIAL, item_id=turn.item_id, content_index=0, transcript=full,
+                            tentative=turn.tentative)  # fmt: skip
 
     async def delta(self, turn: Turn, text: str) -> None:
         turn.committed += text
