@@ -7,8 +7,9 @@ over all the turns:
 
 - **first partial**: from the moment the first speech of a turn was sent (where the
   server's VAD heard it: ``speech_started``'s ``audio_start_ms`` plus the 300 ms of
-  lead-in it includes) to its first text of any kind, the tentative
-  ``...transcription.partial`` event (the streams ask for ``partials``);
+  lead-in it includes) to its first text of any kind: the tentative
+  ``...transcription.partial`` event (the streams ask for ``partials`` unless
+  ``--partials off``), else a delta, else its ``completed`` transcript;
 - **first committed**: from the same moment to the turn's first
   ``...transcription.delta`` (text agreed by two decodes, never changed afterwards);
 - **commit**: from the moment the end of the turn's speech was sent to its
@@ -127,6 +128,9 @@ async def one_stream(url: str, clips, headers: dict, partials: bool = True) -> l
         await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         await asyncio.wait_for(reader, 300)
 
+    def first_text(item: dict) -> float:  # a partial, else a delta, else the completed text
+        return min(item.get("first_partial", item["done"]), item.get("first_delta", item["done"]))
+
     def sent(second: float) -> float:  # when the chunk holding that second of audio left
         return sent_at[min(len(sent_at) - 1, int(second / CHUNK))]
 
@@ -137,7 +141,7 @@ async def one_stream(url: str, clips, headers: dict, partials: bool = True) -> l
         turn["text"] = ""
     spoken = [items[i] for i in order if "speech_start" in items[i] and "done" in items[i]]
     turns[0]["latency"] = [
-        (item.get("first_partial", item["done"]) - sent(item["speech_start"]),
+        (first_text(item) - sent(item["speech_start"]) if partials else None,
          item.get("first_delta", item["done"]) - sent(item["speech_start"]),
          item["done"] - sent(item["speech_end"]))
         for item in spoken if "speech_end" in item
@@ -234,8 +238,9 @@ def main() -> int:
             latency = [row for r in results for row in r[0]["latency"]]
             partials, firsts, commits = ([row[k] for row in latency] for k in range(3))
             kept_up = bool(commits) and max(commits) <= args.keep_up
-            print(f"| {streams} | {len(latency)} | {percentile(partials, 50):.2f} / "
-                  f"{percentile(partials, 95):.2f} | {percentile(firsts, 50):.2f} / "
+            shown = [p for p in partials if p is not None]  # None: partials not asked for
+            shown = f"{percentile(shown, 50):.2f} / {percentile(shown, 95):.2f}" if shown else "-"
+            print(f"| {streams} | {len(latency)} | {shown} | {percentile(firsts, 50):.2f} / "
                   f"{percentile(firsts, 95):.2f} | {percentile(commits, 50):.2f} / "
                   f"{percentile(commits, 95):.2f} | {cer(refs, live):.3f} | "
                   f"{cer(refs, wholes):.3f} | {'yes' if kept_up else 'no'} | {cpu:.3f} |", flush=True)  # fmt: skip
