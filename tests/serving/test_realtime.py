@@ -174,7 +174,8 @@ def test_the_commit_point_is_decoded_once(speech):
     """Once the VAD hears silence, the next decode is up to exactly where the turn will be
     committed (silence + 400 ms) and gives the item's final text; no decode runs into the
     silence past it (they did, every 0.5 s, and the commit then needed a decode of its
-    own). A later turn's final decode includes the previous turn's audio as context."""
+    own). A later turn's final decode includes the previous turn's audio as context, and
+    is done again without it where that left the turn no text."""
     fake = Growing()
     client = TestClient(create_app(fake, DecodeOptions(language="zh")), base_url="http://127.0.0.1")
     with client.websocket_connect("/v1/realtime") as ws:
@@ -193,9 +194,12 @@ def test_the_commit_point_is_decoded_once(speech):
     # the last decode of the first turn ended exactly at its commit point, and none past it
     assert turn_one[-1] == pytest.approx(seconds, abs=1e-3), (turn_one, seconds)
     assert max(turn_one) <= seconds + 1e-3 and turn_one.count(turn_one[-1]) == 1
-    later = fake.seconds[len(turn_one) :]
-    # the second turn's decodes (but a rough first) include the first turn's audio
-    assert later[-1] > second[-1]["usage"]["seconds"] + 5.0, (later, second[-1])
+    later, seconds = fake.seconds[len(turn_one) :], second[-1]["usage"]["seconds"]
+    # the second turn's final decode included the first turn's audio; the fake's one
+    # segment spans both turns and went with the first, so the turn was decoded again
+    # on its own rather than left empty
+    assert later[-2] > seconds + 5.0 and later[-1] == pytest.approx(seconds, abs=1e-3), later
+    assert second[-1]["transcript"] == SENTENCE[: int(seconds * 2)], second[-1]
 
 
 def test_when_partial_decodes_are_due():

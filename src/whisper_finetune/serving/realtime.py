@@ -251,12 +251,8 @@ class Session:
         start = turn.start
         if context and not options.without_timestamps:
             start = min(start, max(turn.context, end - int(MAX_TURN_SECONDS * SAMPLE_RATE)))
-        samples, state, cancel, normalize = (
-            self.clip(start, end),
-            self.state,
-            self.cancel,
-            self.settings.normalize,
-        )
+        samples, state, cancel = self.clip(start, end), self.state, self.cancel
+        normalize = self.settings.normalize
 
         def work():
             if state.batchable(options):
@@ -268,6 +264,10 @@ class Session:
         if start < turn.start:
             boundary = (turn.start - start) / SAMPLE_RATE
             kept = [s for s in transcript.segments if s.start + s.end >= 2 * boundary]
+            if not kept and any(s.end > boundary for s in transcript.segments):
+                # one segment ran from the previous turn into this one and went with it:
+                # the turn (often a short one after a pause) is decoded on its own
+                return await self.decode(turn, end, context=False)
             transcript = Transcript.from_segments(kept, transcript.language, transcript.duration)
         return transcript.text.strip()
 
