@@ -33,6 +33,12 @@ class LiveSettings:
     vad: dict | None = dataclasses.field(default_factory=lambda: dict(DEFAULT_VAD))
     partials: bool = False  # ours: tentative text events between the committed deltas
 
+    @property
+    def detection(self) -> dict:
+        """The VAD's parameters: the session's ``turn_detection``, or the defaults where it
+        is null (the client commits; the VAD still finds where speech starts)."""
+        return self.vad or DEFAULT_VAD
+
     def describe(self, session_id: str, model: str) -> dict:
         """The session object of ``session.created`` / ``session.updated``, both shapes."""
         transcription = {"model": model, "language": self.language, "prompt": self.prompt or "",

@@ -47,7 +47,7 @@ from whisper_finetune.serving.live import (
     new_delta,
     new_id,
 )
-from whisper_finetune.serving.live_settings import DEFAULT_VAD, LiveSettings
+from whisper_finetune.serving.live_settings import LiveSettings
 from whisper_finetune.serving.runner import ServerState, check_language
 
 logger = logging.getLogger("whisper_finetune.serving")
@@ -158,7 +158,7 @@ class Session:
         lead = min(VAD_WINDOW, self.vad_done - self.offset)
         chunk = self.audio[self.vad_done - self.offset - lead : end - self.offset]
         probs = np.asarray(get_vad_model()(chunk)).reshape(-1)[lead // VAD_WINDOW :]
-        threshold = (self.settings.vad or DEFAULT_VAD)["threshold"]
+        threshold = self.settings.detection["threshold"]
         for i, p in enumerate(probs):
             at = self.vad_done + i * VAD_WINDOW
             if p >= threshold:
@@ -168,9 +168,7 @@ class Session:
                     await self.start_turn(at)
             elif self.speech_at is not None and p < max(threshold - 0.15, 0.01):
                 self.silence_from = at if self.silence_from is None else self.silence_from
-                silence = (
-                    (self.settings.vad or DEFAULT_VAD)["silence_duration_ms"] * SAMPLE_RATE // 1000
-                )
+                silence = self.settings.detection["silence_duration_ms"] * SAMPLE_RATE // 1000
                 if self.settings.vad is not None and at + VAD_WINDOW - self.silence_from >= silence:
                     await self.stop_turn(self.silence_from)
         self.vad_done = end
@@ -179,7 +177,7 @@ class Session:
 
     async def start_turn(self, at: int) -> None:
         if self.turn is None:
-            pad = ((self.settings.vad or DEFAULT_VAD)["prefix_padding_ms"]) * SAMPLE_RATE // 1000
+            pad = self.settings.detection["prefix_padding_ms"] * SAMPLE_RATE // 1000
             start = max(at - pad, self.buffer_start)
             context = start if self.spoken is None else max(self.spoken, start - CONTEXT_SAMPLES)
             self.turn = Turn(new_id("item"), start, context=context)
